@@ -1,0 +1,35 @@
+# The two commands a newcomer runs are `make demo` and `make test`; both install what
+# they need first (a virtual environment, and the database servers through apt-get).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.replpool-installed
+PYTEST_ARGS ?=
+
+.PHONY: test demo lab venv servers bench clean
+
+test: venv servers
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: venv servers
+	$(PY) -m replpool demo
+
+lab: venv servers
+	$(PY) -m replpool lab up --engine postgresql --replicas 2
+
+bench: venv servers
+	$(PY) benchmarks/overhead.py
+
+venv: $(STAMP)
+
+$(STAMP): setup.cfg setup.py
+	@bash scripts/ensure-python.sh "$(PYTHON)" "$(VENV)"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+servers: venv
+	$(PY) -m replpool lab install-servers
+
+clean:
+	rm -rf $(VENV) *.egg-info build dist .hypothesis

@@ -1,0 +1,117 @@
+"""pytest fixtures over the labs (loaded automatically when replpool is installed).
+
+``postgres_lab`` / ``mariadb_lab``
+    A lab shared by the whole test session (started on first use), handed to each test
+    in a healthy state: after every test it is healed (faults undone, replicas caught
+    up), or replaced by a fresh one when the test promoted a replica.
+``lab_factory``
+    ``lab_factory("postgresql", replicas=2)`` starts a lab for this test alone, stopped
+    after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from ._base import Lab, logger
+
+SHARED_REPLICAS = {"postgresql": 2, "mariadb": 2}
+
+
+def _lab_class(engine: str) -> type[Lab]:
+    if engine == "postgresql":
+        from ._postgres import PostgresLab
+
+        return PostgresLab
+    if engine == "mariadb":
+        from ._mariadb import MariaDBLab
+
+        return MariaDBLab
+    raise ValueError(f"unknown lab engine {engine!r}; use 'postgresql' or 'mariadb'")
+
+
+class SharedLabs:
+    """One running lab per engine for the session, kept healthy between tests."""
+
+    def __init__(self) -> None:
+        self.labs: dict[str, Lab] = {}
+
+    def get(self, engine: str) -> Lab:
+        lab = self.labs.get(engine)
+        if lab is None:
+            lab = _lab_class(engine)(SHARED_REPLICAS[engine])
+            lab.start()
+            self.labs[engine] = lab
+        return lab
+
+    def after_test(self, engine: str) -> None:
+        lab = self.labs.get(engine)
+        if lab is None:
+            return
+        if any(m.role == "fenced" for m in lab.members):
+            self.discard(engine)  # a promoted lab cannot be put back
+            return
+        try:
+            lab.heal()
+        except Exception:
+            logger.exception("could not heal %r; starting a new one for the next test", lab)
+            self.discard(engine)
+
+    def discard(self, engine: str) -> None:
+        lab = self.labs.pop(engine, None)
+        if lab is not None:
+            lab.stop()
+
+    def close(self) -> None:
+        for engine in list(self.labs):
+            self.discard(engine)
+
+
+@pytest.fixture(scope="session")
+def replpool_shared_labs() -> Iterator[SharedLabs]:
+    labs = SharedLabs()
+    try:
+        yield labs
+    finally:
+        labs.close()
+
+
+@pytest.fixture
+def postgres_lab(replpool_shared_labs: SharedLabs) -> Iterator[Any]:
+    """The session's PostgreSQL lab (primary and two replicas), healthy at test start."""
+    lab = replpool_shared_labs.get("postgresql")
+    try:
+        yield lab
+    finally:
+        replpool_shared_labs.after_test("postgresql")
+
+
+@pytest.fixture
+def mariadb_lab(replpool_shared_labs: SharedLabs) -> Iterator[Any]:
+    """The session's MariaDB lab (primary and two replicas), healthy at test start."""
+    lab = replpool_shared_labs.get("mariadb")
+    try:
+        yield lab
+    finally:
+        replpool_shared_labs.after_test("mariadb")
+
+
+@pytest.fixture
+def lab_factory() -> Iterator[Callable[..., Any]]:
+    """Start labs that belong to one test: ``lab_factory("postgresql", replicas=1)``."""
+    labs: list[Lab] = []
+
+    def make(engine: str, replicas: int = 2, **options: Any) -> Any:
+        lab = _lab_class(engine)(replicas, **options)
+        labs.append(lab)
+        lab.start()
+        return lab
+
+    try:
+        yield make
+    finally:
+        for lab in labs:
+            lab.stop()
