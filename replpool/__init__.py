@@ -1,7 +1,48 @@
-"""replpool: use a primary and its replicas the way you would use a single database."""
+"""replpool: use a primary and its replicas the way you would use a single database.
+
+    import replpool
+
+    with replpool.Cluster("postgresql://app@db1/app", ["postgresql://app@db2/app"]) as db:
+        with db.connection() as conn:                  # the primary
+            conn.execute("INSERT ...")
+        with db.connection(read_only=True) as conn:    # a replica that has this write
+            conn.execute("SELECT ...")
+"""
 
 from __future__ import annotations
 
+from ._cluster import Cluster
 from ._errors import ConfigurationError, Error, NoPrimaryAvailable, PoolTimeout, TokenError
+from ._positions import LSN, MariaDBGTID, MySQLGTIDSet
+from ._routing import Reason
+from ._session import (
+    Session,
+    current_session,
+    current_token,
+    pinned_to_master,
+    pinned_to_primary,
+    session,
+)
+from ._status import ClusterStatus, MemberStatus, PoolStatus
 
-__all__ = ["ConfigurationError", "Error", "NoPrimaryAvailable", "PoolTimeout", "TokenError"]
+__all__ = [
+    "LSN",
+    "Cluster",
+    "ClusterStatus",
+    "ConfigurationError",
+    "Error",
+    "MariaDBGTID",
+    "MemberStatus",
+    "MySQLGTIDSet",
+    "NoPrimaryAvailable",
+    "PoolStatus",
+    "PoolTimeout",
+    "Reason",
+    "Session",
+    "TokenError",
+    "current_session",
+    "current_token",
+    "pinned_to_master",
+    "pinned_to_primary",
+    "session",
+]

@@ -4,18 +4,20 @@ import os
 
 import pytest
 
-from replpool.testing import lab_root
-from replpool.testing._process import cmdline, process_start_time
+from replpool.testing._base import created_directories
+from replpool.testing._process import cmdline
 
 
 def _lab_server_pids() -> list[int]:
-    root = str(lab_root())
+    """Server processes of the labs this test run started (or that its test
+    subprocesses started, under the same folders) that are still alive."""
+    dirs = [str(d) for d in created_directories]
     me = os.getpid()
     pids = []
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != me and process_start_time(int(entry)) is not None:
+        if entry.isdigit() and int(entry) != me:
             line = cmdline(int(entry))
-            if root in line and "replpool.testing._reaper" not in line:
+            if any(d in line for d in dirs) and "replpool.testing._reaper" not in line:
                 pids.append(int(entry))
     return pids
 

@@ -145,6 +145,9 @@ class LabMember:
 
 
 _live_labs: weakref.WeakSet[Lab] = weakref.WeakSet()
+# Every lab folder this process created, so a test suite can check that no server of
+# its labs outlived them (servers of other processes' labs are none of its business).
+created_directories: list[Path] = []
 
 
 @atexit.register
@@ -212,6 +215,7 @@ class Lab:
             for old in _process.remove_stale_labs(root):
                 logger.warning("removed a stale lab left by a killed run: %s", old)
             self.directory = Path(tempfile.mkdtemp(prefix=f"{self.engine}-", dir=root))
+            created_directories.append(self.directory)
             os.chmod(self.directory, 0o755)
             self._started = True
             _live_labs.add(self)

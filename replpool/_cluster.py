@@ -1,0 +1,570 @@
+"""The cluster: per-member pools, the monitor, and the checkout path that applies the
+router's decisions. Decisions live in ``_routing`` and ``_session``; this module does the
+I/O around them."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import psycopg_pool
+
+from . import _session
+from ._engine import Engine, MemberSpec, Pool, engine_for
+from ._errors import ConfigurationError, Error, NoPrimaryAvailable, PoolTimeout, TokenError
+from ._monitor import Monitor
+from ._positions import Position
+from ._routing import SELECTIONS, Decision, Reason, Selector, Topology, route_read
+from ._status import ClusterStatus, MemberStatus, PoolStatus
+
+logger = logging.getLogger("replpool")
+
+_NAME_RE = re.compile(r"\A[A-Za-z0-9_.:-]{1,100}\Z")
+# Dead idle connections skipped on one checkout before giving up on that member.
+_MAX_DEAD_SKIPS = 3
+
+
+def _number(name: str, value: Any, *, minimum: float, inclusive: bool = True, unit: str = "seconds") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise ConfigurationError(f"{name} must be a number of {unit}, not {value!r}")
+    if value < minimum or (not inclusive and value == minimum):
+        op = ">=" if inclusive else ">"
+        raise ConfigurationError(f"{name} must be {op} {minimum:g} {unit}, not {value!r}")
+    return float(value)
+
+
+def _count(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(f"{name} must be a whole number >= {minimum}, not {value!r}")
+    return value
+
+
+class _Member:
+    """A member's pool and its checked-out connections."""
+
+    __slots__ = ("index", "spec", "pool", "lock", "out")
+
+    def __init__(self, index: int, spec: MemberSpec) -> None:
+        self.index = index
+        self.spec = spec
+        self.pool: Pool | None = None
+        self.lock = threading.Lock()
+        self.out: dict[int, Any] = {}  # id(conn) -> conn, for aborting readers of a hung member
+
+
+class Cluster:
+    """A primary and its replicas, pooled, monitored, and routed with read-your-writes.
+
+    :param primary: the primary's connection string: a URL (``postgresql://user:pw@host:
+        5432/db``, ``mysql://...``) or libpq keywords (``host=... dbname=...``).
+    :param replicas: the replicas' connection strings (none is fine).
+    :param name: the cluster's name in sessions, tokens, logs and metric labels.
+    :param min_size: connections each member's pool keeps open (default 1).
+    :param max_size: connections each member's pool may open (default 10).
+    :param pool_options: any other ``psycopg_pool.ConnectionPool`` argument (``timeout``,
+        ``max_lifetime``, ``max_idle``, ``kwargs``, ``configure``, ...), for every member.
+    :param max_replica_lag: seconds; a replica further behind serves no reads (30).
+    :param max_replica_lag_bytes: bytes of log; the same, by size (None: no limit).
+    :param monitor_interval: seconds between two polls of every member (0.1).
+    :param causal_wait: seconds a read may wait for a replica to apply the session's
+        writes before it goes to the primary (0: never wait).
+    :param replica_selection: among fresh replicas, ``"least_lag"`` (default),
+        ``"round_robin"``, ``"random"`` or ``"least_busy"``.
+    :param failover_wait: seconds a request that needs the primary waits for one to be
+        found when none is reachable, before :class:`NoPrimaryAvailable` (5).
+    :param probe_timeout: seconds a member may take to answer a poll before it is taken
+        out of rotation (1).
+    :param connect_timeout: seconds to open a connection (3; PostgreSQL's minimum is 2).
+    :param driver: ``"postgresql"`` or ``"mysql"``, when the URL scheme does not say.
+    """
+
+    def __init__(
+        self,
+        primary: str,
+        replicas: Sequence[str] = (),
+        *,
+        name: str = "default",
+        min_size: int = 1,
+        max_size: int = 10,
+        pool_options: Mapping[str, Any] | None = None,
+        max_replica_lag: float = 30.0,
+        max_replica_lag_bytes: int | None = None,
+        monitor_interval: float = 0.1,
+        causal_wait: float = 0.0,
+        replica_selection: str = "least_lag",
+        failover_wait: float = 5.0,
+        probe_timeout: float = 1.0,
+        connect_timeout: float = 3.0,
+        driver: str | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise ConfigurationError(
+                f"name must be 1-100 letters, digits or '_.:-' (it is a metric label), not {name!r}"
+            )
+        self.name = name
+        if isinstance(replicas, (str, bytes)) or not isinstance(replicas, Sequence):
+            raise ConfigurationError(
+                f"cluster {name!r}: replicas must be a list of connection strings, not "
+                f"{type(replicas).__name__}"
+            )
+        if not isinstance(primary, str):
+            raise ConfigurationError(
+                f"cluster {name!r}: primary must be a connection string, not {type(primary).__name__}"
+            )
+        self._engine: Engine = engine_for(primary, driver)
+        self.engine_name: str = self._engine.name
+        specs = [self._engine.member_spec(primary, f"cluster {name!r}: primary")]
+        for i, text in enumerate(replicas):
+            if isinstance(text, str) and driver is None and "://" in text:
+                other = engine_for(text, None).name
+                if other != self.engine_name:
+                    raise ConfigurationError(
+                        f"cluster {name!r}: replica #{i + 1} is a {other} URL, but the primary "
+                        f"is {self.engine_name}"
+                    )
+            specs.append(self._engine.member_spec(text, f"cluster {name!r}: replica #{i + 1}"))
+        seen: dict[str, int] = {}
+        for i, spec in enumerate(specs):
+            if spec.name in seen:
+                raise ConfigurationError(
+                    f"cluster {name!r}: {spec.name} is listed twice (members #{seen[spec.name]} "
+                    f"and #{i}); list each server once"
+                )
+            seen[spec.name] = i
+        self.min_size = _count("min_size", min_size, 0)
+        self.max_size = _count("max_size", max_size, 1)
+        if self.min_size > self.max_size:
+            raise ConfigurationError(
+                f"min_size ({min_size}) must not exceed max_size ({max_size})"
+            )
+        self.pool_options = dict(pool_options or {})
+        self._engine.check_pool_options(self.pool_options)
+        self.max_replica_lag = _number("max_replica_lag", max_replica_lag, minimum=0, inclusive=False)
+        if max_replica_lag_bytes is not None:
+            _count("max_replica_lag_bytes", max_replica_lag_bytes, 0)
+        self.max_replica_lag_bytes = max_replica_lag_bytes
+        self.monitor_interval = _number("monitor_interval", monitor_interval, minimum=0.005)
+        self.causal_wait = _number("causal_wait", causal_wait, minimum=0)
+        self.failover_wait = _number("failover_wait", failover_wait, minimum=0)
+        self.probe_timeout = _number("probe_timeout", probe_timeout, minimum=0.01)
+        self.connect_timeout = _number("connect_timeout", connect_timeout, minimum=0.1)
+        if replica_selection not in SELECTIONS:
+            raise ConfigurationError(
+                f"replica_selection must be one of {', '.join(SELECTIONS)}, not {replica_selection!r}"
+            )
+        self.replica_selection = replica_selection
+        self.checkout_timeout = float(self.pool_options.get("timeout", 30.0))
+
+        self._members = [_Member(i, s) for i, s in enumerate(specs)]
+        self._selector = Selector(replica_selection)
+        self._monitor = Monitor(
+            name, self._engine, specs, ["primary"] + ["replica"] * (len(specs) - 1),
+            interval=self.monitor_interval,
+            probe_timeout=self.probe_timeout,
+            max_lag=self.max_replica_lag,
+            max_lag_bytes=max_replica_lag_bytes,
+        )
+        self._monitor.on_member_down = self._member_down
+        self._monitor.on_member_up = self._member_up
+        self._stats_lock = threading.Lock()
+        self._routes: Counter[tuple[int, str, Reason]] = Counter()
+        self._opened = False
+        self._closed = False
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def open(self, wait: bool = True) -> Cluster:
+        """Open the pools and start the monitor. With ``wait``, return after every member
+        answered or failed its first poll, so the first requests already know the
+        topology."""
+        if self._closed:
+            raise Error(f"cluster {self.name!r} is closed; make a new one", cluster=self.name)
+        if self._opened:
+            return self
+        self._opened = True
+        for m in self._members:
+            m.pool = self._engine.make_pool(
+                m.spec, cluster=self.name, min_size=self.min_size, max_size=self.max_size,
+                options=self.pool_options, connect_timeout=self.connect_timeout,
+            )
+            m.pool.open(wait=False)
+        self._monitor.start()
+        _session.register(self.name, self)
+        if wait:
+            self._monitor.wait_first_round(self.probe_timeout + self.connect_timeout + 1)
+        return self
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the monitor and close every pool (connections in use are closed when
+        they come back)."""
+        if self._closed:
+            return
+        self._closed = True
+        _session.unregister(self.name, self)
+        if not self._opened:
+            return
+        self._monitor.stop()
+        for m in self._members:
+            if m.pool is not None:
+                m.pool.close(timeout=timeout)
+
+    def __enter__(self) -> Cluster:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- checkouts --------------------------------------------------------------------------
+
+    def query(
+        self, query: Any, params: Any = None, *, read_only: bool = False,
+        timeout: float | None = None,
+    ) -> list[Any]:
+        """Run one statement on a connection of its own and return its rows (an empty
+        list when it returns none).
+
+        Routed like :meth:`connection`. A read (``read_only=True``) that fails because
+        its replica died, hung, or cancelled it for a conflict with recovery is run once
+        more elsewhere, which :meth:`connection` cannot do for statements inside its
+        block. Writes are never retried.
+        """
+        checkout = self.connection(read_only, timeout)
+        try:
+            with checkout as conn:
+                return self._engine.run(conn, query, params)
+        except Exception as exc:
+            failed = checkout.failed_member
+            if not read_only or failed is None or not self._engine.is_retryable_read(exc, checkout.failed_conn):
+                raise
+            logger.info(
+                "cluster %r: read failed on %s (%s); running it once more elsewhere",
+                self.name, self._members[failed].spec.name, type(exc).__name__,
+            )
+        retry = _Checkout(self, True, self.checkout_timeout if timeout is None else timeout,
+                          avoid=frozenset({failed}))
+        with retry as conn:
+            return self._engine.run(conn, query, params)
+
+    def connection(self, read_only: bool = False, timeout: float | None = None) -> _Checkout:
+        """A pooled connection, as a context manager: committed on normal exit, rolled
+        back on an exception, returned to its pool either way.
+
+        ``read_only=False`` (default): the primary. The session's required position
+        advances when the connection is returned.
+
+        ``read_only=True``: a replica that has applied this session's writes, else the
+        primary in read-only mode; a write attempted on it fails with the server's
+        read-only error. ``timeout``: seconds to wait for a free connection (default: the
+        pool's ``timeout``, 30).
+        """
+        return _Checkout(self, read_only, self.checkout_timeout if timeout is None else timeout)
+
+    def _topology(self) -> Topology:
+        return self._monitor.topology
+
+    def _busy(self, index: int) -> int:
+        return len(self._members[index].out)
+
+    def _route(self, read_only_requirement: _session.Requirement | None, avoid: frozenset[int]) -> Decision:
+        return route_read(
+            self._monitor.topology, read_only_requirement, self._selector,
+            pinned=_session.is_pinned(), avoid=avoid, busy=self._busy,
+        )
+
+    def _wait_for_replica(
+        self, req: _session.Requirement | None, first: Decision, avoid: frozenset[int]
+    ) -> Decision:
+        """Wait up to ``causal_wait`` for a replica to catch up with the session, one
+        monitor snapshot at a time."""
+        deadline = time.monotonic() + self.causal_wait
+        topo = self._monitor.topology
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return Decision(None, Reason.WAITED_PRIMARY, first.needed)
+            topo = self._monitor.wait_for_change(topo.version, left)
+            d = self._route(req, avoid)
+            if d.member is not None:
+                return Decision(d.member, Reason.WAITED_REPLICA, d.needed)
+            if not d.waitable:
+                return d
+
+    def _primary_index(self, deadline: float) -> int:
+        """The primary's index, waiting until ``deadline`` for one to be found."""
+        topo = self._monitor.topology
+        while True:
+            view = topo.primary_view
+            if view is not None:
+                return view.index
+            left = deadline - time.monotonic()
+            if left <= 0:
+                downs = "; ".join(
+                    f"{m.name}: {m.error or ('a replica' if m.role == 'replica' else 'not answering')}"
+                    for m in topo.members
+                )
+                raise NoPrimaryAvailable(
+                    f"cluster {self.name!r} has no reachable primary after waiting "
+                    f"{self.failover_wait:g} s (failover_wait) ({downs})",
+                    cluster=self.name,
+                )
+            topo = self._monitor.wait_for_change(topo.version, left)
+
+    def _getconn(self, m: _Member, timeout: float) -> Any | None:
+        """A live connection from a member's pool, or None when the member is gone: its
+        idle connection was dead (reported at once), or it went down while we waited.
+
+        The wait is cut in slices of ``probe_timeout`` so that a request waiting on the
+        pool of a member that just died learns it from the monitor instead of waiting
+        for the whole checkout timeout (the pool would keep trying to reconnect)."""
+        assert m.pool is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                conn = m.pool.getconn(timeout=max(0.001, min(left, self.probe_timeout)))
+            except psycopg_pool.PoolTimeout as exc:
+                if time.monotonic() >= deadline:
+                    raise PoolTimeout(
+                        f"cluster {self.name!r}: no connection to {m.spec.name} became free "
+                        f"within {timeout:g} s (max_size={self.max_size}); raise max_size, or "
+                        "the checkout timeout",
+                        cluster=self.name, member=m.spec.name,
+                    ) from exc
+                if not self._monitor.topology.members[m.index].up:
+                    return None
+                continue
+            if self._engine.alive(conn):
+                return conn
+            m.pool.putconn(conn)  # broken: the pool discards and replaces it
+            self._monitor.report_failure(m.index, "a pooled connection was found dead")
+            return None
+
+    def _checkout_replica(self, index: int, timeout: float) -> Any | None:
+        m = self._members[index]
+        conn = self._getconn(m, timeout)
+        if conn is None:
+            return None
+        with m.lock:
+            m.out[id(conn)] = conn
+        if not self._monitor.topology.members[index].up:
+            # Went down while we were checking out: its readers may be cut any moment.
+            with m.lock:
+                m.out.pop(id(conn), None)
+            assert m.pool is not None
+            m.pool.putconn(conn)
+            return None
+        return conn
+
+    def _checkout_primary(self, timeout: float, read_only: bool) -> tuple[_Member, Any]:
+        deadline = time.monotonic() + self.failover_wait
+        while True:
+            m = self._members[self._primary_index(deadline)]
+            conn = self._getconn(m, timeout)
+            if conn is not None:
+                break
+        try:
+            self._engine.set_read_only(conn, read_only)
+        except BaseException:
+            m.pool.putconn(conn)  # type: ignore[union-attr]
+            raise
+        return m, conn
+
+    def _checkin(self, m: _Member, conn: Any, read_only: bool, exc: BaseException | None) -> None:
+        if read_only and m.out:
+            with m.lock:
+                m.out.pop(id(conn), None)
+        assert m.pool is not None
+        try:
+            if read_only and not getattr(conn, "autocommit", True) and not conn.closed:
+                self._engine.set_read_only(conn, False)
+        finally:
+            m.pool.putconn(conn)
+        if exc is not None and self._engine.is_disconnect(exc, conn):
+            self._monitor.report_failure(m.index, f"connection lost: {type(exc).__name__}")
+
+    def _count(self, index: int, role: str, reason: Reason) -> None:
+        with self._stats_lock:
+            self._routes[(index, role, reason)] += 1
+
+    # -- hooks from the monitor -------------------------------------------------------------
+
+    def _member_down(self, index: int, hung: bool) -> None:
+        """A member stopped answering. If it hangs (frozen, partitioned), readers
+        waiting on it would wait forever: cut their connections so they fail now."""
+        m = self._members[index]
+        if not hung or self._monitor.members[index].role == "primary":
+            return
+        with m.lock:
+            conns = list(m.out.values())
+        for conn in conns:
+            self._engine.abort(conn)
+
+    def _member_up(self, index: int) -> None:
+        pool = self._members[index].pool
+        if pool is not None and self._monitor._executor is not None:
+            # Weed out connections that died while the member was away.
+            self._monitor._executor.submit(pool.check)
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def resolve_pending(self, pending_since: int) -> Position:
+        """The primary's position now, which covers a write that finished at
+        ``pending_since`` (monotonic ns): from the monitor if it sampled since, else
+        asked of the primary."""
+        topo = self._monitor.topology
+        if topo.primary_position is not None and topo.primary_sampled_ns > pending_since:
+            return topo.primary_position
+        m, conn = self._checkout_primary(self.checkout_timeout, read_only=False)
+        try:
+            return self._engine.current_position(conn)
+        finally:
+            assert m.pool is not None
+            m.pool.putconn(conn)
+
+    # -- status -----------------------------------------------------------------------------
+
+    def status(self) -> ClusterStatus:
+        """A snapshot of every member: role, health, positions, lag, pool, routing."""
+        topo = self._monitor.topology
+        with self._stats_lock:
+            routes = dict(self._routes)
+        routing: dict[str, dict[str, int]] = {}
+        reads: Counter[int] = Counter()
+        writes: Counter[int] = Counter()
+        for (index, role, reason), n in routes.items():
+            target = "replica" if role == "replica" else "primary"
+            routing.setdefault(target, {})
+            routing[target][reason.value] = routing[target].get(reason.value, 0) + n
+            (writes if reason is Reason.WRITE else reads)[index] += n
+        members = []
+        for view, m in zip(topo.members, self._members):
+            pool = PoolStatus.from_stats(m.pool.get_stats()) if m.pool is not None else None
+            members.append(
+                MemberStatus(
+                    name=view.name,
+                    role="primary" if view.index == topo.primary else view.role,
+                    up=view.up,
+                    eligible=view.eligible,
+                    position=str(view.position) if view.position is not None else None,
+                    received=str(view.received) if view.received is not None else None,
+                    lag_seconds=view.lag_seconds,
+                    lag_bytes=view.lag_bytes,
+                    error=view.error,
+                    pool=pool,
+                    reads=reads[view.index],
+                    writes=writes[view.index],
+                )
+            )
+        primary = topo.members[topo.primary].name if topo.primary is not None else None
+        return ClusterStatus(
+            name=self.name,
+            engine=self.engine_name,
+            primary=primary,
+            members=tuple(members),
+            routing=routing,
+            failovers=self._monitor.failovers,
+            monitor_rounds=self._monitor.rounds,
+            poll_errors=sum(s.poll_errors for s in self._monitor.members),
+        )
+
+    def __repr__(self) -> str:
+        topo = self._monitor.topology
+        state = "closed" if self._closed else "open" if self._opened else "not opened"
+        members = ", ".join(
+            f"{v.name} {'primary' if v.index == topo.primary else v.role}"
+            f"{'' if v.up else ' down'}"
+            for v in topo.members
+        )
+        return f"<replpool.Cluster {self.name!r} {self.engine_name} {state}: {members}>"
+
+
+class _Checkout:
+    """One ``with cluster.connection(...)`` block."""
+
+    __slots__ = (
+        "cluster", "read_only", "timeout", "avoid", "member", "conn", "reason",
+        "failed_member", "failed_conn",
+    )
+
+    def __init__(
+        self, cluster: Cluster, read_only: bool, timeout: float, avoid: frozenset[int] = frozenset()
+    ) -> None:
+        self.cluster = cluster
+        self.read_only = read_only
+        self.timeout = timeout
+        self.avoid = avoid
+        self.member: _Member | None = None
+        self.conn: Any = None
+        self.reason: Reason | None = None
+        # Where the block failed, if it did: Cluster.query() decides on a retry.
+        self.failed_member: int | None = None
+        self.failed_conn: Any = None
+
+    def __enter__(self) -> Any:
+        c = self.cluster
+        if not c._opened or c._closed:
+            raise Error(
+                f"cluster {c.name!r} is {'closed' if c._closed else 'not open'}: use "
+                "'with cluster:' or cluster.open()",
+                cluster=c.name,
+            )
+        if self.read_only:
+            self._enter_read(c)
+        else:
+            self.member, self.conn = c._checkout_primary(self.timeout, read_only=False)
+            self.reason = Reason.WRITE
+            c._count(self.member.index, "primary", Reason.WRITE)
+        c._engine.enter(self.conn)
+        return self.conn
+
+    def _enter_read(self, c: Cluster) -> None:
+        s = _session.current_session()
+        req = s.requirement(c.name) if s is not None else None
+        if req is not None and req.engine != c.engine_name:
+            raise TokenError(
+                f"this session must observe a {req.engine} position on cluster {c.name!r}, "
+                f"which is {c.engine_name}: the token came from another cluster",
+                cluster=c.name,
+            )
+        avoid = self.avoid
+        decision = c._route(req, avoid)
+        if decision.member is None and decision.waitable and c.causal_wait > 0:
+            decision = c._wait_for_replica(req, decision, avoid)
+        while decision.member is not None:
+            conn = c._checkout_replica(decision.member, self.timeout)
+            if conn is not None:
+                self.member, self.conn, self.reason = c._members[decision.member], conn, decision.reason
+                c._count(decision.member, "replica", decision.reason)
+                return
+            # Nothing of the caller has run yet: try elsewhere, once per member.
+            avoid = avoid | {decision.member}
+            decision = c._route(req, avoid)
+        self.member, self.conn = c._checkout_primary(self.timeout, read_only=True)
+        self.reason = decision.reason
+        c._count(self.member.index, "primary", decision.reason)
+
+    def __exit__(
+        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        c, m, conn = self.cluster, self.member, self.conn
+        assert m is not None
+        self.member = self.conn = None
+        if exc is not None:
+            self.failed_member, self.failed_conn = m.index, conn
+        try:
+            c._engine.exit(conn, exc)
+        finally:
+            c._checkin(m, conn, self.read_only, exc)
+            if not self.read_only:
+                _session.writing_session().note_write(c.name, c.engine_name, time.monotonic_ns())

@@ -1,0 +1,125 @@
+"""What replpool needs from a database engine, in one small interface.
+
+The cluster, monitor and router never touch a driver: they go through an :class:`Engine`
+(one per server family: PostgreSQL through psycopg, MariaDB/MySQL through
+mysql-connector-python) and a :class:`Pool` per member (psycopg_pool for PostgreSQL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from ._positions import Position
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """A member as configured: ``name`` is ``host:port`` (used in logs, errors and metric
+    labels); ``conninfo`` holds the password and is never shown."""
+
+    name: str
+    conninfo: str = field(repr=False)
+    host: str
+    port: int
+    database: str | None
+    params: Mapping[str, Any] = field(repr=False, default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One poll of one member. ``position``: replay position on a replica, current write
+    position on a primary. ``sent_ns``: ``time.monotonic_ns()`` before the query was
+    sent, so the position is at least what the server had at that moment."""
+
+    in_recovery: bool
+    position: Position | None
+    received: Position | None
+    sent_ns: int
+    epoch: str | None = None  # changes when the server restarts
+
+
+class Pool(Protocol):
+    """The per-member pool interface, psycopg_pool's ``ConnectionPool`` shape."""
+
+    name: str
+
+    def open(self, wait: bool = False, timeout: float = 30.0) -> None: ...
+
+    def close(self, timeout: float = 5.0) -> None: ...
+
+    def getconn(self, timeout: float | None = None) -> Any: ...
+
+    def putconn(self, conn: Any) -> None: ...
+
+    def get_stats(self) -> dict[str, int]: ...
+
+    def check(self) -> None: ...
+
+
+class Engine(Protocol):
+    name: ClassVar[str]
+
+    def member_spec(self, text: str, what: str) -> MemberSpec: ...
+
+    def make_pool(
+        self, spec: MemberSpec, *, cluster: str, min_size: int, max_size: int,
+        options: Mapping[str, Any], connect_timeout: float,
+    ) -> Pool: ...
+
+    def check_pool_options(self, options: Mapping[str, Any]) -> None: ...
+
+    def monitor_connect(self, spec: MemberSpec, timeout: float) -> Any: ...
+
+    def poll(self, conn: Any) -> Sample: ...
+
+    def current_position(self, conn: Any) -> Position: ...
+
+    def close_quietly(self, conn: Any) -> None: ...
+
+    def abort(self, conn: Any) -> None: ...
+
+    def alive(self, conn: Any) -> bool: ...
+
+    def enter(self, conn: Any) -> None: ...
+
+    def exit(self, conn: Any, exc: BaseException | None) -> None: ...
+
+    def set_read_only(self, conn: Any, read_only: bool) -> None: ...
+
+    def run(self, conn: Any, query: Any, params: Any) -> list[Any]: ...
+
+    def is_disconnect(self, exc: BaseException, conn: Any) -> bool: ...
+
+    def is_retryable_read(self, exc: BaseException, conn: Any) -> bool: ...
+
+
+def engine_for(spec_text: str, driver: str | None) -> Engine:
+    """The engine for a connection string (by URL scheme) or an explicit ``driver``."""
+    from ._errors import ConfigurationError
+
+    scheme = spec_text.split("://", 1)[0].lower() if "://" in spec_text else None
+    choice = driver or {
+        "postgresql": "postgresql", "postgres": "postgresql",
+        "mysql": "mysql", "mariadb": "mysql",
+    }.get(scheme or "", None)
+    if choice is None and scheme is None:
+        choice = "postgresql"  # libpq keyword strings
+    if choice in ("postgresql", "postgres", "psycopg"):
+        from ._pg import PostgresEngine
+
+        return PostgresEngine()
+    if choice in ("mysql", "mariadb"):
+        try:
+            from ._mysql import MySQLEngine
+        except ImportError as exc:
+            raise ConfigurationError(
+                "MariaDB/MySQL support needs mysql-connector-python: pip install "
+                f"'replpool[mysql]' ({exc})"
+            ) from None
+        return MySQLEngine()
+    raise ConfigurationError(
+        f"unknown driver {driver or scheme!r}: use a postgresql:// or mysql:// URL, libpq "
+        "keywords, or driver='postgresql' / driver='mysql'"
+    )

@@ -1,0 +1,348 @@
+"""The lag monitor: one background thread per cluster that polls every member's role and
+replication position at a fixed interval, keeps each member's health, and publishes an
+immutable :class:`~replpool._routing.Topology` for the router.
+
+Its cost is one small query per member per interval, whatever the traffic. Polls run on
+a small executor (one thread per member at most), so a member that hangs delays nobody:
+a poll still unanswered after ``probe_timeout`` marks its member down, and the poll's
+socket is shut so the thread comes back.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._engine import Engine, MemberSpec, Sample
+from ._health import Health
+from ._lag import PrimaryHistory
+from ._positions import Position
+from ._routing import MemberView, Role, Topology
+
+logger = logging.getLogger("replpool.monitor")
+
+
+@dataclass(eq=False)
+class MemberState:
+    """What the monitor knows of one member (guarded by the monitor's lock)."""
+
+    index: int
+    spec: MemberSpec
+    configured_role: Role
+    health: Health
+    conn: Any = None
+    inflight: Future[Sample] | None = None
+    inflight_since: float = 0.0
+    timed_out: bool = False
+    sample: Sample | None = None
+    sampled_at: float = 0.0
+    epoch: str | None = None
+    role: Role = "unknown"
+    lag_seconds: float | None = None
+    lag_bytes: int | None = None
+    polls: int = 0
+    poll_errors: int = 0
+    on_down: list[Callable[[], None]] = field(default_factory=list)
+
+
+class Monitor:
+    def __init__(
+        self,
+        cluster: str,
+        engine: Engine,
+        specs: Sequence[MemberSpec],
+        roles: Sequence[Role],
+        *,
+        interval: float,
+        probe_timeout: float,
+        max_lag: float,
+        max_lag_bytes: int | None,
+        max_backoff: float = 2.0,
+    ) -> None:
+        self.cluster = cluster
+        self.engine = engine
+        self.interval = interval
+        self.probe_timeout = probe_timeout
+        self.max_lag = max_lag
+        self.max_lag_bytes = max_lag_bytes
+        self.members = [
+            MemberState(i, spec, role, Health(base_delay=interval, max_delay=max_backoff))
+            for i, (spec, role) in enumerate(zip(specs, roles))
+        ]
+        self.history = PrimaryHistory(horizon=max(60.0, 2 * max_lag))
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
+        self.topology = Topology(
+            tuple(MemberView(m.index, m.spec.name, "unknown", True) for m in self.members)
+        )
+        self.rounds = 0
+        self.failovers = 0
+        self._primary: int | None = None
+        self._last_primary: int | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        # Hooks the cluster sets: a member went down (abort its readers), came back
+        # (check its pool), the primary moved.
+        self.on_member_down: Callable[[int, bool], None] = lambda index, hung: None
+        self.on_member_up: Callable[[int], None] = lambda index: None
+        self.on_failover: Callable[[str | None, str], None] = lambda old, new: None
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=len(self.members) + 1, thread_name_prefix=f"replpool-{self.cluster}-poll"
+        )
+        self._thread = threading.Thread(
+            target=_run, args=(weakref.ref(self), self._stop),
+            name=f"replpool-{self.cluster}-monitor", daemon=True,
+        )
+        self._thread.start()
+
+    def wait_first_round(self, timeout: float) -> None:
+        """Wait until every member has answered or failed once (or ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while not all(m.polls or m.poll_errors for m in self.members):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self.changed.wait(left)
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self.lock:
+            for m in self.members:
+                if m.inflight is not None and m.conn is not None:
+                    self.engine.abort(m.conn)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=self.probe_timeout + 5)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+        for m in self.members:
+            if m.conn is not None:
+                self.engine.close_quietly(m.conn)
+                m.conn = None
+
+    # -- one round ---------------------------------------------------------------------------
+
+    def run_round(self) -> None:
+        assert self._executor is not None
+        now = time.monotonic()
+        submitted: list[Future[Sample]] = []
+        with self.lock:
+            for m in self.members:
+                if m.inflight is not None:
+                    if not m.inflight.done() and not m.timed_out and now - m.inflight_since > self.probe_timeout:
+                        self._member_hung(m, now)
+                    continue
+                if m.health.probe_due(now):
+                    m.inflight = self._executor.submit(self._poll, m)
+                    m.inflight_since = now
+                    m.timed_out = False
+                    submitted.append(m.inflight)
+        # Wait for this round's polls only: one hung since an earlier round delays nobody.
+        concurrent.futures.wait(submitted, timeout=min(self.interval, self.probe_timeout))
+        with self.lock:
+            for m in self.members:
+                if m.inflight is not None and m.inflight.done():
+                    self._collect(m, time.monotonic())
+            self.rounds += 1
+            self._publish()
+
+    def _poll(self, m: MemberState) -> Sample:
+        # Runs on the executor. m.conn is only touched here, and by abort() (which
+        # shuts the socket without closing the connection object).
+        if m.conn is None:
+            m.conn = self.engine.monitor_connect(m.spec, self.probe_timeout)
+        try:
+            return self.engine.poll(m.conn)
+        except BaseException:
+            conn, m.conn = m.conn, None
+            self.engine.close_quietly(conn)
+            raise
+
+    def _collect(self, m: MemberState, now: float) -> None:
+        fut, m.inflight = m.inflight, None
+        assert fut is not None
+        try:
+            sample = fut.result()
+        except Exception as exc:
+            m.poll_errors += 1
+            self._member_failed(m, now, _describe(exc))
+            return
+        if m.timed_out:
+            # It answered after all, but too late to trust its timing: poll again.
+            m.timed_out = False
+        m.polls += 1
+        if m.epoch is not None and sample.epoch != m.epoch:
+            logger.warning(
+                "cluster %r: %s restarted; forgetting what it had replayed",
+                self.cluster, m.spec.name,
+            )
+        m.epoch = sample.epoch
+        m.sample = sample
+        m.sampled_at = now
+        m.role = "replica" if sample.in_recovery else "primary"
+        if m.health.succeeded(now):
+            logger.warning("cluster %r: %s is answering again", self.cluster, m.spec.name)
+            self.on_member_up(m.index)
+
+    def _member_hung(self, m: MemberState, now: float) -> None:
+        m.timed_out = True
+        m.poll_errors += 1
+        if m.conn is not None:
+            self.engine.abort(m.conn)
+        self._member_failed(m, now, f"no answer within {self.probe_timeout:g} s", hung=True)
+
+    def _member_failed(self, m: MemberState, now: float, error: str, hung: bool = False) -> None:
+        m.sample = None  # a member that failed may come back with an older state
+        m.lag_seconds = m.lag_bytes = None
+        if m.health.failed(now, error):
+            logger.warning("cluster %r: %s is down: %s", self.cluster, m.spec.name, error)
+            # Publish before the hook runs: a request that checks out after the hook
+            # looked at the member's connections then sees it down (see _Checkout).
+            self._publish()
+            self.on_member_down(m.index, hung)
+
+    def report_failure(self, index: int, error: str) -> None:
+        """A request found a member broken: take it out of rotation now."""
+        with self.lock:
+            m = self.members[index]
+            if m.health.up:
+                self._member_failed(m, time.monotonic(), error)
+
+    # -- the snapshot ------------------------------------------------------------------------
+
+    def _choose_primary(self) -> int | None:
+        candidates = [
+            m for m in self.members
+            if m.health.up and m.sample is not None and not m.sample.in_recovery
+        ]
+        if self._primary is not None and any(m.index == self._primary for m in candidates):
+            if len(candidates) > 1:
+                logger.warning(
+                    "cluster %r: several members claim to be primary (%s); keeping %s",
+                    self.cluster, ", ".join(m.spec.name for m in candidates),
+                    self.members[self._primary].spec.name,
+                )
+            return self._primary
+        if not candidates:
+            return None
+
+        def rank(m: MemberState) -> tuple[int, int]:
+            assert m.sample is not None
+            ahead = sum(
+                1 for o in candidates
+                if o is not m and o.sample is not None and m.sample.position is not None
+                and o.sample.position is not None and m.sample.position.covers(o.sample.position)
+            )
+            return (-ahead, 0 if m.configured_role == "primary" else 1)
+
+        return min(candidates, key=rank).index
+
+    def _publish(self) -> None:
+        new_primary = self._choose_primary()
+        if new_primary is None and self._primary is not None:
+            logger.warning(
+                "cluster %r: no primary is reachable (was %s)",
+                self.cluster, self.members[self._primary].spec.name,
+            )
+        if new_primary is not None and new_primary != self._last_primary:
+            if self._last_primary is not None:
+                old = self.members[self._last_primary].spec.name
+                self.failovers += 1
+                logger.warning(
+                    "cluster %r: the primary is now %s (was %s)",
+                    self.cluster, self.members[new_primary].spec.name, old,
+                )
+                self.on_failover(old, self.members[new_primary].spec.name)
+            self._last_primary = new_primary
+        self._primary = new_primary
+        primary_position: Position | None = None
+        primary_sent = 0
+        if new_primary is not None:
+            ps = self.members[new_primary].sample
+            assert ps is not None
+            primary_position, primary_sent = ps.position, ps.sent_ns
+            if primary_position is not None:
+                self.history.add(self.members[new_primary].sampled_at, primary_position)
+        views = []
+        for m in self.members:
+            s = m.sample
+            role: Role = m.role
+            eligible = False
+            if s is not None and s.in_recovery and s.position is not None:
+                m.lag_seconds = self.history.lag_seconds(s.position, m.sampled_at)
+                if primary_position is not None:
+                    gap = primary_position.bytes_ahead_of(s.position)
+                    m.lag_bytes = max(0, gap) if gap is not None else None
+                eligible = m.health.up and (
+                    m.lag_seconds is None or m.lag_seconds <= self.max_lag
+                ) and (
+                    self.max_lag_bytes is None or m.lag_bytes is None
+                    or m.lag_bytes <= self.max_lag_bytes
+                )
+            elif m.index != new_primary and s is not None and not s.in_recovery:
+                role = "unknown"  # a second member that claims to be primary: not used
+            views.append(
+                MemberView(
+                    index=m.index,
+                    name=m.spec.name,
+                    role=role,
+                    up=m.health.up and s is not None,
+                    position=s.position if s is not None else None,
+                    received=s.received if s is not None else None,
+                    sampled_ns=s.sent_ns if s is not None else 0,
+                    lag_seconds=m.lag_seconds,
+                    lag_bytes=m.lag_bytes,
+                    eligible=eligible,
+                    error=m.health.last_error,
+                )
+            )
+        self.topology = Topology(
+            tuple(views),
+            primary=new_primary,
+            primary_position=primary_position,
+            primary_sampled_ns=primary_sent,
+            version=self.topology.version + 1,
+        )
+        self.changed.notify_all()
+
+    def wait_for_change(self, version: int, timeout: float) -> Topology:
+        """The next topology after ``version``, or the current one after ``timeout``."""
+        with self.changed:
+            if self.topology.version == version and timeout > 0:
+                self.changed.wait(timeout)
+            return self.topology
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
+
+
+def _run(ref: weakref.ref[Monitor], stop: threading.Event) -> None:
+    """The monitor thread. It holds the monitor only through a weak reference between
+    rounds, so a cluster that was never closed can still be collected."""
+    next_round = time.monotonic()
+    while not stop.is_set():
+        monitor = ref()
+        if monitor is None:
+            return
+        try:
+            monitor.run_round()
+        except Exception:  # never let the monitor die
+            logger.exception("cluster %r: monitor round failed", monitor.cluster)
+        interval = monitor.interval
+        del monitor
+        next_round = max(next_round + interval, time.monotonic())
+        stop.wait(max(0.0, next_round - time.monotonic()))

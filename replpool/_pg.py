@@ -1,0 +1,289 @@
+"""PostgreSQL through psycopg 3 and psycopg_pool: the SQL, and driver specifics."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+import select
+import socket
+import time
+import weakref
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import psycopg
+import psycopg_pool
+from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from ._engine import MemberSpec, Sample
+from ._errors import ConfigurationError
+from ._positions import LSN
+
+# One round trip per poll: role, position, received position, and the postmaster start
+# time, which changes when the server restarts (a restarted replica may serve an older
+# state than it had, so its old samples must be forgotten).
+_POLL = """
+SELECT pg_is_in_recovery(),
+       (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+             ELSE pg_current_wal_insert_lsn() END)::text,
+       pg_last_wal_receive_lsn()::text,
+       pg_postmaster_start_time()::text
+"""
+_SIZES = (
+    "SELECT current_setting('wal_block_size')::int,"
+    " pg_size_bytes(current_setting('wal_segment_size'))"
+)
+_POSITION = "SELECT pg_current_wal_insert_lsn()::text"
+
+# Arguments of psycopg_pool.ConnectionPool that Cluster sets itself.
+_OWN_POOL_ARGS = frozenset({"conninfo", "min_size", "max_size", "open", "name"})
+
+
+def _pool_arg_names() -> frozenset[str]:
+    params = inspect.signature(psycopg_pool.ConnectionPool.__init__).parameters
+    return frozenset(p for p in params if p != "self") - _OWN_POOL_ARGS
+
+
+def _sanitize(message: str) -> str:
+    # libpq quotes the offending part of a connection string, which may be a password.
+    return re.sub(r'"[^"]*"', '"..."', message)
+
+
+class PostgresEngine:
+    name: ClassVar[str] = "postgresql"
+    position_type = LSN
+
+    def __init__(self) -> None:
+        # WAL geometry for turning insert positions into replay-comparable ones.
+        self._sizes: tuple[int, int] = (8192, 16 << 20)
+        # Autocommit connections whose session default is read-only (see set_read_only).
+        self._ro_sessions: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+        # Connections the server said farewell to (a FATAL notice while idle).
+        self._doomed: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+
+    # -- configuration ------------------------------------------------------------------
+
+    def member_spec(self, text: str, what: str) -> MemberSpec:
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigurationError(
+                f"{what} must be a connection string (postgresql://user@host:port/db or "
+                f"'host=... dbname=...'), not {text!r}"
+                if not isinstance(text, str) else f"{what} is an empty connection string"
+            )
+        try:
+            params = conninfo_to_dict(text)
+        except psycopg.ProgrammingError as exc:
+            raise ConfigurationError(
+                f"{what} is not a valid PostgreSQL connection string: {_sanitize(str(exc))}"
+            ) from None
+        host = str(params.get("host") or params.get("hostaddr") or os.environ.get("PGHOST") or "localhost")
+        if "," in host:
+            raise ConfigurationError(
+                f"{what} names several hosts ({host}); give each member its own connection "
+                "string (replpool chooses among them itself)"
+            )
+        port_text = str(params.get("port") or os.environ.get("PGPORT") or "5432")
+        if not port_text.isdigit():
+            raise ConfigurationError(f"{what} has a bad port {port_text!r}")
+        shown = {k: v for k, v in params.items() if k != "password"}
+        return MemberSpec(
+            name=f"{host}:{port_text}",
+            conninfo=make_conninfo(text),
+            host=host,
+            port=int(port_text),
+            database=str(params["dbname"]) if params.get("dbname") else None,
+            params=shown,
+        )
+
+    def check_pool_options(self, options: Mapping[str, Any]) -> None:
+        allowed = _pool_arg_names()
+        for key in options:
+            if key in _OWN_POOL_ARGS:
+                raise ConfigurationError(
+                    f"pool_options[{key!r}] is set by replpool; use Cluster's "
+                    f"{'min_size/max_size' if key.endswith('size') else 'arguments'} instead"
+                )
+            if key not in allowed:
+                raise ConfigurationError(
+                    f"pool_options[{key!r}] is not a psycopg_pool.ConnectionPool argument "
+                    f"(those are: {', '.join(sorted(allowed))})"
+                )
+
+    def make_pool(
+        self,
+        spec: MemberSpec,
+        *,
+        cluster: str,
+        min_size: int,
+        max_size: int,
+        options: Mapping[str, Any],
+        connect_timeout: float,
+    ) -> psycopg_pool.ConnectionPool[Any]:
+        opts = dict(options)
+        kwargs = dict(opts.pop("kwargs", None) or {})
+        if "connect_timeout" not in spec.params:
+            kwargs.setdefault("connect_timeout", max(2, int(round(connect_timeout))))
+        user_configure = opts.pop("configure", None)
+
+        def configure(conn: psycopg.Connection[Any]) -> None:
+            self._watch_farewell(conn)
+            if user_configure is not None:
+                user_configure(conn)
+
+        return psycopg_pool.ConnectionPool(
+            spec.conninfo,
+            kwargs=kwargs,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            name=f"{cluster}/{spec.name}",
+            configure=configure,
+            **opts,
+        )
+
+    def _watch_farewell(self, conn: psycopg.Connection[Any]) -> None:
+        """A server that shuts down or loses its postmaster sends a FATAL message to
+        idle clients before it closes their sockets; remember who got one."""
+        doomed, ref = self._doomed, weakref.ref(conn)
+
+        def on_notice(diag: psycopg.errors.Diagnostic) -> None:
+            if diag.severity_nonlocalized in ("FATAL", "PANIC") and (c := ref()) is not None:
+                doomed.add(c)
+
+        conn.add_notice_handler(on_notice)
+
+    # -- the monitor -----------------------------------------------------------------------
+
+    def monitor_connect(self, spec: MemberSpec, timeout: float) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(
+            spec.conninfo,
+            autocommit=True,
+            connect_timeout=max(2, int(round(timeout))),
+            application_name="replpool monitor",
+        )
+        try:
+            block, segment = conn.execute(_SIZES).fetchone()  # type: ignore[misc]
+            self._sizes = (int(block), int(segment))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def poll(self, conn: psycopg.Connection[Any]) -> Sample:
+        sent = time.monotonic_ns()
+        row = conn.execute(_POLL).fetchone()
+        assert row is not None
+        in_recovery, position, received, started = row
+        pos = LSN.parse(position) if position is not None else None
+        if pos is not None and not in_recovery:
+            pos = pos.as_record_end(*self._sizes)
+        return Sample(
+            in_recovery=bool(in_recovery),
+            position=pos,
+            received=LSN.parse(received) if received is not None else None,
+            sent_ns=sent,
+            epoch=started,
+        )
+
+    def current_position(self, conn: psycopg.Connection[Any]) -> LSN:
+        was_idle = conn.info.transaction_status == pq.TransactionStatus.IDLE
+        row = conn.execute(_POSITION).fetchone()
+        if was_idle and not conn.autocommit:
+            conn.rollback()  # leave no transaction open behind the caller
+        assert row is not None
+        return LSN.parse(row[0]).as_record_end(*self._sizes)
+
+    def close_quietly(self, conn: psycopg.Connection[Any]) -> None:
+        try:
+            conn.close()
+        except Exception:
+            pass
+
+    def abort(self, conn: psycopg.Connection[Any]) -> None:
+        """Unblock whoever waits on this connection: shut its socket down, so a query
+        stuck on a frozen server fails at once with a connection error."""
+        try:
+            fd = conn.pgconn.socket
+        except Exception:
+            return
+        try:
+            sock = socket.socket(fileno=os.dup(fd))
+        except OSError:
+            return
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+    # -- checkouts ---------------------------------------------------------------------------
+
+    def alive(self, conn: psycopg.Connection[Any]) -> bool:
+        """Whether an idle pooled connection still works, without a round trip: a
+        healthy idle connection has nothing to read, while one whose server went away
+        has an end-of-file (or a farewell message) waiting."""
+        pgconn = conn.pgconn
+        try:
+            # A farewell message and the end of the stream may arrive in two reads.
+            for _ in range(3):
+                if pgconn.status != pq.ConnStatus.OK:
+                    return False
+                readable, _, _ = select.select([pgconn.socket], [], [], 0)
+                if not readable:
+                    break
+                pgconn.consume_input()
+        except (psycopg.OperationalError, OSError, ValueError):
+            return False
+        if conn in self._doomed:
+            pgconn.finish()  # so the pool sees it broken and replaces it
+            return False
+        return pgconn.status == pq.ConnStatus.OK
+
+    def enter(self, conn: psycopg.Connection[Any]) -> None:
+        conn.__enter__()
+
+    def exit(self, conn: psycopg.Connection[Any], exc: BaseException | None) -> None:
+        # psycopg's own rules: commit on success, roll back on error. The pool sets
+        # conn._pool, so this does not close the connection.
+        if exc is None:
+            conn.__exit__(None, None, None)
+        else:
+            conn.__exit__(type(exc), exc, exc.__traceback__)
+
+    def set_read_only(self, conn: psycopg.Connection[Any], read_only: bool) -> None:
+        """Make a primary connection refuse writes (or accept them again) for one
+        checkout. In a transaction, psycopg's ``read_only`` starts it with ``BEGIN READ
+        ONLY`` at no cost. In autocommit there is no BEGIN, so the session default is
+        switched, and remembered, so that consecutive read checkouts pay nothing."""
+        if not conn.autocommit:
+            if conn.info.transaction_status == pq.TransactionStatus.IDLE:
+                conn.read_only = True if read_only else None
+            return
+        if read_only and conn not in self._ro_sessions:
+            conn.execute("SET default_transaction_read_only = on")
+            self._ro_sessions.add(conn)
+        elif not read_only and conn in self._ro_sessions:
+            conn.execute("SET default_transaction_read_only = off")
+            self._ro_sessions.discard(conn)
+
+    def run(self, conn: psycopg.Connection[Any], query: Any, params: Any) -> list[Any]:
+        cur = conn.execute(query, params)
+        return cur.fetchall() if cur.description is not None else []
+
+    def is_retryable_read(self, exc: BaseException, conn: Any) -> bool:
+        """A read that may run again elsewhere: its connection died (server gone, or
+        cut by the monitor because the server hung), or a standby cancelled it to
+        apply the primary's changes (SQLSTATE 40001, "conflict with recovery")."""
+        return self.is_disconnect(exc, conn) or self.is_recovery_conflict(exc)
+
+    def is_disconnect(self, exc: BaseException, conn: Any) -> bool:
+        return isinstance(exc, psycopg.OperationalError) and bool(getattr(conn, "broken", False))
+
+    def is_read_only_error(self, exc: BaseException) -> bool:
+        return isinstance(exc, psycopg.errors.ReadOnlySqlTransaction)
+
+    def is_recovery_conflict(self, exc: BaseException) -> bool:
+        return isinstance(exc, psycopg.errors.SerializationFailure) and "recovery" in str(exc)

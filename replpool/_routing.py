@@ -1,0 +1,169 @@
+"""Where a connection request goes: pure decisions over a snapshot of the cluster.
+
+The lag monitor publishes a :class:`Topology` (an immutable snapshot of every member's
+role, health and replication position) after each poll; a request reads the current
+snapshot and calls :func:`route_read`, which does no I/O and takes no lock. The I/O
+shell then checks the connection out, or waits for the next snapshot when the decision
+says waiting could help.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ._positions import Position
+from ._session import Requirement
+
+
+class Reason(str, enum.Enum):
+    """Why a request went where it went (a bounded set: these are metric labels)."""
+
+    WRITE = "write"                        # not read-only: the primary
+    PINNED = "pinned"                      # inside pinned_to_master()
+    IN_TRANSACTION = "in_transaction"      # a read inside the caller's transaction
+    FRESH_REPLICA = "fresh_replica"        # a replica had applied the session's writes
+    POSITION_PENDING = "position_pending"  # the session's last write is not sampled yet
+    NO_FRESH_REPLICA = "no_fresh_replica"  # every usable replica is behind the session
+    REPLICA_LAGGING = "replica_lagging"    # replicas up, but all over the lag limits
+    NO_REPLICA = "no_replica"              # no replica configured, up, or known
+    WAITED_REPLICA = "waited_replica"      # waited (causal_wait), then a replica caught up
+    WAITED_PRIMARY = "waited_primary"      # waited (causal_wait) in vain: the primary
+    MEMBER_DOWN = "member_down"            # the chosen replica failed; went elsewhere
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# Reasons after which waiting for the monitor's next snapshot may find a replica.
+WAITABLE = frozenset({Reason.POSITION_PENDING, Reason.NO_FRESH_REPLICA})
+
+Role = Literal["primary", "replica", "unknown"]
+SELECTIONS = ("least_lag", "round_robin", "random", "least_busy")
+
+
+@dataclass(frozen=True, slots=True)
+class MemberView:
+    """One member as the monitor last saw it.
+
+    ``position``: for a replica, how far it has applied (replayed) the log; for the
+    primary, its current write position. ``eligible``: a replica that is up, sampled,
+    and within the lag limits, so it may serve reads that need no particular position.
+    """
+
+    index: int
+    name: str
+    role: Role
+    up: bool
+    position: Position | None = None
+    received: Position | None = None
+    sampled_ns: int = 0
+    lag_seconds: float | None = None
+    lag_bytes: int | None = None
+    eligible: bool = False
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """A snapshot of the whole cluster, published by the monitor."""
+
+    members: tuple[MemberView, ...]
+    primary: int | None = None          # index of the member serving writes
+    primary_position: Position | None = None
+    primary_sampled_ns: int = 0         # when the query that read primary_position was sent
+    version: int = 0
+
+    @property
+    def primary_view(self) -> MemberView | None:
+        if self.primary is None:
+            return None
+        view = self.members[self.primary]
+        return view if view.up else None
+
+    def replicas(self) -> list[MemberView]:
+        return [m for m in self.members if m.role == "replica"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Route to ``member`` (an index), or to the primary when ``member`` is None."""
+
+    member: int | None
+    reason: Reason
+    # The position the chosen replica had to reach (None: no requirement, or unknown).
+    needed: Position | None = None
+
+    @property
+    def waitable(self) -> bool:
+        return self.reason in WAITABLE
+
+
+@dataclass(slots=True)
+class Selector:
+    """The replica selection policy, with the little state it needs."""
+
+    policy: str = "least_lag"
+    rng: random.Random = field(default_factory=random.Random)
+    _turn: int = 0
+
+    def choose(self, fresh: Sequence[MemberView], busy: Callable[[int], int]) -> MemberView:
+        if len(fresh) == 1:
+            return fresh[0]
+        if self.policy == "random":
+            return self.rng.choice(fresh)
+        if self.policy == "least_lag":
+            best = min(_lag_key(m) for m in fresh)
+            fresh = [m for m in fresh if _lag_key(m) == best]
+        elif self.policy == "least_busy":
+            loads = [busy(m.index) for m in fresh]
+            fresh = [m for m, load in zip(fresh, loads) if load == min(loads)]
+        # round_robin, and the tie-break of the others, so equals share the load. The
+        # counter may race between threads; an occasional repeat is harmless.
+        self._turn += 1
+        return fresh[self._turn % len(fresh)]
+
+
+def _lag_key(m: MemberView) -> tuple[int, float]:
+    return (m.lag_bytes or 0, m.lag_seconds or 0.0)
+
+
+def route_read(
+    topology: Topology,
+    requirement: Requirement | None,
+    selector: Selector,
+    *,
+    pinned: bool = False,
+    avoid: frozenset[int] = frozenset(),
+    busy: Callable[[int], int] = lambda i: 0,
+) -> Decision:
+    """Choose where a read-only request goes.
+
+    A replica is chosen only if it is eligible and its applied position covers what the
+    session must observe; anything else goes to the primary, with the reason. ``avoid``:
+    members that just failed for this request.
+    """
+    if pinned:
+        return Decision(None, Reason.PINNED)
+    replicas = [m for m in topology.members if m.role == "replica" and m.index not in avoid]
+    eligible = [m for m in replicas if m.eligible and m.up and m.position is not None]
+    if not eligible:
+        if any(m.up and m.position is not None for m in replicas):
+            return Decision(None, Reason.REPLICA_LAGGING)
+        return Decision(None, Reason.MEMBER_DOWN if avoid else Reason.NO_REPLICA)
+    needed: Position | None = None
+    if requirement is not None:
+        known, needed = requirement.target(topology.primary_position, topology.primary_sampled_ns)
+        if not known:
+            return Decision(None, Reason.POSITION_PENDING)
+    if needed is None:
+        fresh = eligible
+    else:
+        fresh = [m for m in eligible if m.position is not None and m.position.covers(needed)]
+        if not fresh:
+            return Decision(None, Reason.NO_FRESH_REPLICA, needed)
+    chosen = selector.choose(fresh, busy)
+    return Decision(chosen.index, Reason.MEMBER_DOWN if avoid else Reason.FRESH_REPLICA, needed)

@@ -1,0 +1,309 @@
+"""Sessions: consistency scopes that remember where their writes landed.
+
+A session holds, per cluster, the position its reads must reach: the join of the
+positions of its completed writes (and of any token it resumed from). A write's exact
+position is not fetched when it commits (that would cost a round trip per write);
+instead the session records *when* the write finished, and any primary position sampled
+by a query sent after that moment, by the lag monitor or anybody else, is a safe and
+slightly conservative stand-in for it. Until such a sample exists, the write is
+"pending" and its reads go to the primary.
+
+Sessions live in a :mod:`contextvars` variable, so each thread and each asyncio task
+sees its own (a task starts with the session of the code that created it). Without an
+explicit :func:`session`, a thread or task gets an implicit one on its first write.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar, overload
+
+from . import _tokens
+from ._errors import TokenError
+from ._positions import Position
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    """What a session's reads on one cluster must observe.
+
+    ``floor``: a position every read must reach (joined from resolved writes and
+    tokens). ``pending_since``: ``time.monotonic_ns()`` when the newest write whose
+    position is still unknown finished, or None.
+    """
+
+    engine: str
+    floor: Position | None = None
+    pending_since: int | None = None
+
+    def resolved_with(self, sample: Position | None, sample_sent_ns: int) -> Requirement:
+        """This requirement after learning that the primary was at ``sample`` when a
+        query sent at ``sample_sent_ns`` ran."""
+        if self.pending_since is None or sample is None or sample_sent_ns <= self.pending_since:
+            return self
+        floor = sample if self.floor is None else self.floor.join(sample)
+        return Requirement(self.engine, floor, None)
+
+    def target(self, sample: Position | None, sample_sent_ns: int) -> tuple[bool, Position | None]:
+        """``(known, position)``: the position reads must reach, if it can be known
+        from this primary sample."""
+        r = self.resolved_with(sample, sample_sent_ns)
+        return r.pending_since is None, r.floor
+
+
+class Resolver(Protocol):
+    """What a cluster offers the session to turn a pending write into a position."""
+
+    def resolve_pending(self, pending_since: int) -> Position: ...
+
+
+class Session:
+    """A consistency scope (see the module doc). Thread-safe: tasks and threads that
+    share a session may write and read through it at once."""
+
+    __slots__ = ("_lock", "_reqs", "__weakref__")
+
+    def __init__(self, requirements: Mapping[str, Requirement] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._reqs: dict[str, Requirement] = dict(requirements or {})
+
+    def requirement(self, cluster: str) -> Requirement | None:
+        return self._reqs.get(cluster)
+
+    def note_write(self, cluster: str, engine: str, finished_ns: int) -> None:
+        """A write on ``cluster`` completed at ``finished_ns`` (monotonic)."""
+        with self._lock:
+            old = self._reqs.get(cluster)
+            floor = old.floor if old is not None else None
+            # The newest pending write supersedes older ones: a primary sample taken
+            # after it also covers them.
+            self._reqs[cluster] = Requirement(engine, floor, finished_ns)
+
+    def note_resolution(self, cluster: str, sample: Position, sample_sent_ns: int) -> None:
+        """Record a primary sample, so a pending write need not be resolved again."""
+        with self._lock:
+            old = self._reqs.get(cluster)
+            if old is not None:
+                self._reqs[cluster] = old.resolved_with(sample, sample_sent_ns)
+
+    def require(self, cluster: str, position: Position) -> None:
+        """Reads on ``cluster`` must observe at least ``position`` from now on."""
+        with self._lock:
+            old = self._reqs.get(cluster)
+            if old is None:
+                self._reqs[cluster] = Requirement(position.engine, position)
+                return
+            if old.engine != position.engine:
+                raise TokenError(
+                    f"cluster {cluster!r} is {old.engine}, but a {position.engine} position "
+                    "was given for it",
+                    cluster=cluster,
+                )
+            floor = position if old.floor is None else old.floor.join(position)
+            self._reqs[cluster] = Requirement(old.engine, floor, old.pending_since)
+
+    def merge(self, other: Session) -> None:
+        """Take on everything ``other`` must observe (a nested session ending)."""
+        for name, req in other.snapshot().items():
+            if req.floor is not None:
+                self.require(name, req.floor)
+            if req.pending_since is not None:
+                with self._lock:
+                    old = self._reqs.get(name)
+                    since = max(req.pending_since, (old.pending_since or 0) if old else 0)
+                    floor = old.floor if old else None
+                    self._reqs[name] = Requirement(req.engine, floor, since)
+
+    def snapshot(self) -> dict[str, Requirement]:
+        with self._lock:
+            return dict(self._reqs)
+
+    def positions(self) -> dict[str, Position]:
+        """Every cluster's required position, resolving pending writes through the
+        registered clusters (which may ask their primary)."""
+        out: dict[str, Position] = {}
+        for name, req in self.snapshot().items():
+            floor = req.floor
+            if req.pending_since is not None:
+                cluster = _registry.get(name)
+                if cluster is None:
+                    raise TokenError(
+                        f"cannot make a token: cluster {name!r} is closed, so the position "
+                        "of this session's last write on it is unknown",
+                        cluster=name,
+                    )
+                pos = cluster.resolve_pending(req.pending_since)
+                floor = pos if floor is None else floor.join(pos)
+                with self._lock:
+                    cur = self._reqs[name]
+                    # A write that finished meanwhile stays pending; the floor still holds.
+                    pending = None if cur.pending_since == req.pending_since else cur.pending_since
+                    joined = pos if cur.floor is None else cur.floor.join(pos)
+                    self._reqs[name] = Requirement(cur.engine, joined, pending)
+            if floor is not None:
+                out[name] = floor
+        return out
+
+    def token(self) -> str | None:
+        """The token of this session's writes, or None if it has none."""
+        positions = self.positions()
+        return _tokens.encode(positions) if positions else None
+
+    def __repr__(self) -> str:
+        parts = []
+        for name, r in sorted(self.snapshot().items()):
+            state = f"{r.floor}" if r.floor is not None else "-"
+            if r.pending_since is not None:
+                state += " +pending"
+            parts.append(f"{name}={state}")
+        return f"<replpool.Session {' '.join(parts) or 'clean'}>"
+
+
+# -- the registry of open clusters, so tokens can resolve pending writes -------------
+
+_registry: dict[str, Resolver] = {}
+
+
+def register(name: str, cluster: Resolver) -> None:
+    _registry[name] = cluster
+
+
+def unregister(name: str, cluster: Resolver) -> None:
+    if _registry.get(name) is cluster:
+        del _registry[name]
+
+
+# -- the context variables --------------------------------------------------------------
+
+# (session, explicit): explicit sessions come from session(); implicit ones are made on
+# the first write of a thread or task that has none.
+_current: contextvars.ContextVar[tuple[Session, bool] | None] = contextvars.ContextVar(
+    "replpool_session", default=None
+)
+_pinned: contextvars.ContextVar[bool] = contextvars.ContextVar("replpool_pinned", default=False)
+
+
+def current_session() -> Session | None:
+    """The session of the calling thread or task, or None if it has none yet."""
+    cur = _current.get()
+    return cur[0] if cur is not None else None
+
+
+def writing_session() -> Session:
+    """The session a write is recorded in, made (implicitly) if there is none."""
+    cur = _current.get()
+    if cur is not None:
+        return cur[0]
+    s = Session()
+    _current.set((s, False))
+    return s
+
+
+def is_pinned() -> bool:
+    return _pinned.get()
+
+
+@contextmanager
+def session(after: str | None = None) -> Iterator[Session]:
+    """Open a consistency scope, e.g. one per web request or task.
+
+    ``after``: a token from :func:`current_token`; reads in the scope observe at least
+    the writes it names. A bad token raises :class:`~replpool.TokenError`.
+
+    A session opened inside another explicit session starts with everything the outer
+    one must observe, and hands its own writes back to it when it ends. A session opened
+    outside any explicit session starts clean and leaves nothing behind.
+    """
+    parent = _current.get()
+    outer = parent[0] if parent is not None and parent[1] else None
+    s = Session(outer.snapshot() if outer is not None else None)
+    if after is not None:
+        for name, pos in _tokens.decode(after).items():
+            cluster = _registry.get(name)
+            engine = getattr(cluster, "engine_name", None)
+            if engine is not None and engine != pos.engine:
+                raise TokenError(
+                    f"the token's position for cluster {name!r} comes from a {pos.engine} "
+                    f"server, but that cluster is {engine}",
+                    cluster=name,
+                )
+            s.require(name, pos)
+    ctx = _current.set((s, True))
+    try:
+        yield s
+    finally:
+        _current.reset(ctx)
+        if outer is not None:
+            outer.merge(s)
+
+
+def current_token() -> str | None:
+    """A token naming the positions of the current session's writes (None if it has
+    written nothing). Pass it to :func:`session` elsewhere (another request, process or
+    server) to read those writes there."""
+    s = current_session()
+    return s.token() if s is not None else None
+
+
+class _Pin:
+    """One use of :func:`pinned_to_master` as a context manager."""
+
+    __slots__ = ("_tokens",)
+
+    def __init__(self) -> None:
+        self._tokens: list[contextvars.Token[bool]] = []
+
+    def __enter__(self) -> _Pin:
+        self._tokens.append(_pinned.set(True))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _pinned.reset(self._tokens.pop())
+
+    def __call__(self, func: F) -> F:
+        return _pin_function(func)
+
+
+def _pin_function(func: F) -> F:
+    if inspect.iscoroutinefunction(func):
+
+        @functools.wraps(func)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            with _Pin():
+                return await func(*args, **kwargs)
+
+        return async_wrapper  # type: ignore[return-value]
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with _Pin():
+            return func(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@overload
+def pinned_to_master() -> _Pin: ...
+@overload
+def pinned_to_master(func: F) -> F: ...
+def pinned_to_master(func: Callable[..., Any] | None = None) -> Any:
+    """Send every read to the primary while active, on every cluster.
+
+    As a context manager: ``with pinned_to_master(): ...``. As a decorator, on plain or
+    ``async`` functions (Django views included): ``@pinned_to_master`` or
+    ``@pinned_to_master()``.
+    """
+    if func is not None:
+        return _pin_function(func)
+    return _Pin()
+
+
+pinned_to_primary = pinned_to_master

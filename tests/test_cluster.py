@@ -1,0 +1,477 @@
+"""The cluster on real replicated servers: read-your-writes, routing, health, failover.
+
+Every test runs against the shared lab (healed after each test) unless it needs a lab of
+its own (promote)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import replpool
+from replpool import Reason
+from tests.engines import ENGINES, EngineOps, rows
+
+pytestmark = pytest.mark.lab
+
+FAST = {"monitor_interval": 0.05, "probe_timeout": 0.5, "connect_timeout": 2}
+
+
+@pytest.fixture(params=sorted(ENGINES))
+def engine(request: pytest.FixtureRequest) -> EngineOps:
+    return ENGINES[request.param]
+
+
+@pytest.fixture
+def lab(engine: EngineOps, request: pytest.FixtureRequest) -> Any:
+    fixture = {"postgresql": "postgres_lab", "mariadb": "mariadb_lab"}[engine.name]
+    return request.getfixturevalue(fixture)
+
+
+def make_cluster(lab: Any, **options: Any) -> replpool.Cluster:
+    settings = {**FAST, **options}
+    return replpool.Cluster(lab.primary.url, [r.url for r in lab.replicas], **settings)
+
+
+@pytest.fixture
+def cluster(lab: Any) -> Iterator[replpool.Cluster]:
+    with make_cluster(lab) as c:
+        yield c
+
+
+@pytest.fixture
+def table(cluster: replpool.Cluster, engine: EngineOps, lab: Any) -> Iterator[str]:
+    name = engine.table()
+    cluster.query(engine.create_table_sql(name))
+    lab.wait_until_caught_up()
+    yield name
+    with replpool.session():
+        cluster.query(f"DROP TABLE {name}")
+
+
+def routed(cluster: replpool.Cluster) -> dict[str, dict[str, int]]:
+    return cluster.status().routing
+
+
+def reason_count(cluster: replpool.Cluster, target: str, reason: Reason) -> int:
+    return routed(cluster).get(target, {}).get(reason.value, 0)
+
+
+def wait_until(predicate: Any, timeout: float = 5.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        time.sleep(0.01)
+
+
+def on_replica(cluster: replpool.Cluster, engine: EngineOps) -> bool:
+    with cluster.connection(read_only=True) as conn:
+        return bool(rows(conn, engine.is_replica_sql)[0][0])
+
+
+# -- routing -----------------------------------------------------------------------------
+
+
+def test_reads_of_a_clean_session_go_to_replicas(cluster, engine):
+    with replpool.session():
+        for _ in range(10):
+            assert on_replica(cluster, engine)
+    assert reason_count(cluster, "replica", Reason.FRESH_REPLICA) == 10
+    assert "primary" not in routed(cluster)
+
+
+def test_writes_go_to_the_primary(cluster, table):
+    before = reason_count(cluster, "primary", Reason.WRITE)
+    with replpool.session():
+        cluster.query(f"INSERT INTO {table} VALUES (1, 'x')")
+        with cluster.connection() as conn:
+            rows(conn, f"INSERT INTO {table} VALUES (2, 'y')")
+    assert reason_count(cluster, "primary", Reason.WRITE) - before == 2
+
+
+def test_round_robin_spreads_reads_over_both_replicas(lab, engine):
+    with make_cluster(lab, replica_selection="round_robin") as c, replpool.session():
+        for _ in range(10):
+            c.query(engine.is_replica_sql, read_only=True)
+        reads = [m.reads for m in c.status().members]
+    assert reads[0] == 0 and reads[1] == 5 and reads[2] == 5
+
+
+# -- read your writes ----------------------------------------------------------------------
+
+
+def test_own_writes_are_always_seen_with_one_replica_paused_and_one_delayed(cluster, table, lab):
+    lab.pause_replication(lab.replicas[0])
+    lab.set_apply_delay(lab.replicas[1], 0.5)
+    threads, iterations = 4, 75
+    stale: list[tuple[int, int]] = []
+    errors: list[BaseException] = []
+
+    def user(n: int) -> None:
+        try:
+            with replpool.session():
+                for i in range(iterations):
+                    key = n * 1000 + i
+                    with cluster.connection() as conn:
+                        rows(conn, f"INSERT INTO {table} VALUES (%s, 'w')", (key,))
+                    with cluster.connection(read_only=True) as conn:
+                        if rows(conn, f"SELECT count(*) FROM {table} WHERE id = %s", (key,))[0][0] != 1:
+                            stale.append((n, i))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=user, args=(n,)) for n in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert not errors
+    assert stale == []
+    status = cluster.status()
+    assert sum(status.routing["primary"].values()) >= threads * iterations * 2 - 5
+
+
+def test_reads_go_back_to_replicas_once_they_catch_up(cluster, table):
+    with replpool.session():
+        cluster.query(f"INSERT INTO {table} VALUES (1, 'x')")
+        assert reason_count(cluster, "replica", Reason.FRESH_REPLICA) == 0
+
+        def served_by_replica() -> bool:
+            cluster.query(f"SELECT * FROM {table}", read_only=True)
+            return reason_count(cluster, "replica", Reason.FRESH_REPLICA) > 0
+
+        wait_until(served_by_replica, timeout=2, what="a read served by a replica")
+        assert cluster.query(f"SELECT count(*) FROM {table}", read_only=True)[0][0] == 1
+
+
+def test_paused_replica_gets_no_reads_of_a_session_that_wrote(cluster, table, lab, engine):
+    lab.pause_replication(lab.replicas[0])
+    with replpool.session():
+        cluster.query(f"INSERT INTO {table} VALUES (1, 'x')")
+        time.sleep(0.3)  # the monitor sampled the write, the healthy replica applied it
+        for _ in range(20):
+            assert cluster.query(f"SELECT count(*) FROM {table}", read_only=True)[0][0] == 1
+    paused = cluster.status().member(f"{lab.replicas[0].host}:{lab.replicas[0].port}")
+    assert paused.reads == 0
+    assert reason_count(cluster, "replica", Reason.FRESH_REPLICA) >= 19
+
+
+def test_causal_wait_lets_a_read_wait_for_a_replica(lab, table):
+    with make_cluster(lab, causal_wait=1.0) as c, replpool.session():
+        c.query(f"INSERT INTO {table} VALUES (1, 'x')")
+        assert c.query(f"SELECT count(*) FROM {table}", read_only=True)[0][0] == 1
+        assert reason_count(c, "replica", Reason.WAITED_REPLICA) == 1
+
+
+def test_causal_wait_gives_up_and_uses_the_primary(lab, table):
+    for r in lab.replicas:
+        lab.pause_replication(r)
+    with make_cluster(lab, causal_wait=0.3) as c, replpool.session():
+        c.query(f"INSERT INTO {table} VALUES (1, 'x')")
+        start = time.monotonic()
+        assert c.query(f"SELECT count(*) FROM {table}", read_only=True)[0][0] == 1
+        assert time.monotonic() - start >= 0.3
+        assert reason_count(c, "primary", Reason.WAITED_PRIMARY) == 1
+
+
+def test_pinned_to_master_sends_reads_to_the_primary(cluster, engine):
+    with replpool.session():
+        with replpool.pinned_to_master():
+            assert not on_replica(cluster, engine)
+        assert on_replica(cluster, engine)
+
+        @replpool.pinned_to_primary
+        def view() -> bool:
+            return on_replica(cluster, engine)
+
+        assert view() is False
+    assert reason_count(cluster, "primary", Reason.PINNED) == 2
+
+
+def test_nested_sessions_see_the_outer_writes_and_hand_theirs_back(cluster, table, lab):
+    for r in lab.replicas:
+        lab.pause_replication(r)
+    with replpool.session():
+        cluster.query(f"INSERT INTO {table} VALUES (1, 'outer')")
+        with replpool.session():
+            assert cluster.query(f"SELECT count(*) FROM {table}", read_only=True)[0][0] == 1
+            cluster.query(f"INSERT INTO {table} VALUES (2, 'inner')")
+        time.sleep(0.2)
+        assert cluster.query(f"SELECT count(*) FROM {table}", read_only=True)[0][0] == 2
+    with replpool.session():
+        # A new scope has no requirement: it reads a (paused) replica, which has neither.
+        assert cluster.query(f"SELECT count(*) FROM {table}", read_only=True)[0][0] == 0
+
+
+def test_a_token_carries_read_your_writes_to_another_thread(cluster, table, lab):
+    for r in lab.replicas:
+        lab.pause_replication(r)
+    with replpool.session():
+        assert replpool.current_token() is None
+        cluster.query(f"INSERT INTO {table} VALUES (1, 'x')")
+        token = replpool.current_token()
+    assert token is not None and token.startswith("rp1.")
+    seen: dict[str, int] = {}
+
+    def elsewhere() -> None:
+        with replpool.session(after=token):
+            seen["with token"] = cluster.query(f"SELECT count(*) FROM {table}", read_only=True)[0][0]
+        with replpool.session():
+            seen["without"] = cluster.query(f"SELECT count(*) FROM {table}", read_only=True)[0][0]
+
+    t = threading.Thread(target=elsewhere)
+    t.start()
+    t.join()
+    assert seen == {"with token": 1, "without": 0}
+
+
+def test_a_bad_token_is_refused():
+    with pytest.raises(replpool.TokenError, match="not a replpool causal token"):
+        with replpool.session(after="hello"):
+            pass
+
+
+def test_threads_without_a_session_each_have_their_own(cluster, table, lab):
+    for r in lab.replicas:
+        lab.pause_replication(r)
+    results: dict[str, int] = {}
+
+    def writer() -> None:
+        cluster.query(f"INSERT INTO {table} VALUES (1, 'x')")
+        results["writer"] = cluster.query(f"SELECT count(*) FROM {table}", read_only=True)[0][0]
+
+    def reader() -> None:
+        results["reader"] = cluster.query(f"SELECT count(*) FROM {table}", read_only=True)[0][0]
+
+    for target in (writer, reader):
+        t = threading.Thread(target=target)
+        t.start()
+        t.join()
+    assert results == {"writer": 1, "reader": 0}
+
+
+# -- read-only connections -----------------------------------------------------------------
+
+
+def test_a_write_on_a_read_only_replica_connection_fails_with_the_server_error(cluster, table, engine):
+    with replpool.session():
+        with pytest.raises(engine.read_only_error):
+            with cluster.connection(read_only=True) as conn:
+                rows(conn, f"INSERT INTO {table} VALUES (1, 'x')")
+    assert cluster.query(f"SELECT count(*) FROM {table}")[0][0] == 0
+
+
+def test_a_write_on_a_read_only_primary_connection_fails_too(cluster, table, engine):
+    with replpool.session(), replpool.pinned_to_master():
+        with pytest.raises(engine.read_only_error):
+            with cluster.connection(read_only=True) as conn:
+                rows(conn, f"INSERT INTO {table} VALUES (1, 'x')")
+        # ...and the same pooled connection accepts writes again afterwards.
+        for i in range(3):
+            cluster.query(f"INSERT INTO {table} VALUES (%s, 'x')", (i,))
+    assert cluster.query(f"SELECT count(*) FROM {table}")[0][0] == 3
+
+
+def test_read_only_primary_connections_in_autocommit_refuse_writes(lab, table, engine):
+    options = {"kwargs": {"autocommit": True}} if engine.name == "postgresql" else {}
+    with make_cluster(lab, pool_options=options, max_size=1) as c, replpool.session():
+        with replpool.pinned_to_master():
+            for _ in range(2):
+                with pytest.raises(engine.read_only_error):
+                    c.query(f"INSERT INTO {table} VALUES (1, 'x')", read_only=True)
+        c.query(f"INSERT INTO {table} VALUES (1, 'x')")
+        with replpool.pinned_to_master():
+            assert c.query(f"SELECT count(*) FROM {table}", read_only=True)[0][0] == 1
+        c.query(f"INSERT INTO {table} VALUES (2, 'x')")
+
+
+def test_connection_commits_on_exit_and_rolls_back_on_error(cluster, table):
+    with replpool.session():
+        with cluster.connection() as conn:
+            rows(conn, f"INSERT INTO {table} VALUES (1, 'kept')")
+        with pytest.raises(ZeroDivisionError):
+            with cluster.connection() as conn:
+                rows(conn, f"INSERT INTO {table} VALUES (2, 'dropped')")
+                1 / 0
+        assert cluster.query(f"SELECT id FROM {table}") == [(1,)]
+
+
+# -- health --------------------------------------------------------------------------------
+
+
+def read_loop(cluster: replpool.Cluster, table: str, n: int, fault_at: int, fault: Any) -> list[float]:
+    """``n`` reads through Cluster.query in a clean session, injecting ``fault`` before
+    read ``fault_at``; returns each read's duration (any failed read raises)."""
+    durations = []
+    with replpool.session():
+        for i in range(n):
+            if i == fault_at:
+                fault()
+            start = time.monotonic()
+            assert cluster.query(f"SELECT count(*) FROM {table}", read_only=True)[0][0] == 0
+            durations.append(time.monotonic() - start)
+            time.sleep(0.005)
+    return durations
+
+
+def test_a_killed_replica_costs_no_failed_read(cluster, table, lab):
+    victim = lab.replicas[0]
+    durations = read_loop(cluster, table, 120, 20, lambda: lab.kill(victim))
+    assert max(durations) < 0.5
+    status = cluster.status().member(f"{victim.host}:{victim.port}")
+    assert not status.up and status.error
+    lab.start(victim)
+    wait_until(lambda: cluster.status().member(f"{victim.host}:{victim.port}").eligible, 10)
+    with replpool.session():
+        before = cluster.status().member(f"{victim.host}:{victim.port}").reads
+        for _ in range(10):
+            cluster.query("SELECT 1", read_only=True)
+        assert cluster.status().member(f"{victim.host}:{victim.port}").reads > before
+
+
+def test_a_frozen_replica_costs_at_most_one_short_timeout(cluster, table, lab):
+    victim = lab.replicas[1]
+    durations = read_loop(cluster, table, 80, 10, lambda: lab.freeze(victim))
+    slow = [d for d in durations if d > 0.2]
+    assert len(slow) <= 1, slow
+    assert max(durations) < cluster.probe_timeout + 1.0
+    assert not cluster.status().member(f"{victim.host}:{victim.port}").up
+    lab.thaw(victim)
+    wait_until(lambda: cluster.status().member(f"{victim.host}:{victim.port}").eligible, 10)
+
+
+def test_a_restarted_replica_costs_no_failed_read(cluster, table, lab):
+    victim = lab.replicas[0]
+
+    def restart() -> None:
+        lab.stop(victim)
+        lab.start(victim)
+
+    durations = read_loop(cluster, table, 60, 10, restart)
+    assert max(durations) < 0.5
+    wait_until(lambda: cluster.status().member(f"{victim.host}:{victim.port}").eligible, 10)
+
+
+def test_a_read_in_a_block_does_not_go_to_a_dead_replica(cluster, table, lab, engine):
+    with replpool.session():
+        for _ in range(5):
+            on_replica(cluster, engine)  # every replica pool now holds idle connections
+        for r in lab.replicas:
+            lab.kill(r)
+        for _ in range(5):
+            with cluster.connection(read_only=True) as conn:
+                assert rows(conn, f"SELECT count(*) FROM {table}") == [(0,)]
+    assert reason_count(cluster, "primary", Reason.MEMBER_DOWN) + reason_count(
+        cluster, "primary", Reason.NO_REPLICA
+    ) == 5
+
+
+def test_a_lagging_replica_serves_no_reads(lab, table):
+    lagging = lab.replicas[0]
+    name = f"{lagging.host}:{lagging.port}"
+    lab.pause_replication(lagging)
+    with make_cluster(lab, max_replica_lag=0.3) as c:
+        with replpool.session():
+            c.query(f"INSERT INTO {table} VALUES (1, 'x')")
+        wait_until(lambda: not c.status().member(name).eligible, 3, "the paused replica ineligible")
+        status = c.status().member(name)
+        assert status.lag_seconds is not None and status.lag_seconds > 0.3
+        assert status.lag_bytes is not None and status.lag_bytes > 0
+        with replpool.session():
+            for _ in range(10):
+                c.query("SELECT 1", read_only=True)
+        assert c.status().member(name).reads == 0
+        lab.resume_replication(lagging)
+        wait_until(lambda: c.status().member(name).eligible, 3, "the resumed replica eligible")
+        assert c.status().member(name).lag_seconds == 0
+
+
+def test_the_primary_down_reads_go_on_and_writes_fail_clearly(lab, table):
+    with make_cluster(lab, failover_wait=0.3) as c:
+        lab.kill(lab.primary)
+        wait_until(lambda: c.status().primary is None, 3, "the primary seen down")
+        with replpool.session():
+            assert c.query(f"SELECT count(*) FROM {table}", read_only=True) == [(0,)]
+            with pytest.raises(replpool.NoPrimaryAvailable, match="no reachable primary"):
+                c.query(f"INSERT INTO {table} VALUES (1, 'x')")
+        lab.start(lab.primary)
+        wait_until(lambda: c.status().primary is not None, 10, "the primary back")
+        c.query(f"INSERT INTO {table} VALUES (1, 'x')")
+
+
+@pytest.mark.slow
+def test_after_promote_writes_go_to_the_new_primary(lab_factory, engine):
+    lab = lab_factory(engine.name, replicas=2)
+    new = lab.replicas[0]
+    with make_cluster(lab, failover_wait=10) as c:
+        c.query(engine.create_table_sql("failover"))
+        lab.wait_until_caught_up()
+        lab.promote(new)
+        start = time.monotonic()
+        with replpool.session():
+            c.query("INSERT INTO failover VALUES (1, 'after')")
+            assert time.monotonic() - start < 5
+            assert c.status().primary == f"{new.host}:{new.port}"
+            assert c.query("SELECT count(*) FROM failover", read_only=True) == [(1,)]
+        assert c.status().failovers == 1
+        lab.wait_until_caught_up()
+        with replpool.session():
+            for _ in range(5):
+                assert c.query("SELECT count(*) FROM failover", read_only=True) == [(1,)]
+
+
+# -- status and secrecy ----------------------------------------------------------------------
+
+
+def test_status_describes_members_positions_lag_and_pools(cluster, table, lab):
+    with replpool.session():
+        cluster.query(f"INSERT INTO {table} VALUES (1, 'x')")
+    lab.wait_until_caught_up()
+    wait_until(lambda: all(m.lag_seconds == 0 for m in cluster.status().members[1:]), 3)
+    status = cluster.status()
+    assert status.name == "default" and status.engine == lab.engine
+    assert status.primary == f"{lab.primary.host}:{lab.primary.port}"
+    assert [m.role for m in status.members] == ["primary", "replica", "replica"]
+    assert all(m.up for m in status.members)
+    assert all(m.position for m in status.members)
+    assert all(m.eligible for m in status.members[1:])
+    assert status.members[0].pool is not None and status.members[0].pool.max_size == 10
+    assert status.monitor_rounds > 0
+    json.dumps(status.as_dict())
+
+
+def test_the_monitor_polls_at_its_interval_whatever_the_traffic(cluster):
+    rounds0 = cluster.status().monitor_rounds
+    time.sleep(0.5)
+    idle = cluster.status().monitor_rounds - rounds0
+    rounds1 = cluster.status().monitor_rounds
+    deadline = time.monotonic() + 0.5
+    with replpool.session():
+        while time.monotonic() < deadline:
+            cluster.query("SELECT 1", read_only=True)
+    busy = cluster.status().monitor_rounds - rounds1
+    assert 5 <= idle <= 12 and 5 <= busy <= 12
+
+
+def test_no_password_in_repr_status_errors_or_logs(lab, caplog):
+    caplog.set_level(logging.DEBUG, logger="replpool")
+    secret = lab.password
+    with make_cluster(lab, failover_wait=0.2) as c:
+        texts = [repr(c), json.dumps(c.status().as_dict())]
+        lab.kill(lab.replicas[0])
+        lab.kill(lab.primary)
+        wait_until(lambda: c.status().primary is None, 3)
+        with pytest.raises(replpool.NoPrimaryAvailable) as err:
+            c.query("SELECT 1")
+        texts += [str(err.value), repr(c), json.dumps(c.status().as_dict())]
+    texts.append(caplog.text)
+    assert caplog.text, "expected the failures to be logged"
+    for text in texts:
+        assert secret not in text
