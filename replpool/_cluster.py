@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg_pool
 
-from . import _session
+from . import _observe, _session
 from ._engine import Engine, MemberSpec, Pool, engine_for
 from ._errors import ConfigurationError, Error, NoPrimaryAvailable, PoolTimeout, TokenError
 from ._monitor import Monitor
@@ -173,6 +173,7 @@ class Cluster:
         )
         self._monitor.on_member_down = self._member_down
         self._monitor.on_member_up = self._member_up
+        self._monitor.pool_stats = self._pool_snapshots
         self._stats_lock = threading.Lock()
         self._routes: Counter[tuple[int, str, Reason]] = Counter()
         self._opened = False
@@ -287,18 +288,25 @@ class Cluster:
     ) -> Decision:
         """Wait up to ``causal_wait`` for a replica to catch up with the session, one
         monitor snapshot at a time."""
-        deadline = time.monotonic() + self.causal_wait
+        start = time.monotonic()
+        deadline = start + self.causal_wait
         topo = self._monitor.topology
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                return Decision(None, Reason.WAITED_PRIMARY, first.needed)
+                d = Decision(None, Reason.WAITED_PRIMARY, first.needed)
+                break
             topo = self._monitor.wait_for_change(topo.version, left)
             d = self._route(req, avoid)
             if d.member is not None:
-                return Decision(d.member, Reason.WAITED_REPLICA, d.needed)
+                d = Decision(d.member, Reason.WAITED_REPLICA, d.needed)
+                break
             if not d.waitable:
-                return d
+                break
+        waited = time.monotonic() - start
+        for o in _observe._observers:
+            o.causal_waited(self.name, waited, "replica" if d.member is not None else "primary")
+        return d
 
     def _primary_index(self, deadline: float) -> int:
         """The primary's index, waiting until ``deadline`` for one to be found."""
@@ -313,6 +321,8 @@ class Cluster:
                     f"{m.name}: {m.error or ('a replica' if m.role == 'replica' else 'not answering')}"
                     for m in topo.members
                 )
+                for o in _observe._observers:
+                    o.checkout_failed(self.name, "", "no_primary")
                 raise NoPrimaryAvailable(
                     f"cluster {self.name!r} has no reachable primary after waiting "
                     f"{self.failover_wait:g} s (failover_wait) ({downs})",
@@ -328,13 +338,15 @@ class Cluster:
         pool of a member that just died learns it from the monitor instead of waiting
         for the whole checkout timeout (the pool would keep trying to reconnect)."""
         assert m.pool is not None
-        deadline = time.monotonic() + timeout
+        start = time.monotonic()
+        deadline = start + timeout
         while True:
             left = deadline - time.monotonic()
             try:
                 conn = m.pool.getconn(timeout=max(0.001, min(left, self.probe_timeout)))
             except psycopg_pool.PoolTimeout as exc:
                 if time.monotonic() >= deadline:
+                    self._observe_failure(m, "timeout")
                     raise PoolTimeout(
                         f"cluster {self.name!r}: no connection to {m.spec.name} became free "
                         f"within {timeout:g} s (max_size={self.max_size}); raise max_size, or "
@@ -345,10 +357,19 @@ class Cluster:
                     return None
                 continue
             if self._engine.alive(conn):
+                if _observe._observers:
+                    waited = time.monotonic() - start
+                    for o in _observe._observers:
+                        o.checkout_waited(self.name, m.spec.name, waited)
                 return conn
             m.pool.putconn(conn)  # broken: the pool discards and replaces it
+            self._observe_failure(m, "dead")
             self._monitor.report_failure(m.index, "a pooled connection was found dead")
             return None
+
+    def _observe_failure(self, m: _Member, kind: str) -> None:
+        for o in _observe._observers:
+            o.checkout_failed(self.name, m.spec.name, kind)
 
     def _checkout_replica(self, index: int, timeout: float) -> Any | None:
         m = self._members[index]
@@ -380,13 +401,14 @@ class Cluster:
             raise
         return m, conn
 
-    def _checkin(self, m: _Member, conn: Any, read_only: bool, exc: BaseException | None) -> None:
-        if read_only and m.out:
+    def _checkin(self, m: _Member, conn: Any, on_replica: bool, read_only_primary: bool,
+                 exc: BaseException | None) -> None:
+        if on_replica:
             with m.lock:
                 m.out.pop(id(conn), None)
         assert m.pool is not None
         try:
-            if read_only and not getattr(conn, "autocommit", True) and not conn.closed:
+            if read_only_primary and not conn.autocommit and not conn.closed:
                 self._engine.set_read_only(conn, False)
         finally:
             m.pool.putconn(conn)
@@ -396,6 +418,8 @@ class Cluster:
     def _count(self, index: int, role: str, reason: Reason) -> None:
         with self._stats_lock:
             self._routes[(index, role, reason)] += 1
+        for o in _observe._observers:
+            o.routed(self.name, self._members[index].spec.name, role, reason)
 
     # -- hooks from the monitor -------------------------------------------------------------
 
@@ -409,6 +433,12 @@ class Cluster:
             conns = list(m.out.values())
         for conn in conns:
             self._engine.abort(conn)
+
+    def _pool_snapshots(self) -> list[_observe.PoolSnapshot]:
+        return [
+            _observe.pool_snapshot(m.spec.name, m.pool.get_stats())
+            for m in self._members if m.pool is not None
+        ]
 
     def _member_up(self, index: int) -> None:
         pool = self._members[index].pool
@@ -493,7 +523,7 @@ class _Checkout:
     """One ``with cluster.connection(...)`` block."""
 
     __slots__ = (
-        "cluster", "read_only", "timeout", "avoid", "member", "conn", "reason",
+        "cluster", "read_only", "timeout", "avoid", "member", "conn", "reason", "on_replica",
         "failed_member", "failed_conn",
     )
 
@@ -507,6 +537,7 @@ class _Checkout:
         self.member: _Member | None = None
         self.conn: Any = None
         self.reason: Reason | None = None
+        self.on_replica = False
         # Where the block failed, if it did: Cluster.query() decides on a retry.
         self.failed_member: int | None = None
         self.failed_conn: Any = None
@@ -545,6 +576,7 @@ class _Checkout:
             conn = c._checkout_replica(decision.member, self.timeout)
             if conn is not None:
                 self.member, self.conn, self.reason = c._members[decision.member], conn, decision.reason
+                self.on_replica = True
                 c._count(decision.member, "replica", decision.reason)
                 return
             # Nothing of the caller has run yet: try elsewhere, once per member.
@@ -562,9 +594,10 @@ class _Checkout:
         self.member = self.conn = None
         if exc is not None:
             self.failed_member, self.failed_conn = m.index, conn
+        on_replica = self.on_replica
         try:
             c._engine.exit(conn, exc)
         finally:
-            c._checkin(m, conn, self.read_only, exc)
+            c._checkin(m, conn, on_replica, self.read_only and not on_replica, exc)
             if not self.read_only:
                 _session.writing_session().note_write(c.name, c.engine_name, time.monotonic_ns())

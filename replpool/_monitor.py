@@ -20,6 +20,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import _observe
 from ._engine import Engine, MemberSpec, Sample
 from ._health import Health
 from ._lag import PrimaryHistory
@@ -93,7 +94,7 @@ class Monitor:
         # (check its pool), the primary moved.
         self.on_member_down: Callable[[int, bool], None] = lambda index, hung: None
         self.on_member_up: Callable[[int], None] = lambda index: None
-        self.on_failover: Callable[[str | None, str], None] = lambda old, new: None
+        self.pool_stats: Callable[[], Sequence[_observe.PoolSnapshot]] = lambda: ()
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -157,6 +158,11 @@ class Monitor:
                     self._collect(m, time.monotonic())
             self.rounds += 1
             self._publish()
+            topology = self.topology
+        if _observe._observers:
+            pools = self.pool_stats()
+            for o in _observe._observers:
+                o.round(self.cluster, self.engine.name, topology, pools)
 
     def _poll(self, m: MemberState) -> Sample:
         # Runs on the executor. m.conn is only touched here, and by abort() (which
@@ -177,6 +183,8 @@ class Monitor:
             sample = fut.result()
         except Exception as exc:
             m.poll_errors += 1
+            for o in _observe._observers:
+                o.poll_failed(self.cluster, m.spec.name)
             self._member_failed(m, now, _describe(exc))
             return
         if m.timed_out:
@@ -199,6 +207,8 @@ class Monitor:
     def _member_hung(self, m: MemberState, now: float) -> None:
         m.timed_out = True
         m.poll_errors += 1
+        for o in _observe._observers:
+            o.poll_failed(self.cluster, m.spec.name)
         if m.conn is not None:
             self.engine.abort(m.conn)
         self._member_failed(m, now, f"no answer within {self.probe_timeout:g} s", hung=True)
@@ -264,7 +274,8 @@ class Monitor:
                     "cluster %r: the primary is now %s (was %s)",
                     self.cluster, self.members[new_primary].spec.name, old,
                 )
-                self.on_failover(old, self.members[new_primary].spec.name)
+                for o in _observe._observers:
+                    o.failover(self.cluster, old, self.members[new_primary].spec.name)
             self._last_primary = new_primary
         self._primary = new_primary
         primary_position: Position | None = None

@@ -41,6 +41,35 @@ _POSITION = "SELECT pg_current_wal_insert_lsn()::text"
 _OWN_POOL_ARGS = frozenset({"conninfo", "min_size", "max_size", "open", "name"})
 
 
+class LifoConnectionPool(psycopg_pool.ConnectionPool):  # type: ignore[type-arg]
+    """psycopg_pool's pool, handing out the most recently returned idle connection.
+
+    psycopg_pool hands idle connections out first-in first-out, so a lightly loaded pool
+    rotates through all of them; on loopback each query then costs noticeably more than
+    on the connection just used (its server process and caches are warm). Last-in
+    first-out also leaves the surplus idle long enough for ``max_idle`` to close it,
+    while the pool's shrinking still closes the one idle longest (the leftmost)."""
+
+    def _get_ready_connection(self, timeout: float | None) -> Any:
+        # Called with the pool's lock held, as the base class does.
+        if self._pool and (timeout is None or timeout > 0):
+            conn = self._pool.pop()
+            if len(self._pool) < self._nconns_min:
+                self._nconns_min = len(self._pool)
+            return conn
+        return super()._get_ready_connection(timeout)
+
+
+# The subclass leans on two private names of psycopg_pool (3.2 and 3.3 have them); should
+# a later version rename them, fall back to the plain pool rather than break.
+_POOL_CLASS: type[psycopg_pool.ConnectionPool] = (  # type: ignore[type-arg]
+    LifoConnectionPool
+    if hasattr(psycopg_pool.ConnectionPool, "_get_ready_connection")
+    and "_nconns_min" in inspect.getsource(psycopg_pool.ConnectionPool._get_ready_connection)
+    else psycopg_pool.ConnectionPool
+)
+
+
 def _pool_arg_names() -> frozenset[str]:
     params = inspect.signature(psycopg_pool.ConnectionPool.__init__).parameters
     return frozenset(p for p in params if p != "self") - _OWN_POOL_ARGS
@@ -132,7 +161,7 @@ class PostgresEngine:
             if user_configure is not None:
                 user_configure(conn)
 
-        return psycopg_pool.ConnectionPool(
+        return _POOL_CLASS(
             spec.conninfo,
             kwargs=kwargs,
             min_size=min_size,
@@ -259,8 +288,9 @@ class PostgresEngine:
         ONLY`` at no cost. In autocommit there is no BEGIN, so the session default is
         switched, and remembered, so that consecutive read checkouts pay nothing."""
         if not conn.autocommit:
-            if conn.info.transaction_status == pq.TransactionStatus.IDLE:
-                conn.read_only = True if read_only else None
+            wanted = True if read_only else None
+            if conn.read_only is not wanted and conn.info.transaction_status == pq.TransactionStatus.IDLE:
+                conn.read_only = wanted
             return
         if read_only and conn not in self._ro_sessions:
             conn.execute("SET default_transaction_read_only = on")

@@ -1,0 +1,154 @@
+"""What replpool costs on each request: a direct psycopg connection, a raw psycopg_pool
+pool, and replpool, side by side on the same lab in one process.
+
+    python benchmarks/overhead.py [--seconds 1] [--rounds 5] [--threads 1 4]
+
+Read path: a one-row SELECT on the same replica (replpool routes to it: it is the only
+replica and the session wrote nothing). Write path: a one-row UPDATE on the primary,
+including what replpool records for read-your-writes. Throughput is the median over
+interleaved rounds; ratios > 1 mean faster than the raw pool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import psycopg_pool
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import interleaved, table  # noqa: E402
+
+import replpool  # noqa: E402
+from replpool.testing import PostgresLab  # noqa: E402
+
+ROWS = 1000
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=1.0, help="length of one round (1)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per variant (5)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 4])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    with PostgresLab(replicas=1) as lab:
+        primary, replica = lab.primary, lab.replicas[0]
+        with psycopg.connect(primary.dsn, autocommit=True) as c:
+            c.execute("CREATE TABLE bench (id int PRIMARY KEY, v int NOT NULL)")
+            c.execute("INSERT INTO bench SELECT g, 0 FROM generate_series(1, %s) g", (ROWS,))
+        lab.wait_until_caught_up()
+        print(f"PostgreSQL lab: primary {primary.port}, replica {replica.port}; "
+              f"{args.rounds} rounds of {args.seconds:g} s\n")
+        for threads in args.threads:
+            size = max(2, threads)
+            direct = {
+                "primary": [psycopg.connect(primary.dsn) for _ in range(threads)],
+                "replica": [psycopg.connect(replica.dsn) for _ in range(threads)],
+            }
+            pools = {
+                role: psycopg_pool.ConnectionPool(m.dsn, min_size=size, max_size=size, open=True)
+                for role, m in (("primary", primary), ("replica", replica))
+            }
+            for p in pools.values():
+                p.wait()
+            cluster = replpool.Cluster(primary.url, [replica.url], min_size=size, max_size=size)
+            cluster.open()
+            local = _ThreadSlots(threads)
+            key = _Keys()
+
+            def direct_op(role: str, sql: str) -> Any:
+                def op() -> None:
+                    conn = direct[role][local.slot()]
+                    conn.execute(sql, (key.next(),)).fetchall() if "SELECT" in sql else conn.execute(sql, (key.next(),))
+                    conn.commit()
+                return op
+
+            def pool_op(role: str, sql: str) -> Any:
+                pool = pools[role]
+
+                def op() -> None:
+                    with pool.connection() as conn:
+                        cur = conn.execute(sql, (key.next(),))
+                        if cur.description:
+                            cur.fetchall()
+                return op
+
+            def replpool_op(read_only: bool, sql: str) -> Any:
+                def op() -> None:
+                    with cluster.connection(read_only=read_only) as conn:
+                        cur = conn.execute(sql, (key.next(),))
+                        if cur.description:
+                            cur.fetchall()
+                return op
+
+            read = "SELECT v FROM bench WHERE id = %s"
+            write = "UPDATE bench SET v = v + 1 WHERE id = %s"
+            with replpool.session():
+                reads = interleaved(
+                    {
+                        "direct connection": direct_op("replica", read),
+                        "psycopg_pool": pool_op("replica", read),
+                        "replpool read_only=True": replpool_op(True, read),
+                    },
+                    rounds=args.rounds, seconds=args.seconds, threads=threads,
+                )
+            routed = cluster.status().routing
+            assert set(routed) == {"replica"}, f"replpool reads went elsewhere: {routed}"
+            writes = interleaved(
+                {
+                    "direct connection": direct_op("primary", write),
+                    "psycopg_pool": pool_op("primary", write),
+                    "replpool (primary)": replpool_op(False, write),
+                },
+                rounds=args.rounds, seconds=args.seconds, threads=threads,
+            )
+            print(table(f"read path, {threads} thread(s), replica", reads, "psycopg_pool"))
+            print(table(f"write path, {threads} thread(s), primary", writes, "psycopg_pool"))
+            print()
+            cluster.close()
+            for p in pools.values():
+                p.close()
+            for conns in direct.values():
+                for c in conns:
+                    c.close()
+    return 0
+
+
+class _ThreadSlots:
+    """Gives each benchmark thread its own direct connection."""
+
+    def __init__(self, n: int) -> None:
+        import threading
+
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._next = 0
+        self._n = n
+
+    def slot(self) -> int:
+        s = getattr(self._local, "slot", None)
+        if s is None:
+            with self._lock:
+                s = self._local.slot = self._next % self._n
+                self._next += 1
+        return s
+
+
+class _Keys:
+    def __init__(self) -> None:
+        import itertools
+
+        self._it = itertools.count()
+
+    def next(self) -> int:
+        return next(self._it) % ROWS + 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
