@@ -119,7 +119,6 @@ class Cluster:
                 f"cluster {name!r}: primary must be a connection string, not {type(primary).__name__}"
             )
         self._engine: Engine = engine_for(primary, driver)
-        self.engine_name: str = self._engine.name
         specs = [self._engine.member_spec(primary, f"cluster {name!r}: primary")]
         for i, text in enumerate(replicas):
             if isinstance(text, str) and driver is None and "://" in text:
@@ -178,6 +177,13 @@ class Cluster:
         self._routes: Counter[tuple[int, str, Reason]] = Counter()
         self._opened = False
         self._closed = False
+
+    @property
+    def engine_name(self) -> str:
+        """``"postgresql"``, ``"mariadb"`` or ``"mysql"``: the kind of server, which also
+        names the kind of positions in this cluster's tokens. (A ``mysql://`` cluster
+        learns whether it talks to MariaDB or MySQL when it first connects.)"""
+        return self._engine.name
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -421,6 +427,79 @@ class Cluster:
         for o in _observe._observers:
             o.routed(self.name, self._members[index].spec.name, role, reason)
 
+    # -- leases: the checkout path shared by connection() and the Django engines ------------
+
+    def _check_open(self) -> None:
+        if not self._opened or self._closed:
+            raise Error(
+                f"cluster {self.name!r} is {'closed' if self._closed else 'not open'}: use "
+                "'with cluster:' or cluster.open()",
+                cluster=self.name,
+            )
+
+    def _requirement(self) -> _session.Requirement | None:
+        s = _session.current_session()
+        req = s.requirement(self.name) if s is not None else None
+        if req is not None and req.engine != self.engine_name:
+            raise TokenError(
+                f"this session must observe a {req.engine} position on cluster {self.name!r}, "
+                f"which is {self.engine_name}: the token came from another cluster",
+                cluster=self.name,
+            )
+        return req
+
+    def decide_read(self, avoid: frozenset[int] = frozenset()) -> Decision:
+        """Where a read of the current session should go now (waiting up to
+        ``causal_wait`` for a replica if that could help). No connection is taken."""
+        req = self._requirement()
+        decision = self._route(req, avoid)
+        if decision.member is None and decision.waitable and self.causal_wait > 0:
+            decision = self._wait_for_replica(req, decision, avoid)
+        return decision
+
+    def lease_read(
+        self, timeout: float | None = None, avoid: frozenset[int] = frozenset(),
+        decision: Decision | None = None,
+    ) -> Lease:
+        """A read-only connection, routed by :meth:`decide_read` (or ``decision``). A
+        replica found dead at checkout is avoided and the read routed again."""
+        self._check_open()
+        timeout = self.checkout_timeout if timeout is None else timeout
+        if decision is None:
+            decision = self.decide_read(avoid)
+        while decision.member is not None:
+            conn = self._checkout_replica(decision.member, timeout)
+            if conn is not None:
+                self._count(decision.member, "replica", decision.reason)
+                return Lease(self, self._members[decision.member], conn, True, True, decision.reason)
+            # Nothing of the caller has run yet: try elsewhere, once per member.
+            avoid = avoid | {decision.member}
+            decision = self._route(self._requirement(), avoid)
+        m, conn = self._checkout_primary(timeout, read_only=True)
+        self._count(m.index, "primary", decision.reason)
+        return Lease(self, m, conn, False, True, decision.reason)
+
+    def lease_write(self, timeout: float | None = None, *, count: bool = True) -> Lease:
+        """A connection to the primary, for reads and writes. ``count=False``: the
+        caller counts its statements itself (the Django engines do)."""
+        self._check_open()
+        m, conn = self._checkout_primary(
+            self.checkout_timeout if timeout is None else timeout, read_only=False
+        )
+        if count:
+            self._count(m.index, "primary", Reason.WRITE)
+        return Lease(self, m, conn, False, False, Reason.WRITE)
+
+    def release(self, lease: Lease, exc: BaseException | None = None) -> None:
+        """Give a leased connection back to its pool (it must not be in a transaction;
+        the pool rolls back one that is). A connection error takes the member out."""
+        self._checkin(lease.member, lease.conn, lease.on_replica,
+                      lease.read_only and not lease.on_replica, exc)
+
+    def note_write(self) -> None:
+        """The current session completed a write on this cluster just now."""
+        _session.writing_session().note_write(self.name, self.engine_name, time.monotonic_ns())
+
     # -- hooks from the monitor -------------------------------------------------------------
 
     def _member_down(self, index: int, hung: bool) -> None:
@@ -519,13 +598,31 @@ class Cluster:
         return f"<replpool.Cluster {self.name!r} {self.engine_name} {state}: {members}>"
 
 
+class Lease:
+    """A connection checked out of one member's pool, and why it went there."""
+
+    __slots__ = ("cluster", "member", "conn", "on_replica", "read_only", "reason")
+
+    def __init__(
+        self, cluster: Cluster, member: _Member, conn: Any, on_replica: bool, read_only: bool,
+        reason: Reason,
+    ) -> None:
+        self.cluster = cluster
+        self.member = member
+        self.conn = conn
+        self.on_replica = on_replica
+        self.read_only = read_only
+        self.reason = reason
+
+    @property
+    def index(self) -> int:
+        return self.member.index
+
+
 class _Checkout:
     """One ``with cluster.connection(...)`` block."""
 
-    __slots__ = (
-        "cluster", "read_only", "timeout", "avoid", "member", "conn", "reason", "on_replica",
-        "failed_member", "failed_conn",
-    )
+    __slots__ = ("cluster", "read_only", "timeout", "avoid", "lease", "failed_member", "failed_conn")
 
     def __init__(
         self, cluster: Cluster, read_only: bool, timeout: float, avoid: frozenset[int] = frozenset()
@@ -534,70 +631,40 @@ class _Checkout:
         self.read_only = read_only
         self.timeout = timeout
         self.avoid = avoid
-        self.member: _Member | None = None
-        self.conn: Any = None
-        self.reason: Reason | None = None
-        self.on_replica = False
+        self.lease: Lease | None = None
         # Where the block failed, if it did: Cluster.query() decides on a retry.
         self.failed_member: int | None = None
         self.failed_conn: Any = None
 
+    @property
+    def reason(self) -> Reason | None:
+        return self.lease.reason if self.lease is not None else None
+
     def __enter__(self) -> Any:
         c = self.cluster
-        if not c._opened or c._closed:
-            raise Error(
-                f"cluster {c.name!r} is {'closed' if c._closed else 'not open'}: use "
-                "'with cluster:' or cluster.open()",
-                cluster=c.name,
-            )
         if self.read_only:
-            self._enter_read(c)
+            lease = c.lease_read(self.timeout, self.avoid)
         else:
-            self.member, self.conn = c._checkout_primary(self.timeout, read_only=False)
-            self.reason = Reason.WRITE
-            c._count(self.member.index, "primary", Reason.WRITE)
-        c._engine.enter(self.conn)
-        return self.conn
-
-    def _enter_read(self, c: Cluster) -> None:
-        s = _session.current_session()
-        req = s.requirement(c.name) if s is not None else None
-        if req is not None and req.engine != c.engine_name:
-            raise TokenError(
-                f"this session must observe a {req.engine} position on cluster {c.name!r}, "
-                f"which is {c.engine_name}: the token came from another cluster",
-                cluster=c.name,
-            )
-        avoid = self.avoid
-        decision = c._route(req, avoid)
-        if decision.member is None and decision.waitable and c.causal_wait > 0:
-            decision = c._wait_for_replica(req, decision, avoid)
-        while decision.member is not None:
-            conn = c._checkout_replica(decision.member, self.timeout)
-            if conn is not None:
-                self.member, self.conn, self.reason = c._members[decision.member], conn, decision.reason
-                self.on_replica = True
-                c._count(decision.member, "replica", decision.reason)
-                return
-            # Nothing of the caller has run yet: try elsewhere, once per member.
-            avoid = avoid | {decision.member}
-            decision = c._route(req, avoid)
-        self.member, self.conn = c._checkout_primary(self.timeout, read_only=True)
-        self.reason = decision.reason
-        c._count(self.member.index, "primary", decision.reason)
+            lease = c.lease_write(self.timeout)
+        self.lease = lease
+        try:
+            c._engine.enter(lease.conn)
+        except BaseException:
+            c.release(lease)
+            raise
+        return lease.conn
 
     def __exit__(
         self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        c, m, conn = self.cluster, self.member, self.conn
-        assert m is not None
-        self.member = self.conn = None
+        c, lease = self.cluster, self.lease
+        assert lease is not None
+        self.lease = None
         if exc is not None:
-            self.failed_member, self.failed_conn = m.index, conn
-        on_replica = self.on_replica
+            self.failed_member, self.failed_conn = lease.index, lease.conn
         try:
-            c._engine.exit(conn, exc)
+            c._engine.exit(lease.conn, exc)
         finally:
-            c._checkin(m, conn, on_replica, self.read_only and not on_replica, exc)
+            c.release(lease, exc)
             if not self.read_only:
-                _session.writing_session().note_write(c.name, c.engine_name, time.monotonic_ns())
+                c.note_write()

@@ -25,6 +25,7 @@ class Reason(str, enum.Enum):
     WRITE = "write"                        # not read-only: the primary
     PINNED = "pinned"                      # inside pinned_to_master()
     IN_TRANSACTION = "in_transaction"      # a read inside the caller's transaction
+    LOCKING_READ = "locking_read"          # SELECT ... FOR UPDATE/SHARE outside one
     FRESH_REPLICA = "fresh_replica"        # a replica had applied the session's writes
     POSITION_PENDING = "position_pending"  # the session's last write is not sampled yet
     NO_FRESH_REPLICA = "no_fresh_replica"  # every usable replica is behind the session

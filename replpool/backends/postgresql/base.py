@@ -1,0 +1,149 @@
+"""``replpool.backends.postgresql``: Django's PostgreSQL backend over a replpool cluster.
+
+Everything Django's backend does is inherited; what changes is where statements run
+(see :mod:`replpool.django._routed`) and where connections come from: each alias has a
+:class:`replpool.Cluster` (one per process), whose pools are configured exactly like
+Django's own pool would be (time zone, role, isolation level, adapters, cursor class),
+on every member.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from django.core.exceptions import ImproperlyConfigured
+from django.db.backends.postgresql import base as pg_base
+from django.db.backends.postgresql.psycopg_any import IsolationLevel, register_tzloader
+from psycopg.conninfo import make_conninfo
+from psycopg.pq import Format
+
+from ..._cluster import Cluster
+from ..._pg import PostgresEngine
+from .._common import ClusterWrapperMixin, base_init_connection_state, cluster_arguments, replica_settings
+
+# Connection parameters that are psycopg arguments, not libpq keywords.
+_PSYCOPG_KWARGS = ("context", "cursor_factory", "prepare_threshold", "row_factory", "autocommit")
+_ENGINE = PostgresEngine()
+
+
+class DatabaseWrapper(ClusterWrapperMixin, pg_base.DatabaseWrapper):
+    display_name = "PostgreSQL (replpool)"
+
+    # -- the cluster ---------------------------------------------------------------------
+
+    def get_connection_params(self) -> dict[str, Any]:
+        return self.strip_replpool_options(super().get_connection_params())
+
+    def _split(self, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        kwargs = {k: params.pop(k) for k in _PSYCOPG_KWARGS if k in params}
+        libpq = {k: v for k, v in params.items() if v is not None and v != ""}
+        return make_conninfo("", **libpq), kwargs
+
+    def build_cluster(self) -> Cluster:
+        params = self.get_connection_params()
+        primary, kwargs = self._split(dict(params))
+        kwargs["autocommit"] = True  # Django sets it per connection later, as with its pool
+        replicas = []
+        for rs in replica_settings(self.alias, self.settings_dict):
+            p = {k: v for k, v in params.items() if k not in _PSYCOPG_KWARGS}
+            for key, lib in (("HOST", "host"), ("PORT", "port"), ("USER", "user"), ("PASSWORD", "password")):
+                if rs.get(key):
+                    p[lib] = rs[key]
+            p.update(rs["OPTIONS"])
+            replicas.append(self._split(p)[0])
+        args = cluster_arguments(self.alias, self.settings_dict["OPTIONS"])
+        pool_options = args.pop("pool_options")
+        for key in ("configure", "kwargs"):
+            if key in pool_options:
+                raise ImproperlyConfigured(
+                    f"DATABASES[{self.alias!r}]['OPTIONS']['pool'][{key!r}] is set by the "
+                    "engine (it configures connections the way Django does)"
+                )
+        pool_options["kwargs"] = kwargs
+        pool_options["configure"] = self._configure_pooled
+        return Cluster(primary, replicas, name=self.alias, pool_options=pool_options, **args)
+
+    def _configure_pooled(self, connection: psycopg.Connection[Any]) -> None:
+        """Every new connection of every member: what Django does to its own."""
+        self._configure_connection(connection)
+        level = self.settings_dict["OPTIONS"].get("isolation_level")
+        if level is not None:
+            connection.isolation_level = IsolationLevel(level)
+
+    # -- connections ------------------------------------------------------------------------
+
+    def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        if not self.routed:
+            return super().get_new_connection(conn_params)
+        level = self.settings_dict["OPTIONS"].get("isolation_level")
+        try:
+            self.isolation_level = IsolationLevel(level) if level is not None else IsolationLevel.READ_COMMITTED
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"Invalid transaction isolation level {level} specified. Use one of the "
+                "psycopg.IsolationLevel values."
+            ) from None
+        return self.routed_connection()
+
+    def init_connection_state(self) -> None:
+        if not self.routed:
+            return super().init_connection_state()
+        base_init_connection_state(self)
+
+    def ensure_timezone(self) -> bool:
+        if not self.routed:
+            return super().ensure_timezone()
+        # New connections get the new zone from the pools' configure step; the primary
+        # connection held now (perhaps inside a test's transaction) is set directly.
+        self.close_pool()
+        if self.connection is None:
+            return False
+        self.connection.drop_replica()
+        if self.connection._primary is None:
+            return False
+        return self._configure_timezone(self.connection.primary())
+
+    def is_usable(self) -> bool:
+        if not self.routed:
+            return super().is_usable()
+        return self.connection is not None and not self.connection.closed
+
+    def close_if_health_check_failed(self) -> None:
+        if not self.routed:
+            return super().close_if_health_check_failed()
+        # Pooled connections are checked at every checkout.
+
+    # -- cursors ------------------------------------------------------------------------------
+
+    def create_cursor(self, name: str | None = None) -> Any:
+        if not self.routed:
+            return super().create_cursor(name)
+        if name:
+            # A server-side cursor outlives its statement: it stays on the primary.
+            conn = self.connection.primary()
+            if self.settings_dict["OPTIONS"].get("server_side_binding") is not True:
+                cursor = pg_base.ServerSideCursor(
+                    conn, name=name, scrollable=False, withhold=conn.autocommit
+                )
+            else:
+                cursor = conn.cursor(name, scrollable=False, withhold=conn.autocommit)
+            return self._with_timezone(conn, cursor)
+        return self.routing_cursor()
+
+    def make_plain_cursor(self, conn: psycopg.Connection[Any]) -> Any:
+        return self._with_timezone(conn, conn.cursor())
+
+    def _with_timezone(self, conn: psycopg.Connection[Any], cursor: Any) -> Any:
+        # As Django does: register the zone on the cursor only if the connection's
+        # loader disagrees, to avoid copying the adapter map.
+        tzloader = conn.adapters.get_loader(pg_base.TIMESTAMPTZ_OID, Format.TEXT)
+        if self.timezone != tzloader.timezone:
+            register_tzloader(self.timezone, cursor)
+        return cursor
+
+    def is_read_only_error(self, exc: BaseException) -> bool:
+        return _ENGINE.is_read_only_error(exc)
+
+    def is_retryable_read(self, exc: BaseException, conn: Any) -> bool:
+        return _ENGINE.is_retryable_read(exc, conn)

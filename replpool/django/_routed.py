@@ -1,0 +1,296 @@
+"""How one Django alias spreads its statements over a cluster.
+
+Django's ``DatabaseWrapper`` holds one DB-API connection in ``self.connection``. A
+replpool engine puts a :class:`RoutedConnection` there instead: it leases a primary
+connection from the cluster only when something needs the primary, and a replica
+connection for reads, and keeps both until Django closes the connection (the end of a
+request), like Django's own pool does. Every cursor is a :class:`RoutingCursor`, which
+decides per statement:
+
+- in autocommit, a plain read (see :mod:`._sql`) goes where ``Cluster.decide_read``
+  says: a replica that has applied the session's writes, else the primary;
+- everything else goes to the primary: writes, locking reads, anything inside a
+  transaction (``atomic()``), and everything while ``pinned_to_master()`` is active.
+
+A write in autocommit advances the session's required position at once; inside a
+transaction it does so when the transaction commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .._cluster import Cluster, Lease
+from .._routing import Reason
+from ._sql import Kind, statement_kind
+
+if TYPE_CHECKING:  # pragma: no cover
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+
+class RoutedConnection:
+    """Stands in ``DatabaseWrapper.connection`` for a replpool alias."""
+
+    def __init__(
+        self,
+        wrapper: BaseDatabaseWrapper,
+        get_cluster: Callable[[], Cluster],
+        on_primary: Callable[[Any], None] = lambda conn: None,
+    ) -> None:
+        self.wrapper = wrapper
+        self.get_cluster = get_cluster
+        self.cluster = get_cluster()
+        self._on_primary = on_primary  # engine setup for a freshly leased primary connection
+        self._primary: Lease | None = None
+        self._replica: Lease | None = None
+        self._autocommit = True
+        self.dirty = False  # the current transaction wrote
+        self.closed = False
+
+    # -- leases ----------------------------------------------------------------------------
+
+    def _current_cluster(self) -> Cluster:
+        # The engine replaces its cluster when settings change (a test database, a new
+        # time zone); leases already held go back to the cluster they came from.
+        if self.cluster.closed:
+            self.cluster = self.get_cluster()
+        return self.cluster
+
+    def primary(self) -> Any:
+        """The primary connection, leased on first use."""
+        if self._primary is None:
+            lease = self._current_cluster().lease_write(count=False)
+            try:
+                lease.conn.autocommit = self._autocommit
+                self._on_primary(lease.conn)
+            except BaseException as exc:
+                lease.cluster.release(lease, exc)
+                raise
+            self._primary = lease
+        return self._primary.conn
+
+    @property
+    def primary_index(self) -> int:
+        self.primary()
+        assert self._primary is not None
+        return self._primary.index
+
+    def replica(self, index: int) -> Lease | None:
+        """A connection to replica ``index``: the one held if it is there, else a new
+        lease (None if that replica turned out dead)."""
+        if self._replica is not None:
+            if self._replica.index == index:
+                return self._replica
+            self.drop_replica()
+        cluster = self._current_cluster()
+        conn = cluster._checkout_replica(index, cluster.checkout_timeout)
+        if conn is None:
+            return None
+        self._replica = Lease(cluster, cluster._members[index], conn, True, True, Reason.FRESH_REPLICA)
+        return self._replica
+
+    def drop_replica(self, exc: BaseException | None = None) -> None:
+        lease, self._replica = self._replica, None
+        if lease is not None:
+            lease.cluster.release(lease, exc)
+
+    # -- the DB-API connection surface Django uses -------------------------------------------
+
+    @property
+    def autocommit(self) -> bool:
+        return self._autocommit
+
+    @autocommit.setter
+    def autocommit(self, value: bool) -> None:
+        if self._primary is not None:
+            self._primary.conn.autocommit = value
+        self._autocommit = value
+
+    def commit(self) -> None:
+        if self._primary is not None:
+            self._primary.conn.commit()
+        if self.dirty:
+            self.dirty = False
+            self.cluster.note_write()
+
+    def rollback(self) -> None:
+        self.dirty = False
+        if self._primary is not None:
+            self._primary.conn.rollback()
+
+    def cursor(self, *args: Any, **kwargs: Any) -> Any:
+        return self.primary().cursor(*args, **kwargs)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.drop_replica()
+        lease, self._primary = self._primary, None
+        if lease is not None:
+            lease.cluster.release(lease)
+
+    def __getattr__(self, name: str) -> Any:
+        # Anything else Django or psycopg asks of the connection (info, adapters,
+        # pgconn, isolation_level, ...) is the primary's.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.primary(), name)
+
+    def __repr__(self) -> str:
+        held = [f"primary {self._primary.member.spec.name}"] if self._primary else []
+        if self._replica:
+            held.append(f"replica {self._replica.member.spec.name}")
+        return f"<RoutedConnection {self.cluster.name!r} {', '.join(held) or 'idle'}>"
+
+
+class RoutingCursor:
+    """The cursor a replpool alias hands Django: each ``execute`` runs where it may, and
+    the results are read from wherever it ran."""
+
+    def __init__(
+        self,
+        wrapper: BaseDatabaseWrapper,
+        make_cursor: Callable[[Any], Any],
+        is_read_only_error: Callable[[BaseException], bool],
+        is_retryable_read: Callable[[BaseException, Any], bool],
+    ) -> None:
+        self._wrapper = wrapper
+        self._make_cursor = make_cursor
+        self._is_read_only_error = is_read_only_error
+        self._is_retryable_read = is_retryable_read
+        self._cur: Any = None
+        self._conn: Any = None
+
+    @property
+    def _rc(self) -> RoutedConnection:
+        conn = self._wrapper.connection
+        assert isinstance(conn, RoutedConnection)
+        return conn
+
+    def _cursor_on(self, conn: Any) -> Any:
+        if self._cur is not None and self._conn is conn:
+            return self._cur
+        self._close_current()
+        self._cur, self._conn = self._make_cursor(conn), conn
+        return self._cur
+
+    def _close_current(self) -> None:
+        if self._cur is not None:
+            try:
+                self._cur.close()
+            except Exception:
+                pass
+        self._cur = self._conn = None
+
+    def _in_transaction(self) -> bool:
+        w = self._wrapper
+        return w.in_atomic_block or not w.get_autocommit()
+
+    # -- execution ----------------------------------------------------------------------------
+
+    def execute(self, sql: Any, params: Any = None) -> Any:
+        kind = statement_kind(sql)
+        in_transaction = self._in_transaction()
+        if kind is Kind.READ and not in_transaction:
+            return self._read(sql, params)
+        if kind is Kind.CONTROL:
+            return self._on_primary("execute", sql, params, None, False)
+        if kind is Kind.WRITE:
+            reason = Reason.WRITE
+        else:
+            reason = Reason.IN_TRANSACTION if in_transaction else Reason.LOCKING_READ
+        return self._on_primary("execute", sql, params, reason, kind is Kind.WRITE)
+
+    def executemany(self, sql: Any, param_list: Sequence[Any]) -> Any:
+        return self._on_primary("executemany", sql, param_list, Reason.WRITE, True)
+
+    def callproc(self, procname: str, params: Any = None) -> Any:
+        return self._on_primary("callproc", procname, params, Reason.WRITE, True)
+
+    def _on_primary(
+        self, method: str, sql: Any, params: Any, reason: Reason | None, writes: bool
+    ) -> Any:
+        rc = self._rc
+        cur = self._cursor_on(rc.primary())
+        result = getattr(cur, method)(sql, params) if params is not None else getattr(cur, method)(sql)
+        if reason is not None:
+            rc.cluster._count(rc.primary_index, "primary", reason)
+        if writes:
+            if self._in_transaction():
+                rc.dirty = True
+            else:
+                rc.cluster.note_write()
+        return result
+
+    def _read(self, sql: Any, params: Any) -> Any:
+        rc = self._rc
+        avoid: frozenset[int] = frozenset()
+        while True:
+            decision = rc._current_cluster().decide_read(avoid)
+            lease = rc.replica(decision.member) if decision.member is not None else None
+            if lease is None:
+                if decision.member is not None:  # dead at checkout: route again without it
+                    avoid = avoid | {decision.member}
+                    continue
+                return self._on_primary("execute", sql, params, decision.reason, False)
+            cur = self._cursor_on(lease.conn)
+            try:
+                result = cur.execute(sql, params) if params is not None else cur.execute(sql)
+            except Exception as exc:
+                if self._is_read_only_error(exc):
+                    # A read that writes (SELECT setval(...)): the replica refused it
+                    # before doing anything; run it where it can write.
+                    return self._on_primary("execute", sql, params, Reason.WRITE, True)
+                if not avoid and self._is_retryable_read(exc, lease.conn):
+                    # The replica died or cancelled the read (conflict with recovery);
+                    # nothing of a transaction is involved: run it once more elsewhere.
+                    self._close_current()
+                    rc.drop_replica(exc)
+                    avoid = avoid | {lease.index}
+                    continue
+                raise
+            rc.cluster._count(lease.index, "replica", decision.reason)
+            return result
+
+    # -- results: from wherever the last statement ran -----------------------------------------
+
+    def _target(self) -> Any:
+        if self._cur is None:
+            self._cursor_on(self._rc.primary())
+        return self._cur
+
+    def fetchone(self) -> Any:
+        return self._target().fetchone()
+
+    def fetchmany(self, size: int | None = None) -> Any:
+        return self._target().fetchmany(size) if size is not None else self._target().fetchmany()
+
+    def fetchall(self) -> Any:
+        return self._target().fetchall()
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._target())
+
+    @property
+    def description(self) -> Any:
+        return self._cur.description if self._cur is not None else None
+
+    @property
+    def rowcount(self) -> int:
+        return self._cur.rowcount if self._cur is not None else -1
+
+    def close(self) -> None:
+        self._close_current()
+
+    def __enter__(self) -> RoutingCursor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self._target(), name)
