@@ -122,11 +122,13 @@ class Cluster:
         specs = [self._engine.member_spec(primary, f"cluster {name!r}: primary")]
         for i, text in enumerate(replicas):
             if isinstance(text, str) and driver is None and "://" in text:
-                other = engine_for(text, None).name
-                if other != self.engine_name:
+                other = engine_for(text, None)
+                # Compare engines, not names: mysql:// and mariadb:// share one engine,
+                # whose name is the server's kind, learnt on connecting.
+                if type(other) is not type(self._engine):
                     raise ConfigurationError(
-                        f"cluster {name!r}: replica #{i + 1} is a {other} URL, but the primary "
-                        f"is {self.engine_name}"
+                        f"cluster {name!r}: replica #{i + 1} is a {other.name} URL, but the "
+                        f"primary is {self.engine_name}"
                     )
             specs.append(self._engine.member_spec(text, f"cluster {name!r}: replica #{i + 1}"))
         seen: dict[str, int] = {}
@@ -283,9 +285,20 @@ class Cluster:
     def _busy(self, index: int) -> int:
         return len(self._members[index].out)
 
-    def _route(self, read_only_requirement: _session.Requirement | None, avoid: frozenset[int]) -> Decision:
+    def _route(self, requirement: _session.Requirement | None, avoid: frozenset[int]) -> Decision:
+        topology = self._monitor.topology
+        if (
+            requirement is not None
+            and requirement.pending_since is not None
+            and topology.primary_position is not None
+            and topology.primary_sampled_ns > requirement.pending_since
+        ):
+            # Remember the resolution: the sample may be gone from later snapshots.
+            session = _session.current_session()
+            if session is not None:
+                session.note_resolution(self.name, topology.primary_position, topology.primary_sampled_ns)
         return route_read(
-            self._monitor.topology, read_only_requirement, self._selector,
+            topology, requirement, self._selector,
             pinned=_session.is_pinned(), avoid=avoid, busy=self._busy,
         )
 

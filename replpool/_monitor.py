@@ -153,6 +153,9 @@ class Monitor:
         # Wait for this round's polls only: one hung since an earlier round delays nobody.
         concurrent.futures.wait(submitted, timeout=min(self.interval, self.probe_timeout))
         with self.lock:
+            if self._stop.is_set():
+                # Closing: stop() cut the polls in flight; they are no members' failures.
+                return
             for m in self.members:
                 if m.inflight is not None and m.inflight.done():
                     self._collect(m, time.monotonic())
@@ -278,14 +281,17 @@ class Monitor:
                     o.failover(self.cluster, old, self.members[new_primary].spec.name)
             self._last_primary = new_primary
         self._primary = new_primary
-        primary_position: Position | None = None
-        primary_sent = 0
+        # The last primary sample stays true after the primary goes away ("at that
+        # moment it had this position"), so writes finished before it can still be
+        # resolved and served by replicas while no primary is reachable.
+        primary_position = self.topology.primary_position
+        primary_sent = self.topology.primary_sampled_ns
         if new_primary is not None:
             ps = self.members[new_primary].sample
             assert ps is not None
-            primary_position, primary_sent = ps.position, ps.sent_ns
-            if primary_position is not None:
-                self.history.add(self.members[new_primary].sampled_at, primary_position)
+            if ps.position is not None:
+                primary_position, primary_sent = ps.position, ps.sent_ns
+                self.history.add(self.members[new_primary].sampled_at, ps.position)
         views = []
         for m in self.members:
             s = m.sample

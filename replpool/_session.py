@@ -69,11 +69,12 @@ class Session:
     """A consistency scope (see the module doc). Thread-safe: tasks and threads that
     share a session may write and read through it at once."""
 
-    __slots__ = ("_lock", "_reqs", "__weakref__")
+    __slots__ = ("_lock", "_reqs", "writes", "__weakref__")
 
     def __init__(self, requirements: Mapping[str, Requirement] | None = None) -> None:
         self._lock = threading.Lock()
         self._reqs: dict[str, Requirement] = dict(requirements or {})
+        self.writes = 0  # writes recorded in this session (not counting its start)
 
     def requirement(self, cluster: str) -> Requirement | None:
         return self._reqs.get(cluster)
@@ -86,6 +87,7 @@ class Session:
             # The newest pending write supersedes older ones: a primary sample taken
             # after it also covers them.
             self._reqs[cluster] = Requirement(engine, floor, finished_ns)
+            self.writes += 1
 
     def note_resolution(self, cluster: str, sample: Position, sample_sent_ns: int) -> None:
         """Record a primary sample, so a pending write need not be resolved again."""
@@ -112,6 +114,7 @@ class Session:
 
     def merge(self, other: Session) -> None:
         """Take on everything ``other`` must observe (a nested session ending)."""
+        self.writes += other.writes
         for name, req in other.snapshot().items():
             if req.floor is not None:
                 self.require(name, req.floor)
@@ -218,13 +221,15 @@ def session(after: str | None = None) -> Iterator[Session]:
     ``after``: a token from :func:`current_token`; reads in the scope observe at least
     the writes it names. A bad token raises :class:`~replpool.TokenError`.
 
-    A session opened inside another explicit session starts with everything the outer
-    one must observe, and hands its own writes back to it when it ends. A session opened
-    outside any explicit session starts clean and leaves nothing behind.
+    A session starts with everything the code around it must observe: the enclosing
+    session's requirements, explicit or implicit (a request handled in the thread of a
+    test that just wrote sees those writes). When it ends, it hands its own writes back
+    to an enclosing explicit session; an implicit one gets nothing, so requests served
+    one after another by a thread do not accumulate each other's writes.
     """
     parent = _current.get()
     outer = parent[0] if parent is not None and parent[1] else None
-    s = Session(outer.snapshot() if outer is not None else None)
+    s = Session(parent[0].snapshot() if parent is not None else None)
     if after is not None:
         for name, pos in _tokens.decode(after).items():
             cluster = _registry.get(name)
@@ -246,9 +251,10 @@ def session(after: str | None = None) -> Iterator[Session]:
 
 
 def current_token() -> str | None:
-    """A token naming the positions of the current session's writes (None if it has
-    written nothing). Pass it to :func:`session` elsewhere (another request, process or
-    server) to read those writes there."""
+    """A token naming the positions the current session must observe: its writes and
+    whatever it started from (None if that is nothing). Pass it to :func:`session`
+    elsewhere (another request, a task, another process or server) to read those writes
+    there."""
     s = current_session()
     return s.token() if s is not None else None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,8 @@ wal_retrieve_retry_interval = 200ms
 log_line_prefix = '%m [%p] %q%u@%d '
 log_min_messages = warning
 """
+
+_RELOAD_SETTLE = 0.1  # seconds
 
 _HBA = """
 host all         postgres 127.0.0.1/32 trust
@@ -273,6 +276,10 @@ class PostgresLab(Lab):
         ms = int(round(seconds * 1000))
         self.query(r, f"ALTER SYSTEM SET recovery_min_apply_delay = '{ms}ms'")
         self.query(r, "SELECT pg_reload_conf()")
+        # The reload reaches the startup process (which applies WAL) asynchronously, and
+        # nothing tells when it has; a commit made at once could still be applied
+        # without the delay. Give it the moment it takes.
+        time.sleep(_RELOAD_SETTLE)
 
     def _heal_replication(self, m: LabMember) -> None:
         if m.state != "running":

@@ -1,0 +1,174 @@
+"""``ReadYourWritesMiddleware``: one replpool session per request, carried to the next
+request by a signed token.
+
+Each request runs in its own :func:`replpool.session`. A request that wrote answers
+with a token naming the positions of its writes: in a signed cookie (for browsers) and
+in a response header (for API clients, which send it back in the same header). A later
+request that carries the token, on any server of the site, reads its writes: its reads
+go to replicas that have applied them, or to the primary. A token whose signature is
+wrong or too old is ignored and logged, never trusted.
+
+Settings (all optional):
+
+=====================================  =====================  ===========================
+``REPLPOOL_TOKEN_COOKIE``              ``"replpool_token"``   cookie name; None: no cookie
+``REPLPOOL_TOKEN_COOKIE_MAX_AGE``      ``300``                seconds a token is honoured
+``REPLPOOL_TOKEN_COOKIE_SECURE``       ``None``               None: Secure when the
+                                                              request came over HTTPS
+``REPLPOOL_TOKEN_COOKIE_HTTPONLY``     ``True``
+``REPLPOOL_TOKEN_COOKIE_SAMESITE``     ``"Lax"``
+``REPLPOOL_TOKEN_COOKIE_PATH``         ``"/"``
+``REPLPOOL_TOKEN_COOKIE_DOMAIN``       ``None``
+``REPLPOOL_TOKEN_HEADER``              ``"X-Replpool-Token"`` header name; None: no header
+=====================================  =====================  ===========================
+
+The max age should exceed the largest ``max_replica_lag`` of your aliases: a replica
+within that lag has applied every write older than it, so a token that old is no longer
+needed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
+from django.core import signing
+from django.http import HttpRequest, HttpResponseBase
+
+from .. import _session, _tokens
+from .._errors import Error
+
+logger = logging.getLogger("replpool.django")
+
+SALT = "replpool.django.token"
+
+
+@dataclass(frozen=True)
+class TokenSettings:
+    cookie: str | None
+    max_age: int
+    secure: bool | None
+    httponly: bool
+    samesite: str | None
+    path: str
+    domain: str | None
+    header: str | None
+
+    @classmethod
+    def from_settings(cls) -> TokenSettings:
+        def get(name: str, default: Any) -> Any:
+            return getattr(settings, f"REPLPOOL_TOKEN_{name}", default)
+
+        return cls(
+            cookie=get("COOKIE", "replpool_token"),
+            max_age=int(get("COOKIE_MAX_AGE", 300)),
+            secure=get("COOKIE_SECURE", None),
+            httponly=bool(get("COOKIE_HTTPONLY", True)),
+            samesite=get("COOKIE_SAMESITE", "Lax"),
+            path=get("COOKIE_PATH", "/"),
+            domain=get("COOKIE_DOMAIN", None),
+            header=get("HEADER", "X-Replpool-Token"),
+        )
+
+
+class ReadYourWritesMiddleware:
+    """See the module doc. Works under WSGI and ASGI, with sync and async views."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        self.config = TokenSettings.from_settings()
+        self.signer = signing.TimestampSigner(salt=SALT)
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        with ExitStack() as stack:
+            session = self._enter(request, stack)
+            response = self.get_response(request)
+            self._leave(request, response, session)
+        return response
+
+    async def __acall__(self, request: HttpRequest) -> Any:
+        with ExitStack() as stack:
+            session = self._enter(request, stack)
+            response = await self.get_response(request)  # type: ignore[misc]
+            self._leave(request, response, session)
+        return response
+
+    # -- incoming --------------------------------------------------------------------------
+
+    def _enter(self, request: HttpRequest, stack: ExitStack) -> _session.Session:
+        session = stack.enter_context(_session.session())
+        for source, token in self._incoming(request):
+            try:
+                positions = _tokens.decode(token)
+                for name, position in positions.items():
+                    session.require(name, position)
+            except Error as exc:
+                logger.warning("ignored a replpool token from the %s: %s", source, exc)
+        return session
+
+    def _incoming(self, request: HttpRequest) -> list[tuple[str, str]]:
+        found = []
+        c = self.config
+        if c.cookie and c.cookie in request.COOKIES:
+            try:
+                found.append(("cookie", request.get_signed_cookie(c.cookie, salt=SALT, max_age=c.max_age)))
+            except signing.SignatureExpired:
+                logger.info("ignored an expired replpool token cookie")
+            except signing.BadSignature:
+                logger.warning(
+                    "ignored a replpool token cookie with a bad signature (tampered, or "
+                    "signed with another SECRET_KEY) from %s", _client(request),
+                )
+        value = request.headers.get(c.header) if c.header else None
+        if value:
+            try:
+                found.append(("header", self.signer.unsign(value, max_age=c.max_age)))
+            except signing.SignatureExpired:
+                logger.info("ignored an expired replpool token header")
+            except signing.BadSignature:
+                logger.warning(
+                    "ignored a replpool token header with a bad signature from %s", _client(request)
+                )
+        return found
+
+    # -- outgoing --------------------------------------------------------------------------
+
+    def _leave(self, request: HttpRequest, response: HttpResponseBase, session: _session.Session) -> None:
+        if not session.writes:
+            return
+        try:
+            token = session.token()
+        except Error as exc:
+            logger.warning("could not make a replpool token for this response: %s", exc)
+            return
+        if token is None:
+            return
+        c = self.config
+        if c.cookie:
+            response.set_signed_cookie(
+                c.cookie, token, salt=SALT, max_age=c.max_age,
+                secure=request.is_secure() if c.secure is None else c.secure,
+                httponly=c.httponly, samesite=c.samesite, path=c.path, domain=c.domain,
+            )
+        if c.header:
+            response[c.header] = self.signer.sign(token)
+
+
+def _client(request: HttpRequest) -> str:
+    return str(request.META.get("REMOTE_ADDR", "an unknown client"))
+
+
+# Typing helper for callers that wrap get_response themselves.
+GetResponse = Callable[[HttpRequest], HttpResponseBase | Awaitable[HttpResponseBase]]

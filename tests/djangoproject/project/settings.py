@@ -1,0 +1,60 @@
+"""Settings for the test project: a PostgreSQL lab with two replicas, described by the
+environment variable REPLPOOL_TEST_LAB (JSON written by tests/test_django.py):
+
+    {"host": "127.0.0.1", "password": "...", "primary": 5432, "replicas": [5433, 5434],
+     "admin": {"pg1": "host=... user=postgres", ...}}
+
+``default`` is the application's database with both replicas; ``legacy_db`` is another
+database on the same servers, with its own cluster, holding the ``legacy`` app.
+"""
+
+import json
+import os
+
+lab = json.loads(os.environ["REPLPOOL_TEST_LAB"])
+
+SECRET_KEY = "replpool-test-project-not-secret"
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+USE_TZ = True
+TIME_ZONE = "Europe/Paris"
+ROOT_URLCONF = "project.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "shop",
+    "legacy",
+]
+MIDDLEWARE = ["replpool.django.middleware.ReadYourWritesMiddleware"]
+
+
+def database(name):
+    return {
+        "ENGINE": "replpool.backends.postgresql",
+        "NAME": name,
+        "USER": "app",
+        "PASSWORD": lab["password"],
+        "HOST": lab["host"],
+        "PORT": str(lab["primary"]),
+        "OPTIONS": {
+            "replicas": [{"PORT": str(port)} for port in lab["replicas"]],
+            "pool": {"min_size": 1, "max_size": 8},
+            "max_replica_lag": 10.0,
+            "monitor_interval": 0.05,
+            "probe_timeout": 0.5,
+        },
+    }
+
+
+DATABASES = {"default": database("app"), "legacy_db": database("legacy")}
+DATABASE_ROUTERS = ["replpool.django.routers.AppRouter"]
+REPLPOOL_DATABASE_APPS = {"legacy": "legacy_db"}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"replpool": {"handlers": ["console"], "level": "ERROR"}},
+}

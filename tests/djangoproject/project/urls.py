@@ -1,0 +1,14 @@
+from django.urls import path
+
+from shop import views
+
+urlpatterns = [
+    path("items/", views.items),
+    path("items/<int:pk>/", views.item),
+    path("async/items/", views.async_items),
+    path("async/items/<int:pk>/", views.async_item),
+    path("atomic/", views.atomic_view),
+    path("pinned/", views.pinned_view),
+    path("where/", views.where),
+    path("legacy/", views.legacy_customers),
+]

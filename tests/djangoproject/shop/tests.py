@@ -1,0 +1,192 @@
+"""Read-your-writes through real requests, with the lab's replicas paused and delayed.
+
+These are TransactionTestCases: a plain TestCase wraps every test in a transaction,
+and inside a transaction everything runs on the primary, which would prove nothing."""
+
+import contextvars
+import json
+import time
+
+from asgiref.sync import sync_to_async
+
+from django.db import connection, connections
+from django.test import AsyncClient, Client, TransactionTestCase
+
+from legacy.models import Customer, Order
+from shop import lab
+from shop.models import Item
+
+
+def routing(alias="default"):
+    return connections[alias].replpool_cluster().status().routing
+
+
+def replica_reads(alias="default"):
+    return sum(routing(alias).get("replica", {}).values())
+
+
+def as_stranger(request, *args, **kwargs):
+    """Run a request in an empty context: no session of this test's thread (which holds
+    the test's own writes, such as the flush between tests) comes with it."""
+    return contextvars.Context().run(request, *args, **kwargs)
+
+
+def stale_read_expected(test, client, url, **kwargs):
+    """A clean session reading ``url`` while both replicas lag must get a 404 (it reads
+    a replica without the new row); on failure, say where the read went."""
+    before = routing()
+    response = as_stranger(client.get, url, **kwargs)
+    after = routing()
+    went = {
+        f"{target}/{reason}": n - before.get(target, {}).get(reason, 0)
+        for target, reasons in after.items() for reason, n in reasons.items()
+        if n != before.get(target, {}).get(reason, 0)
+    }
+    status = connections["default"].replpool_cluster().status()
+    test.assertEqual(
+        response.status_code, 404,
+        f"routed: {went}; members: {[(m.name, m.position, m.eligible, m.reads) for m in status.members]}"
+        f"; replicas now: {lab.describe_replicas(connection.settings_dict['NAME'])}",
+    )
+
+
+def wait_for_replica_reads(client, timeout=5.0):
+    """Wait until this thread's writes (the flush between tests) are sampled and
+    applied, so that its reads go to replicas again."""
+    deadline = time.monotonic() + timeout
+    while not json.loads(client.get("/where/").content)["on_replica"]:
+        if time.monotonic() > deadline:
+            raise AssertionError("reads never returned to a replica")
+        time.sleep(0.02)
+
+
+class ReadYourWritesTests(TransactionTestCase):
+    databases = {"default", "legacy_db"}
+
+    def setUp(self):
+        lab.heal()  # Django flushed the tables after the previous test: let replicas apply it
+
+    def tearDown(self):
+        lab.heal()
+
+    def lagging(self):
+        lab.pause("pg2")
+        lab.delay("pg3", 1.0)
+
+    def test_write_then_redirect_shows_the_new_data_every_time(self):
+        self.lagging()
+        for i in range(30):
+            response = self.client.post("/items/", {"name": f"item {i}"}, follow=True)
+            self.assertEqual(response.status_code, 200)
+            self.assertEqual(response.content.decode(), f"item {i}")
+
+    def test_without_the_token_the_redirect_would_read_stale_data(self):
+        self.lagging()
+        response = self.client.post("/items/", {"name": "lost"})
+        self.assertEqual(response.status_code, 302)
+        # No cookie: a clean session, free to read a lagging replica.
+        stale_read_expected(self, Client(), response["Location"])
+
+    def test_the_token_header_serves_api_clients(self):
+        self.lagging()
+        response = self.client.post("/items/", {"name": "via header"})
+        token = response["X-Replpool-Token"]
+        api = Client()
+        stale_read_expected(self, api, response["Location"])
+        found = as_stranger(api.get, response["Location"], headers={"X-Replpool-Token": token})
+        self.assertEqual(found.content.decode(), "via header")
+
+    async def test_async_views_read_their_writes(self):
+        # An async test: Django runs it under async_to_sync, so the views' ORM calls
+        # (sync_to_async, thread-sensitive) use this test's thread and its connection.
+        await sync_to_async(self.lagging)()
+        client = AsyncClient()
+        for i in range(10):
+            response = await client.post("/async/items/", {"name": f"async {i}"}, follow=True)
+            self.assertEqual(response.status_code, 200)
+            self.assertEqual(response.content.decode(), f"async {i}")
+
+    def test_reads_are_served_by_replicas_when_fresh(self):
+        wait_for_replica_reads(self.client)
+        before = replica_reads()
+        for _ in range(5):
+            self.assertIs(json.loads(self.client.get("/where/").content)["on_replica"], True)
+        self.assertGreaterEqual(replica_reads() - before, 5)
+
+    def test_reads_come_back_to_replicas_once_they_caught_up(self):
+        self.client.post("/items/", {"name": "x"})
+        deadline = time.monotonic() + 5
+        while not json.loads(self.client.get("/where/").content)["on_replica"]:
+            self.assertLess(time.monotonic(), deadline, "reads never returned to a replica")
+            time.sleep(0.02)
+
+    def test_reads_inside_atomic_see_uncommitted_rows_on_the_primary(self):
+        self.lagging()
+        result = json.loads(self.client.post("/atomic/").content)
+        self.assertEqual(result["after"], result["before"] + 1)
+        self.assertIs(result["on_replica"], False)
+
+    def test_pinned_view_reads_the_primary(self):
+        self.assertIs(json.loads(self.client.get("/pinned/").content)["on_replica"], False)
+
+    def test_a_tampered_token_is_ignored_and_logged(self):
+        self.client.cookies["replpool_token"] = "rp1.eyJ9:forged:signature"
+        with self.assertLogs("replpool.django", "WARNING") as logs:
+            response = self.client.get("/where/")
+        self.assertEqual(response.status_code, 200)
+        self.assertIn("bad signature", logs.output[0])
+        with self.assertLogs("replpool.django", "WARNING"):
+            Client().get("/where/", headers={"X-Replpool-Token": "forged"})
+
+    def test_the_cookie_is_signed_httponly_and_lax(self):
+        response = self.client.post("/items/", {"name": "cookie"})
+        cookie = response.cookies["replpool_token"]
+        self.assertTrue(cookie["httponly"])
+        self.assertEqual(cookie["samesite"], "Lax")
+        self.assertEqual(cookie["max-age"], 300)
+        self.assertIn(":", cookie.value)  # value:timestamp:signature
+
+    def test_requests_without_writes_set_no_cookie(self):
+        response = self.client.get("/where/")
+        self.assertNotIn("replpool_token", response.cookies)
+
+
+class TestDatabaseTests(TransactionTestCase):
+    databases = {"default", "legacy_db"}
+
+    def test_test_databases_live_on_the_primary_and_replicas_see_them(self):
+        self.assertTrue(connection.settings_dict["NAME"].startswith("test_"))
+        status = connection.replpool_cluster().status()
+        self.assertEqual([m.role for m in status.members], ["primary", "replica", "replica"])
+        self.assertTrue(all(m.up for m in status.members), status)
+        wait_for_replica_reads(self.client)
+
+
+class LegacyDatabaseTests(TransactionTestCase):
+    databases = {"default", "legacy_db"}
+
+    def test_the_legacy_app_lives_on_its_own_database(self):
+        Customer.objects.create(name="Ada")
+        self.assertEqual(Customer.objects.db, "legacy_db")
+        self.assertEqual(json.loads(self.client.get("/legacy/").content), {"names": ["Ada"]})
+        tables = {
+            alias: set(connections[alias].introspection.table_names())
+            for alias in ("default", "legacy_db")
+        }
+        self.assertIn("legacy_customer", tables["legacy_db"])
+        self.assertNotIn("legacy_customer", tables["default"])
+        self.assertIn("shop_item", tables["default"])
+        self.assertNotIn("shop_item", tables["legacy_db"])
+        self.assertNotIn("auth_user", tables["legacy_db"])
+
+    def test_relations_across_databases_are_refused(self):
+        item = Item.objects.create(name="on default")
+        customer = Customer.objects.create(name="on legacy")
+        with self.assertRaisesMessage(ValueError, "the current database router prevents this relation"):
+            Order(customer=customer, item=item)
+
+    def test_each_alias_is_its_own_cluster(self):
+        default = connections["default"].replpool_cluster()
+        legacy = connections["legacy_db"].replpool_cluster()
+        self.assertIsNot(default, legacy)
+        self.assertEqual((default.name, legacy.name), ("default", "legacy_db"))

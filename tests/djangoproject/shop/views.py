@@ -1,0 +1,69 @@
+"""Views that write then redirect to a view that reads, the pattern that shows stale
+data when reads go to a lagging replica."""
+
+from django.db import connection, transaction
+from django.http import Http404, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+import replpool
+from legacy.models import Customer
+from shop.models import Item
+
+
+@csrf_exempt
+def items(request):
+    if request.method == "POST":
+        item = Item.objects.create(name=request.POST["name"])
+        return HttpResponseRedirect(f"/items/{item.pk}/")
+    return JsonResponse({"count": Item.objects.count()})
+
+
+def item(request, pk):
+    try:
+        found = Item.objects.get(pk=pk)
+    except Item.DoesNotExist:
+        raise Http404("no such item (yet?)")
+    return HttpResponse(found.name)
+
+
+@csrf_exempt
+async def async_items(request):
+    item = await Item.objects.acreate(name=request.POST["name"])
+    return HttpResponseRedirect(f"/async/items/{item.pk}/")
+
+
+async def async_item(request, pk):
+    try:
+        found = await Item.objects.aget(pk=pk)
+    except Item.DoesNotExist:
+        raise Http404("no such item (yet?)")
+    return HttpResponse(found.name)
+
+
+@csrf_exempt
+def atomic_view(request):
+    with transaction.atomic():
+        before = Item.objects.count()
+        Item.objects.create(name="inside")
+        after = Item.objects.count()  # must see the uncommitted row
+        on_replica = _on_replica()
+    return JsonResponse({"before": before, "after": after, "on_replica": on_replica})
+
+
+@replpool.pinned_to_master
+def pinned_view(request):
+    return JsonResponse({"on_replica": _on_replica()})
+
+
+def where(request):
+    return JsonResponse({"on_replica": _on_replica()})
+
+
+def legacy_customers(request):
+    return JsonResponse({"names": list(Customer.objects.values_list("name", flat=True))})
+
+
+def _on_replica():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_is_in_recovery()")
+        return cursor.fetchone()[0]
