@@ -87,3 +87,13 @@ def test_migrate_inspectdb_and_dbshell_work(django_lab):
     assert shell.stdout.strip() == "app on app"
     check = manage(django_lab, "check", "--database", "default")
     assert check.returncode == 0, check.stderr
+
+
+def test_djangos_own_tests_pass_as_with_djangos_backend() -> None:
+    """A few modules of Django's own test suite (scripts/django_suite.py runs more)."""
+    proc = subprocess.run(
+        [sys.executable, "scripts/django_suite.py", "basic", "transactions", "select_for_update"],
+        cwd=PROJECT.parent.parent, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "replpool passes every test Django's own PostgreSQL backend passes" in proc.stdout

@@ -71,6 +71,11 @@ class RoutedConnection:
         return self._primary.conn
 
     @property
+    def held_primary(self) -> Any:
+        """The primary connection if one is leased now, else None."""
+        return self._primary.conn if self._primary is not None else None
+
+    @property
     def primary_index(self) -> int:
         self.primary()
         assert self._primary is not None
@@ -129,6 +134,13 @@ class RoutedConnection:
         self.drop_replica()
         lease, self._primary = self._primary, None
         if lease is not None:
+            if not self._autocommit:
+                # Closed inside a transaction (Django does that to a broken one): the
+                # transaction is over either way; end it here rather than in the pool.
+                try:
+                    lease.conn.rollback()
+                except Exception:
+                    pass  # a broken connection: the pool discards it
             lease.cluster.release(lease)
 
     def __getattr__(self, name: str) -> Any:

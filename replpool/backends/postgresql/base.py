@@ -16,6 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.postgresql import base as pg_base
 from django.db.backends.postgresql.psycopg_any import IsolationLevel, register_tzloader
 from psycopg.conninfo import make_conninfo
+from psycopg import pq
 from psycopg.pq import Format
 
 from ..._cluster import Cluster
@@ -107,7 +108,15 @@ class DatabaseWrapper(ClusterWrapperMixin, pg_base.DatabaseWrapper):
     def is_usable(self) -> bool:
         if not self.routed:
             return super().is_usable()
-        return self.connection is not None and not self.connection.closed
+        rc = self.connection
+        if rc is None or rc.closed:
+            return False
+        conn = rc.held_primary
+        if conn is None:
+            return True  # nothing held: the next lease is checked at checkout
+        # What Django's "SELECT 1" would tell, without the round trip: a transaction
+        # aborted by an error, or a connection whose server went away.
+        return conn.info.transaction_status != pq.TransactionStatus.INERROR and _ENGINE.alive(conn)
 
     def close_if_health_check_failed(self) -> None:
         if not self.routed:
