@@ -1,13 +1,20 @@
-"""``python -m replpool``: the lab, and (later) status and the demo."""
+"""``python -m replpool``: the lab, and the status of a cluster (later the demo)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import math
+import os
+import re
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
+from typing import NoReturn
+from urllib.parse import unquote, urlsplit
 
 
 def _raise_exit(signum: int, frame: FrameType | None) -> None:
@@ -40,8 +47,109 @@ def _lab_install_servers(args: argparse.Namespace) -> int:
     return install_servers()
 
 
+# -- status ----------------------------------------------------------------------------------
+
+_URL_USERINFO_RE = re.compile(r"(://[^/@\s:]*:)[^@\s]*@")
+_KEYWORD_PASSWORD_RE = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def _secrets(texts: Sequence[str]) -> list[str]:
+    """The passwords inside connection strings given on the command line, as written
+    and decoded, longest first (so a password containing another is replaced whole)."""
+    found: set[str] = set()
+    for text in texts:
+        if "://" in text:
+            try:
+                parts = urlsplit(text)
+            except ValueError:
+                parts = None
+            if parts is not None and parts.password:
+                found.update({parts.password, unquote(parts.password)})
+        for m in _KEYWORD_PASSWORD_RE.finditer(text):
+            value = m.group(2)
+            found.update({value, value.strip("'")})
+    return sorted((s for s in found if s), key=len, reverse=True)
+
+
+def redact(text: str, secrets: Sequence[str] = ()) -> str:
+    """``text`` with every password it could contain replaced by ``***``: the literal
+    passwords of the command line, and anything in the password place of a URL or a
+    ``password=`` keyword. Everything the status command prints goes through it, so a
+    connection string echoed by a driver, a bug or argparse never shows its password."""
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    text = _URL_USERINFO_RE.sub(r"\1***@", text)
+    return _KEYWORD_PASSWORD_RE.sub(r"\1***", text)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse quotes offending arguments in its errors; a misplaced URL would then be
+    printed with its password."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(redact(message, _secrets(sys.argv[1:])))
+
+
+def _watch_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        # Not echoed: it may be a connection string that argparse took for SECONDS.
+        raise argparse.ArgumentTypeError(
+            "expects a number of seconds (put --watch after the URLs, or give it a value)"
+        ) from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError("expects a number of seconds > 0")
+    return value
+
+
+def _status(args: argparse.Namespace) -> int:
+    from . import Cluster, Error
+    from ._statusfmt import format_status
+
+    urls: list[str] = [args.primary, *args.replicas]
+    secrets = _secrets(urls)
+
+    def out(text: str) -> None:
+        sys.stdout.write(redact(text, secrets))
+        sys.stdout.flush()
+
+    # The table already says which member is down and why; the monitor's warnings would
+    # only interleave with it on stderr.
+    for name in ("replpool", "psycopg"):
+        logging.getLogger(name).addHandler(logging.NullHandler())
+    signal.signal(signal.SIGTERM, _raise_exit)
+    try:
+        # The command's own pools serve nothing: open no connection beyond the monitor's.
+        cluster = Cluster(args.primary, args.replicas, name=args.name, min_size=0, max_size=1)
+    except Error as exc:
+        print(f"replpool status: {redact(str(exc), secrets)}", file=sys.stderr)
+        return 2
+    clear = args.watch is not None and not args.json and sys.stdout.isatty()
+    try:
+        with cluster:
+            first = True
+            while True:
+                status = cluster.status()
+                if args.json:
+                    data = status.as_dict()
+                    out(json.dumps(data, indent=None if args.watch else 2) + "\n")
+                else:
+                    prefix = "\x1b[H\x1b[J" if clear else ("" if first else "\n")
+                    out(prefix + format_status(status))
+                first = False
+                if args.watch is None:
+                    return 0
+                threading.Event().wait(args.watch)
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:  # piped into head: the reader is gone, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m replpool", description=__doc__)
+    parser = _Parser(prog="python -m replpool", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     lab = sub.add_parser("lab", help="run replicated database servers on loopback")
@@ -55,6 +163,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="install the PostgreSQL and MariaDB server packages with apt-get if missing",
     )
     install.set_defaults(func=_lab_install_servers)
+
+    status = sub.add_parser(
+        "status",
+        help="show a cluster's members: role, health, position, lag, pool, routing",
+        description="Connect to every member, wait for the first poll round, print the "
+        "cluster's status and exit (or refresh it with --watch). Members are shown as "
+        "host:port; no connection string is ever printed.",
+    )
+    status.add_argument("primary", metavar="PRIMARY_URL", help="the primary's connection string")
+    status.add_argument(
+        "replicas", metavar="REPLICA_URL", nargs="*", help="the replicas' connection strings"
+    )
+    status.add_argument(
+        "--watch", metavar="SECONDS", nargs="?", type=_watch_seconds, const=2.0, default=None,
+        help="refresh every SECONDS (default 2) until Ctrl-C",
+    )
+    status.add_argument(
+        "--json", action="store_true",
+        help="print Cluster.status().as_dict() as JSON (with --watch: one document per line)",
+    )
+    status.add_argument("--name", default="default", help="the cluster's name (default: default)")
+    status.set_defaults(func=_status)
     return parser
 
 

@@ -44,7 +44,9 @@ class Health:
     def delay(self) -> float:
         if self.failures <= 0:
             return self.base_delay
-        return min(self.max_delay, self.base_delay * 2 ** (self.failures - 1))
+        # The exponent is capped: 2 ** 1024 does not fit a float (OverflowError after
+        # 1025 failures, half an hour down at 2 s a probe), and the cap is reached long before.
+        return min(self.max_delay, self.base_delay * 2.0 ** min(self.failures - 1, 1000))
 
     def probe_due(self, now: float) -> bool:
         return self.up or now >= self.next_probe

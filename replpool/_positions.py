@@ -100,7 +100,7 @@ class LSN:
 
 # -- MariaDB ------------------------------------------------------------------------------
 
-_MARIADB_GTID_RE = re.compile(r"\A(\d+)-(\d+)-(\d+)\Z")
+_MARIADB_GTID_RE = re.compile(r"\A([0-9]+)-([0-9]+)-([0-9]+)\Z")
 _U32 = (1 << 32) - 1
 _U64 = (1 << 64) - 1
 
@@ -139,7 +139,10 @@ class MariaDBGTID:
                     f"separated): {text!r}"
                 )
             gtids.append((int(m.group(1)), int(m.group(2)), int(m.group(3))))
-        return cls.from_gtids(gtids)
+        try:
+            return cls.from_gtids(gtids)
+        except ValueError as exc:
+            raise ValueError(f"{exc}: {text!r}") from None
 
     def __str__(self) -> str:
         return ",".join(f"{d}-{s}-{q}" for d, s, q in self.domains)
@@ -175,6 +178,7 @@ class MariaDBGTID:
 
 _UUID_RE = re.compile(r"\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 _TAG_RE = re.compile(r"\A[a-z_][a-z0-9_]{0,31}\Z")
+_DIGITS_RE = re.compile(r"\A[0-9]+\Z")  # str.isdigit() also takes "¹" and "١"
 Intervals = tuple[tuple[int, int], ...]  # sorted, disjoint, non-adjacent, inclusive
 
 
@@ -234,13 +238,13 @@ class MySQLGTIDSet:
             tag = ""
             for f in fields[1:]:
                 if f and not f[0].isdigit():
-                    if not _TAG_RE.match(f.lower()):
+                    if not f.isascii() or not _TAG_RE.match(f.lower()):
                         raise ValueError(f"bad GTID tag {f!r} in {text!r}")
                     tag = f.lower()
                     acc.setdefault(f"{uuid}:{tag}" if tag else uuid, [])
                     continue
-                lo_s, _, hi_s = f.partition("-")
-                if not lo_s.isdigit() or (hi_s and not hi_s.isdigit()):
+                lo_s, dash, hi_s = f.partition("-")
+                if not _DIGITS_RE.match(lo_s) or (dash and not _DIGITS_RE.match(hi_s)):
                     raise ValueError(f"bad GTID interval {f!r} in {text!r}")
                 lo, hi = int(lo_s), int(hi_s or lo_s)
                 if not 1 <= lo <= hi < 1 << 63:

@@ -47,6 +47,8 @@ def decode(token: str) -> dict[str, Position]:
         payload = json.loads(raw)
     except (binascii.Error, ValueError) as exc:
         raise TokenError(f"causal token is corrupted (not base64 JSON): {_preview(token)}") from exc
+    except RecursionError:  # json raises it for deeply nested arrays or objects
+        raise TokenError(f"causal token is corrupted (JSON nested too deeply): {_preview(token)}") from None
     if not isinstance(payload, dict):
         raise TokenError("causal token is corrupted: its payload is not a mapping")
     out: dict[str, Position] = {}

@@ -1,0 +1,86 @@
+"""``ClusterStatus`` as a table for people: what ``python -m replpool status`` prints.
+
+A pure function of the status, so it can be tested without servers. It prints what the
+status holds and nothing else: member names are ``host:port`` and errors are the
+monitor's sanitized descriptions, so no connection string (and no password) can appear.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ._status import ClusterStatus, MemberStatus
+
+COLUMNS = (
+    "MEMBER", "ROLE", "UP", "POSITION", "LAG S", "LAG BYTES", "IDLE", "IN USE", "WAITING",
+    "READS", "WRITES",
+)
+# Right-aligned columns: numbers.
+_NUMERIC = frozenset({"LAG S", "LAG BYTES", "IDLE", "IN USE", "WAITING", "READS", "WRITES"})
+_NONE = "-"
+
+
+def _role(m: MemberStatus) -> str:
+    # A replica that is up but not eligible is over a lag limit: it serves no reads,
+    # which is the first thing to know about it.
+    if m.role == "replica" and m.up and not m.eligible:
+        return "replica, lagging"
+    return m.role
+
+
+def _lag_seconds(m: MemberStatus) -> str:
+    if m.role == "primary":
+        return _NONE
+    return _NONE if m.lag_seconds is None else f"{m.lag_seconds:.3f}"
+
+
+def _lag_bytes(m: MemberStatus) -> str:
+    if m.role == "primary":
+        return _NONE
+    return _NONE if m.lag_bytes is None else str(m.lag_bytes)
+
+
+def _row(m: MemberStatus) -> list[str]:
+    pool = m.pool
+    return [
+        m.name,
+        _role(m),
+        "yes" if m.up else "no",
+        m.position if m.position is not None else _NONE,
+        _lag_seconds(m),
+        _lag_bytes(m),
+        str(pool.idle) if pool is not None else _NONE,
+        str(pool.in_use) if pool is not None else _NONE,
+        str(pool.waiting) if pool is not None else _NONE,
+        str(m.reads),
+        str(m.writes),
+    ]
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        cells = [
+            cell.rjust(w) if name in _NUMERIC else cell.ljust(w)
+            for cell, w, name in zip(row, widths, header)
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+def format_status(status: ClusterStatus) -> str:
+    """A heading line, one row per member, then why each down member is down."""
+    primary = status.primary if status.primary is not None else "none reachable"
+    heading = (
+        f"cluster {status.name} ({status.engine})  primary: {primary}  "
+        f"failovers: {status.failovers}  poll errors: {status.poll_errors}  "
+        f"monitor rounds: {status.monitor_rounds}"
+    )
+    lines = [heading, ""]
+    lines += _table(COLUMNS, [_row(m) for m in status.members])
+    errors = [m for m in status.members if not m.up and m.error]
+    if errors:
+        lines.append("")
+        lines += [f"{m.name}: {m.error}" for m in errors]
+    return "\n".join(lines) + "\n"
