@@ -10,7 +10,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -49,7 +49,7 @@ def _count(name: str, value: Any, minimum: int) -> int:
 class _Member:
     """A member's pool and its checked-out connections."""
 
-    __slots__ = ("index", "spec", "pool", "lock", "out")
+    __slots__ = ("index", "spec", "pool", "lock", "out", "waiting")
 
     def __init__(self, index: int, spec: MemberSpec) -> None:
         self.index = index
@@ -57,6 +57,15 @@ class _Member:
         self.pool: Pool | None = None
         self.lock = threading.Lock()
         self.out: dict[int, Any] = {}  # id(conn) -> conn, for aborting readers of a hung member
+        # Checkouts waiting for a connection now. Counted here: psycopg_pool keeps the
+        # requests whose waits timed out in its queue, so its own count runs high.
+        self.waiting = 0
+
+    def pool_stats(self) -> dict[str, int]:
+        assert self.pool is not None
+        stats = self.pool.get_stats()
+        stats["requests_waiting"] = self.waiting
+        return stats
 
 
 class Cluster:
@@ -175,6 +184,8 @@ class Cluster:
         self._monitor.on_member_down = self._member_down
         self._monitor.on_member_up = self._member_up
         self._monitor.pool_stats = self._pool_snapshots
+        # The calling context's primary connection, if it holds one (see resolve_pending).
+        self.held_primary: Callable[[], Any] | None = None
         self._stats_lock = threading.Lock()
         self._routes: Counter[tuple[int, str, Reason]] = Counter()
         self._opened = False
@@ -197,6 +208,15 @@ class Cluster:
             raise Error(f"cluster {self.name!r} is closed; make a new one", cluster=self.name)
         if self._opened:
             return self
+        other = _session.registered(self.name)
+        if other is not None and other is not self and isinstance(other, Cluster) and (
+            {m.spec.name for m in other._members} != {m.spec.name for m in self._members}
+        ):
+            raise ConfigurationError(
+                f"another open cluster is named {self.name!r} with other servers; sessions and "
+                "tokens know clusters by name: give each cluster its own name",
+                cluster=self.name,
+            )
         self._opened = True
         for m in self._members:
             m.pool = self._engine.make_pool(
@@ -223,6 +243,8 @@ class Cluster:
         for m in self._members:
             if m.pool is not None:
                 m.pool.close(timeout=timeout)
+        for o in _observe._observers:
+            o.closed(self.name, [m.spec.name for m in self._members])
 
     def __enter__(self) -> Cluster:
         return self.open()
@@ -286,19 +308,17 @@ class Cluster:
         return len(self._members[index].out)
 
     def _route(self, requirement: _session.Requirement | None, avoid: frozenset[int]) -> Decision:
-        topology = self._monitor.topology
-        if (
-            requirement is not None
-            and requirement.pending_since is not None
-            and topology.primary_position is not None
-            and topology.primary_sampled_ns > requirement.pending_since
-        ):
-            # Remember the resolution: the sample may be gone from later snapshots.
-            session = _session.current_session()
-            if session is not None:
-                session.note_resolution(self.name, topology.primary_position, topology.primary_sampled_ns)
+        if requirement is not None and requirement.pending_since is not None:
+            found = self._monitor.resolve(requirement.pending_since)
+            if found is not None:
+                # Pin the pending write to the first primary sample after it, once: a
+                # later sample would ask more of the replicas than the write needs.
+                session = _session.current_session()
+                if session is not None:
+                    session.note_resolution(self.name, found[1], found[0])
+                    requirement = session.requirement(self.name)
         return route_read(
-            topology, requirement, self._selector,
+            self._monitor.topology, requirement, self._selector,
             pinned=_session.is_pinned(), avoid=avoid, busy=self._busy,
         )
 
@@ -359,32 +379,39 @@ class Cluster:
         assert m.pool is not None
         start = time.monotonic()
         deadline = start + timeout
-        while True:
-            left = deadline - time.monotonic()
-            try:
-                conn = m.pool.getconn(timeout=max(0.001, min(left, self.probe_timeout)))
-            except psycopg_pool.PoolTimeout as exc:
-                if time.monotonic() >= deadline:
-                    self._observe_failure(m, "timeout")
-                    raise PoolTimeout(
-                        f"cluster {self.name!r}: no connection to {m.spec.name} became free "
-                        f"within {timeout:g} s (max_size={self.max_size}); raise max_size, or "
-                        "the checkout timeout",
-                        cluster=self.name, member=m.spec.name,
-                    ) from exc
-                if not self._monitor.topology.members[m.index].up:
-                    return None
-                continue
-            if self._engine.alive(conn):
-                if _observe._observers:
-                    waited = time.monotonic() - start
-                    for o in _observe._observers:
-                        o.checkout_waited(self.name, m.spec.name, waited)
-                return conn
-            m.pool.putconn(conn)  # broken: the pool discards and replaces it
-            self._observe_failure(m, "dead")
-            self._monitor.report_failure(m.index, "a pooled connection was found dead")
-            return None
+        with m.lock:
+            m.waiting += 1
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                try:
+                    conn = m.pool.getconn(timeout=max(0.001, min(left, self.probe_timeout)))
+                except psycopg_pool.PoolTimeout as exc:
+                    if time.monotonic() >= deadline:
+                        self._observe_failure(m, "timeout")
+                        raise PoolTimeout(
+                            f"cluster {self.name!r}: no connection to {m.spec.name} became free "
+                            f"within {timeout:g} s (max_size={self.max_size}); raise max_size, "
+                            "or the checkout timeout",
+                            cluster=self.name, member=m.spec.name,
+                        ) from exc
+                    if not self._monitor.topology.members[m.index].up:
+                        return None
+                    continue
+                break
+        finally:
+            with m.lock:
+                m.waiting -= 1
+        if self._engine.alive(conn):
+            if _observe._observers:
+                waited = time.monotonic() - start
+                for o in _observe._observers:
+                    o.checkout_waited(self.name, m.spec.name, waited)
+            return conn
+        m.pool.putconn(conn)  # broken: the pool discards and replaces it
+        self._observe_failure(m, "dead")
+        self._monitor.report_failure(m.index, "a pooled connection was found dead")
+        return None
 
     def _observe_failure(self, m: _Member, kind: str) -> None:
         for o in _observe._observers:
@@ -528,7 +555,7 @@ class Cluster:
 
     def _pool_snapshots(self) -> list[_observe.PoolSnapshot]:
         return [
-            _observe.pool_snapshot(m.spec.name, m.pool.get_stats())
+            _observe.pool_snapshot(m.spec.name, m.pool_stats())
             for m in self._members if m.pool is not None
         ]
 
@@ -541,18 +568,47 @@ class Cluster:
     # -- sessions ---------------------------------------------------------------------------
 
     def resolve_pending(self, pending_since: int) -> Position:
-        """The primary's position now, which covers a write that finished at
-        ``pending_since`` (monotonic ns): from the monitor if it sampled since, else
-        asked of the primary."""
-        topo = self._monitor.topology
-        if topo.primary_position is not None and topo.primary_sampled_ns > pending_since:
-            return topo.primary_position
-        m, conn = self._checkout_primary(self.checkout_timeout, read_only=False)
-        try:
-            return self._engine.current_position(conn)
-        finally:
+        """A primary position that covers a write finished at ``pending_since``
+        (monotonic ns), for a token. In order of cost: the first monitor sample sent
+        since; the primary connection the caller already holds (``held_primary``, set
+        by the Django engines); a primary connection if one is free right now; the
+        monitor's next sample. It never waits for a pool that the caller's own request
+        may be exhausting."""
+        found = self._monitor.resolve(pending_since)
+        if found is not None:
+            return found[1]
+        held = self.held_primary() if self.held_primary is not None else None
+        if held is not None:
+            try:
+                return self._engine.current_position(held)
+            except Exception as exc:
+                logger.debug("cluster %r: position query on the held connection failed: %s", self.name, exc)
+        view = self._monitor.topology.primary_view
+        if view is not None:
+            m = self._members[view.index]
             assert m.pool is not None
-            m.pool.putconn(conn)
+            try:
+                conn = m.pool.getconn(timeout=0.001)
+            except psycopg_pool.PoolTimeout:
+                conn = None
+            if conn is not None:
+                try:
+                    if self._engine.alive(conn):
+                        return self._engine.current_position(conn)
+                finally:
+                    m.pool.putconn(conn)
+        deadline = time.monotonic() + 2 * self.monitor_interval + self.probe_timeout
+        topo = self._monitor.topology
+        while (left := deadline - time.monotonic()) > 0:
+            topo = self._monitor.wait_for_change(topo.version, left)
+            found = self._monitor.resolve(pending_since)
+            if found is not None:
+                return found[1]
+        raise NoPrimaryAvailable(
+            f"cluster {self.name!r}: the position of this session's last write is not known "
+            "yet and no primary answered in time to tell it",
+            cluster=self.name,
+        )
 
     # -- status -----------------------------------------------------------------------------
 
@@ -571,7 +627,7 @@ class Cluster:
             (writes if reason is Reason.WRITE else reads)[index] += n
         members = []
         for view, m in zip(topo.members, self._members):
-            pool = PoolStatus.from_stats(m.pool.get_stats()) if m.pool is not None else None
+            pool = PoolStatus.from_stats(m.pool_stats()) if m.pool is not None else None
             members.append(
                 MemberStatus(
                     name=view.name,

@@ -10,6 +10,7 @@ socket is shut so the thread comes back.
 
 from __future__ import annotations
 
+import bisect
 import concurrent.futures
 import logging
 import threading
@@ -17,7 +18,7 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from . import _observe
@@ -28,6 +29,8 @@ from ._positions import Position
 from ._routing import MemberView, Role, Topology
 
 logger = logging.getLogger("replpool.monitor")
+
+_MAX_PRIMARY_SAMPLES = 512  # ~50 s at the default interval, when the primary is busy
 
 
 @dataclass(eq=False)
@@ -48,9 +51,9 @@ class MemberState:
     role: Role = "unknown"
     lag_seconds: float | None = None
     lag_bytes: int | None = None
+    failed_ns: int = 0
     polls: int = 0
     poll_errors: int = 0
-    on_down: list[Callable[[], None]] = field(default_factory=list)
 
 
 class Monitor:
@@ -78,6 +81,11 @@ class Monitor:
             for i, (spec, role) in enumerate(zip(specs, roles))
         ]
         self.history = PrimaryHistory(horizon=max(60.0, 2 * max_lag))
+        # Recent primary samples as (sent_ns, position), oldest first: a write that
+        # finished at t is resolved by the first sample sent after t, the tightest
+        # safe stand-in for its commit position. Replaced (never trimmed in place), so
+        # readers may bisect a reference without the lock.
+        self._primary_samples: list[tuple[int, Position]] = []
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
         self.topology = Topology(
@@ -193,6 +201,9 @@ class Monitor:
         if m.timed_out:
             # It answered after all, but too late to trust its timing: poll again.
             m.timed_out = False
+        if sample.sent_ns < m.failed_ns:
+            # Sent before someone saw the member fail: says nothing about it now.
+            return
         m.polls += 1
         if m.epoch is not None and sample.epoch != m.epoch:
             logger.warning(
@@ -219,6 +230,7 @@ class Monitor:
     def _member_failed(self, m: MemberState, now: float, error: str, hung: bool = False) -> None:
         m.sample = None  # a member that failed may come back with an older state
         m.lag_seconds = m.lag_bytes = None
+        m.failed_ns = time.monotonic_ns()
         if m.health.failed(now, error):
             logger.warning("cluster %r: %s is down: %s", self.cluster, m.spec.name, error)
             # Publish before the hook runs: a request that checks out after the hook
@@ -292,6 +304,11 @@ class Monitor:
             if ps.position is not None:
                 primary_position, primary_sent = ps.position, ps.sent_ns
                 self.history.add(self.members[new_primary].sampled_at, ps.position)
+                samples = self._primary_samples
+                if not samples or samples[-1][0] < ps.sent_ns:
+                    if len(samples) >= _MAX_PRIMARY_SAMPLES:
+                        samples = self._primary_samples = samples[_MAX_PRIMARY_SAMPLES // 2 :]
+                    samples.append((ps.sent_ns, ps.position))
         views = []
         for m in self.members:
             s = m.sample
@@ -333,6 +350,13 @@ class Monitor:
             version=self.topology.version + 1,
         )
         self.changed.notify_all()
+
+    def resolve(self, finished_ns: int) -> tuple[int, Position] | None:
+        """The first primary sample sent after ``finished_ns`` (a write's end): its
+        position covers that write. None if the monitor has sampled none since."""
+        samples = self._primary_samples
+        i = bisect.bisect_right(samples, finished_ns, key=lambda s: s[0])
+        return samples[i] if i < len(samples) else None
 
     def wait_for_change(self, version: int, timeout: float) -> Topology:
         """The next topology after ``version``, or the current one after ``timeout``."""

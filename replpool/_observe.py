@@ -55,6 +55,9 @@ class Observer:
     ) -> None:
         """The monitor finished a poll round: ``topology`` is what it now publishes."""
 
+    def closed(self, cluster: str, members: Sequence[str]) -> None:
+        """The cluster was closed: what was reported about its members is over."""
+
 
 _observers: list[Observer] = []
 

@@ -217,12 +217,20 @@ class PostgresEngine:
         )
 
     def current_position(self, conn: psycopg.Connection[Any]) -> LSN:
-        was_idle = conn.info.transaction_status == pq.TransactionStatus.IDLE
-        row = conn.execute(_POSITION).fetchone()
-        if was_idle and not conn.autocommit:
-            conn.rollback()  # leave no transaction open behind the caller
-        assert row is not None
-        return LSN.parse(row[0]).as_record_end(*self._sizes)
+        """The primary's position now, asked on ``conn`` without touching its
+        transaction state: libpq's own call (no BEGIN even outside autocommit, and none
+        of psycopg's cursor machinery, which costs more than the query)."""
+        status = conn.info.transaction_status
+        if status not in (pq.TransactionStatus.IDLE, pq.TransactionStatus.INTRANS):
+            raise psycopg.OperationalError(f"connection not usable for a position query ({status.name})")
+        with conn.lock:
+            result = conn.pgconn.exec_(_POSITION.encode())
+        if result.status != pq.ExecStatus.TUPLES_OK:
+            message = (result.error_message or b"").decode(errors="replace").strip()
+            raise psycopg.OperationalError(f"position query failed: {message}")
+        value = result.get_value(0, 0)
+        assert value is not None
+        return LSN.parse(value.decode()).as_record_end(*self._sizes)
 
     def close_quietly(self, conn: psycopg.Connection[Any]) -> None:
         try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from ._errors import TokenError
 from ._positions import Position
 
 F = TypeVar("F", bound=Callable[..., Any])
+logger = logging.getLogger("replpool")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,14 @@ class Session:
         with self._lock:
             old = self._reqs.get(cluster)
             floor = old.floor if old is not None else None
+            if old is not None and old.engine != engine:
+                # A token named this cluster with another engine's position (it was not
+                # open to check then): that position means nothing here.
+                logger.warning(
+                    "cluster %r is %s; dropping the %s position a token gave for it",
+                    cluster, engine, old.engine,
+                )
+                floor = None
             # The newest pending write supersedes older ones: a primary sample taken
             # after it also covers them.
             self._reqs[cluster] = Requirement(engine, floor, finished_ns)
@@ -177,6 +187,10 @@ _registry: dict[str, Resolver] = {}
 
 def register(name: str, cluster: Resolver) -> None:
     _registry[name] = cluster
+
+
+def registered(name: str) -> Resolver | None:
+    return _registry.get(name)
 
 
 def unregister(name: str, cluster: Resolver) -> None:

@@ -348,6 +348,29 @@ class PrometheusObserver(Observer):
         self._rounds.labels(cluster).inc()
 
 
+    def closed(self, cluster: str, members: Sequence[str]) -> None:
+        """Drop the closed cluster's gauges (in multiprocess mode prometheus_client
+        cannot remove a series; the last values stay until the worker exits)."""
+        try:
+            for member in members:
+                for gauge in (self._up, self._eligible, self._lag_seconds, self._lag_bytes,
+                              self._position, self._pool_min, self._pool_max, self._pool_waiting):
+                    _remove(gauge, cluster, member)
+                for r in ROLES:
+                    _remove(self._role, cluster, member, r)
+                for state in ("idle", "in_use"):
+                    _remove(self._pool_connections, cluster, member, state)
+        except Exception:
+            self._failed("closed")
+
+
+def _remove(metric: Any, *labels: str) -> None:
+    try:
+        metric.remove(*labels)
+    except KeyError:
+        pass
+
+
 def _make(spec: MetricSpec, registry: CollectorRegistry) -> Any:
     if spec.type == "counter":
         return Counter(spec.name, spec.help, spec.labels, registry=registry)

@@ -369,7 +369,7 @@ def test_a_killed_replica_is_down_with_growing_poll_errors(postgres_lab, scrape)
 @pytest.mark.lab
 def test_closing_a_cluster_reports_no_poll_error_and_no_member_down(postgres_lab, registry):
     # Closing cuts the monitor's polls in flight; the round they belong to must not count
-    # them as failures nor publish the members down (the gauges keep their last values).
+    # them as failures. The closed cluster's gauges are then removed, not left at 0.
     for i in range(20):
         with make_cluster(postgres_lab, name="closing"):
             time.sleep(0.01 * (i % 6))
@@ -377,7 +377,23 @@ def test_closing_a_cluster_reports_no_poll_error_and_no_member_down(postgres_lab
     assert total(s, "replpool_monitor_rounds_total", cluster="closing") >= 20
     assert total(s, "replpool_poll_errors_total", cluster="closing") == 0
     for m in postgres_lab.members:
-        assert value(s, "replpool_member_up", cluster="closing", member=member_name(m)) == 1
+        assert value(s, "replpool_member_up", cluster="closing", member=member_name(m)) is None
+
+
+@pytest.mark.lab
+def test_an_open_cluster_reports_its_members_up_and_a_closed_one_nothing(postgres_lab, registry):
+    with make_cluster(postgres_lab, name="open"):
+        s = wait_for(
+            lambda: parse(rm.generate_latest(registry).decode()),
+            lambda s: total(s, "replpool_monitor_rounds_total", cluster="open") >= 2,
+            "two rounds",
+        )
+        for m in postgres_lab.members:
+            assert value(s, "replpool_member_up", cluster="open", member=member_name(m)) == 1
+    s = parse(rm.generate_latest(registry).decode())
+    for m in postgres_lab.members:
+        assert value(s, "replpool_member_up", cluster="open", member=member_name(m)) is None
+        assert value(s, "replpool_replica_lag_seconds", cluster="open", member=member_name(m)) is None
 
 
 @pytest.mark.lab
@@ -464,11 +480,12 @@ def test_no_label_carries_a_password_a_user_or_a_query(postgres_lab, registry, s
         lab.pause_replication(lab.replicas[0])
         s = wait_for(scrape, lambda s: total(s, "replpool_monitor_rounds_total", cluster="metrics") >= 3,
                      "a few rounds")
-    text = rm.generate_latest(registry).decode()
+        text = rm.generate_latest(registry).decode()
+        families = list(registry.collect())
     assert lab.password not in text and marker not in text
     members = {member_name(m) for m in lab.members}
     seen_members = set()
-    for family in registry.collect():
+    for family in families:
         for sample in family.samples:
             assert set(sample.labels) <= SAMPLE_LABELS, sample
             for key, v in sample.labels.items():
@@ -554,7 +571,7 @@ def test_multiprocess_mode_adds_up_the_workers(postgres_lab, tmp_path):
 
 DJANGO = textwrap.dedent(
     """
-    import json, os, sys
+    import json, os, sys, time
     import django
     from django.conf import settings
 
@@ -572,8 +589,9 @@ DJANGO = textwrap.dedent(
             c.query("SELECT 1")
         with replpool.session():
             c.query("SELECT 1", read_only=True)
-    response = metrics(RequestFactory().get("/metrics"))
-    refused = metrics(RequestFactory().post("/metrics"))
+        time.sleep(0.3)  # a few monitor rounds after the traffic set every gauge
+        response = metrics(RequestFactory().get("/metrics"))
+        refused = metrics(RequestFactory().post("/metrics"))
     print(json.dumps({"status": response.status_code, "type": response["Content-Type"],
                       "body": response.content.decode(), "post": refused.status_code}))
     """

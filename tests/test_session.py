@@ -436,25 +436,12 @@ def test_require_refuses_a_position_of_another_engine_for_the_same_cluster() -> 
     assert s.requirement("c") == Requirement(PG, LSN(10))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Session.note_write replaces the requirement's engine but keeps a floor of the old "
-        "engine (e.g. from session(after=token) naming a cluster that was not open then), so "
-        "the requirement pairs engine 'postgresql' with a MariaDBGTID floor; the next route "
-        "then fails inside floor.join(sample) with an AttributeError instead of a TokenError"
-    ),
-)
-def test_a_write_never_leaves_a_requirement_with_a_floor_of_another_engine() -> None:
+def test_a_write_drops_a_token_position_of_another_engine_and_says_so(caplog) -> None:
     s = Session()
-    s.require("c", MariaDBGTID.parse("0-1-5"))
-    try:
-        s.note_write("c", PG, 5)
-    except replpool.TokenError:
-        return  # refusing the mix is as good as not making it
-    req = s.requirement("c")
-    assert req is not None
-    assert req.floor is None or req.floor.engine == req.engine
+    s.require("c", MariaDBGTID.parse("0-1-5"))  # a token named "c" as MariaDB...
+    s.note_write("c", PG, 5)  # ...but "c" is a PostgreSQL cluster
+    assert s.requirement("c") == Requirement(PG, None, 5)
+    assert "dropping the mariadb position a token gave for it" in caplog.text
 
 
 def test_session_repr_shows_floor_and_pending_writes() -> None:

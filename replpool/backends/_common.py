@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from django.core.exceptions import ImproperlyConfigured
@@ -124,6 +124,7 @@ class ClusterWrapperMixin:
                 cluster = self.build_cluster()
             except ConfigurationError as exc:
                 raise ImproperlyConfigured(f"DATABASES[{self.alias!r}]: {exc}") from None
+            cluster.held_primary = _held_primary(self.alias)
             cluster.open()
             self._replpool_clusters[self.alias] = (key, cluster)
             return cluster
@@ -164,6 +165,19 @@ class ClusterWrapperMixin:
         for key in REPLPOOL_OPTIONS:
             params.pop(key, None)
         return params
+
+
+def _held_primary(alias: str) -> Callable[[], Any]:
+    """The primary connection the calling thread's wrapper for ``alias`` holds, if any:
+    a token for a request that wrote is resolved on it, without a second checkout."""
+
+    def held() -> Any:
+        from django.db import connections
+
+        conn = connections[alias].connection
+        return conn.held_primary if isinstance(conn, RoutedConnection) else None
+
+    return held
 
 
 def base_init_connection_state(wrapper: Any) -> None:

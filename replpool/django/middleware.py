@@ -123,7 +123,7 @@ class ReadYourWritesMiddleware:
         c = self.config
         if c.cookie and c.cookie in request.COOKIES:
             try:
-                found.append(("cookie", request.get_signed_cookie(c.cookie, salt=SALT, max_age=c.max_age)))
+                found.append(("cookie", self.signer.unsign(request.COOKIES[c.cookie], max_age=c.max_age)))
             except signing.SignatureExpired:
                 logger.info("ignored an expired replpool token cookie")
             except signing.BadSignature:
@@ -156,14 +156,15 @@ class ReadYourWritesMiddleware:
         if token is None:
             return
         c = self.config
+        signed = self.signer.sign(token)  # one signature serves the cookie and the header
         if c.cookie:
-            response.set_signed_cookie(
-                c.cookie, token, salt=SALT, max_age=c.max_age,
+            response.set_cookie(
+                c.cookie, signed, max_age=c.max_age,
                 secure=request.is_secure() if c.secure is None else c.secure,
                 httponly=c.httponly, samesite=c.samesite, path=c.path, domain=c.domain,
             )
         if c.header:
-            response[c.header] = self.signer.sign(token)
+            response[c.header] = signed
 
 
 def _client(request: HttpRequest) -> str:
