@@ -1,0 +1,53 @@
+"""Short runs of the demo and the benchmarks: they start, route, report, and leave
+nothing behind (the figures themselves come from full runs, reported in the README)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def test_the_demo_routes_reads_and_reports_no_stale_read():
+    proc = run("-m", "replpool", "demo", "--seconds", "4", "--users", "2", "--readers", "1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert re.search(r"Prometheus metrics: http://127\.0\.0\.1:\d+/metrics", out)
+    assert ">>> pg2: apply delay 1 s; pg3: paused" in out
+    assert "stale reads of one's own writes: 0" in out
+    share = int(re.search(r"reads served by replicas: (\d+)%", out).group(1))
+    assert 0 < share < 100
+    assert "password" not in out and "postgresql://" not in out
+
+
+def test_the_offload_benchmark_compares_three_policies(tmp_path):
+    plot = tmp_path / "offload.png"
+    proc = run("benchmarks/offload.py", "--seconds", "4", "--users", "2", "--plot", str(plot))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = {
+        m.group(1).strip(): (int(m.group(2)), float(m.group(3)))
+        for m in re.finditer(r"^  (replicas always|time-based pinning|replpool)\s+\d+\s+\d+\s+(\d+)\s+\S+%\s+(\S+)%$",
+                             proc.stdout, re.M)
+    }
+    assert set(rows) == {"replicas always", "time-based pinning", "replpool"}, proc.stdout
+    assert rows["replpool"][0] == 0 and rows["time-based pinning"][0] == 0
+    assert rows["replicas always"][1] == 100.0
+    assert rows["replpool"][1] > rows["time-based pinning"][1]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_overhead_benchmark_runs_and_prints_ratios():
+    proc = run("benchmarks/overhead.py", "--seconds", "0.2", "--rounds", "1", "--threads", "1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("vs psycopg_pool") == 2
+    assert re.search(r"replpool read_only=True\s+\d+\s+[\d.]+\s+[\d.]+x", proc.stdout)
