@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
 import sys
-import textwrap
 import time
-from pathlib import Path
 
 import mysql.connector
 import pytest
 
 from replpool._positions import MariaDBGTID
-from replpool.testing import LabError, MariaDBLab, lab_root
-from replpool.testing._process import cmdline, is_alive
+from tests.labtools import lab_processes
+from replpool.testing import LabError, MariaDBLab
+from replpool.testing._process import cmdline
 
 pytestmark = pytest.mark.lab
 
@@ -339,13 +336,6 @@ def test_missing_driver_names_the_extra_to_install(monkeypatch):
         MariaDBLab().start()
 
 
-def _lab_processes(directory: Path) -> list[int]:
-    return [
-        int(p) for p in os.listdir("/proc")
-        if p.isdigit() and str(directory) in cmdline(int(p)) and "_reaper" not in cmdline(int(p))
-    ]
-
-
 def test_one_replica_lab_starts_fast_and_stop_leaves_nothing():
     start = time.monotonic()
     lab = MariaDBLab(replicas=1).start()
@@ -354,7 +344,7 @@ def test_one_replica_lab_starts_fast_and_stop_leaves_nothing():
     try:
         assert elapsed < 10, f"a primary and a replica took {elapsed:.1f} s to start"
         primary, replica = lab.members
-        servers = _lab_processes(directory)
+        servers = lab_processes(directory)
         assert len(servers) == 2, [cmdline(pid) for pid in servers]
         with connect(primary) as c:
             c.cursor().execute("CREATE TABLE s (id int)")
@@ -367,61 +357,5 @@ def test_one_replica_lab_starts_fast_and_stop_leaves_nothing():
         assert refused.value.errno == READ_ONLY_ERRNO
     finally:
         lab.stop()
-    assert not _lab_processes(directory)
+    assert not lab_processes(directory)
     assert not directory.exists(), sorted(str(p) for p in directory.rglob("*"))
-
-
-_CHILD = textwrap.dedent(
-    """
-    import time
-    from replpool.testing import MariaDBLab
-    lab = MariaDBLab(replicas=1).start()
-    print(lab.directory, lab._reaper.pid, flush=True)
-    time.sleep(600)
-    """
-)
-
-
-def _start_child_lab() -> tuple[subprocess.Popen, Path, int]:
-    child = subprocess.Popen([sys.executable, "-c", _CHILD], stdout=subprocess.PIPE, text=True)
-    line = child.stdout.readline().split()
-    assert line, "the child could not start its lab"
-    return child, Path(line[0]), int(line[1])
-
-
-def _kill(child: subprocess.Popen) -> None:
-    child.kill()
-    child.wait()
-    child.stdout.close()
-
-
-def _wait(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
-@pytest.mark.slow
-def test_reaper_removes_the_lab_of_a_process_killed_with_sigkill():
-    child, directory, _ = _start_child_lab()
-    try:
-        assert len(_lab_processes(directory)) == 2
-    finally:
-        _kill(child)
-    assert _wait(lambda: not _lab_processes(directory) and not directory.exists(), 5)
-
-
-@pytest.mark.slow
-def test_next_lab_removes_a_stale_lab_whose_reaper_died_too():
-    child, directory, reaper = _start_child_lab()
-    os.kill(reaper, signal.SIGKILL)
-    _kill(child)
-    assert _wait(lambda: not is_alive(reaper), 5)
-    assert _lab_processes(directory), "servers of the killed run should still be there"
-    with MariaDBLab(replicas=0) as lab:
-        assert lab.directory.parent == lab_root()
-        assert not directory.exists()
-        assert not _lab_processes(directory)

@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
-import sys
-import textwrap
 import threading
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import errors
 
 from replpool._positions import LSN
-from replpool.testing import LabError, PostgresLab, lab_root
-from replpool.testing._process import cmdline, is_alive
+from replpool.testing import LabError, PostgresLab
 
 pytestmark = pytest.mark.lab
 
@@ -66,7 +60,7 @@ def test_lab_has_a_primary_and_two_streaming_replicas(postgres_lab):
 
 def test_member_connection_strings_name_the_app_database(postgres_lab):
     m = postgres_lab.replicas[0]
-    assert m.url.startswith(f"postgresql://app:") and m.url.endswith(f"@127.0.0.1:{m.port}/app")
+    assert m.url.startswith("postgresql://app:") and m.url.endswith(f"@127.0.0.1:{m.port}/app")
     with psycopg.connect(m.url) as c:
         assert c.execute("SELECT current_user").fetchone()[0] == "app"
     assert m.password not in repr(m)
@@ -249,71 +243,3 @@ def test_missing_binaries_name_the_package_to_install(monkeypatch, tmp_path):
     monkeypatch.setenv("REPLPOOL_PG_BINDIR", str(tmp_path))
     with pytest.raises(LabError, match=r"apt-get install postgresql.*REPLPOOL_PG_BINDIR"):
         PostgresLab().start()
-
-
-def _lab_processes(directory: Path) -> list[int]:
-    return [
-        int(p) for p in os.listdir("/proc")
-        if p.isdigit() and str(directory) in cmdline(int(p)) and "_reaper" not in cmdline(int(p))
-    ]
-
-
-def test_stop_leaves_no_process_and_no_folder():
-    lab = PostgresLab(replicas=1).start()
-    directory = lab.directory
-    assert _lab_processes(directory)
-    lab.stop()
-    assert not _lab_processes(directory)
-    assert not directory.exists()
-
-
-_CHILD = textwrap.dedent(
-    """
-    import sys, time
-    from replpool.testing import PostgresLab
-    lab = PostgresLab(replicas=1).start()
-    print(lab.directory, lab._reaper.pid, flush=True)
-    time.sleep(600)
-    """
-)
-
-
-def _start_child_lab() -> tuple[subprocess.Popen, Path, int]:
-    child = subprocess.Popen([sys.executable, "-c", _CHILD], stdout=subprocess.PIPE, text=True)
-    line = child.stdout.readline().split()
-    assert line, "the child could not start its lab"
-    return child, Path(line[0]), int(line[1])
-
-
-def _wait(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
-@pytest.mark.slow
-def test_reaper_removes_the_lab_of_a_process_killed_with_sigkill():
-    child, directory, _ = _start_child_lab()
-    assert _lab_processes(directory)
-    child.kill()
-    child.wait()
-    child.stdout.close()
-    assert _wait(lambda: not _lab_processes(directory) and not directory.exists(), 15)
-
-
-@pytest.mark.slow
-def test_next_lab_removes_a_stale_lab_whose_reaper_died_too():
-    child, directory, reaper = _start_child_lab()
-    os.kill(reaper, signal.SIGKILL)
-    child.kill()
-    child.wait()
-    child.stdout.close()
-    assert _wait(lambda: not is_alive(reaper), 5)
-    assert _lab_processes(directory), "servers of the killed run should still be there"
-    with PostgresLab(replicas=0) as lab:
-        assert lab.directory.parent == lab_root()
-        assert not directory.exists()
-        assert not _lab_processes(directory)

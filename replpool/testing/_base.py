@@ -393,6 +393,22 @@ class Lab:
                 _process.signal_pids(_process.process_tree(pid), signal.SIGCONT)
             m.state = "running"
 
+    def _fence_for(self, replica: LabMember | str) -> tuple[LabMember, LabMember]:
+        """The first half of a promote: check the replica, then stop the old primary
+        (thawing it first if frozen) and fence it, so it never starts again.
+        Returns (replica, old primary); the caller holds the lab's lock."""
+        r = self._replica(replica, "promote")
+        if r.state != "running":
+            raise LabError(f"promote needs a running replica, but {r.name} is {r.state}")
+        old = self.primary
+        if old.state == "frozen":
+            self.thaw(old)
+        if old.state == "running":
+            self._stop_member(old)
+        old.state = "stopped"
+        old.role = "fenced"
+        return r, old
+
     def heal(self, timeout: float = 30.0) -> None:
         """Undo every fault but ``promote``: thaw frozen servers, start stopped or killed
         ones, resume replication, remove apply delays, then wait until the replicas have

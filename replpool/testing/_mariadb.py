@@ -485,17 +485,8 @@ class MariaDBLab(Lab):
 
         A follower that applied transactions the new primary never received cannot
         follow it (gtid_strict_mode): promote the replica that is furthest ahead."""
-        r = self._replica(replica, "promote")
-        if r.state != "running":
-            raise LabError(f"promote needs a running replica, but {r.name} is {r.state}")
         with self._lock:
-            old = self.primary
-            if old.state == "frozen":
-                self.thaw(old)
-            if old.state == "running":
-                self._stop_member(old)
-            old.state = "stopped"
-            old.role = "fenced"
+            r, old = self._fence_for(replica)
             self._apply_relay_log(r)
             with self._admin(r) as conn:
                 cur = conn.cursor()

@@ -352,17 +352,8 @@ class PostgresLab(Lab):
         and fenced (it never starts again), the replica is promoted, and the other
         replicas follow it. Afterwards ``primary`` and ``replicas`` describe the new
         topology."""
-        r = self._replica(replica, "promote")
-        if r.state != "running":
-            raise LabError(f"promote needs a running replica, but {r.name} is {r.state}")
         with self._lock:
-            old = self.primary
-            if old.state == "frozen":
-                self.thaw(old)
-            if old.state == "running":
-                self._stop_member(old)
-            old.state = "stopped"
-            old.role = "fenced"
+            r, old = self._fence_for(replica)
             # Replay whatever the replica received before it takes over.
             self._heal_replication(r)
             run(

@@ -1,0 +1,56 @@
+"""Helpers for the lab's own tests: processes of a lab, and labs started by a child."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from replpool.testing._process import cmdline
+
+
+def lab_processes(directory: Path) -> list[int]:
+    """Server processes whose command line names the lab's folder (not its reaper)."""
+    return [
+        int(p) for p in os.listdir("/proc")
+        if p.isdigit() and str(directory) in cmdline(int(p)) and "_reaper" not in cmdline(int(p))
+    ]
+
+
+def start_child_lab(lab_class: str) -> tuple[subprocess.Popen[str], Path, int]:
+    """Start a one-replica lab in a child process; return it, the lab's folder and the
+    reaper's PID."""
+    code = textwrap.dedent(
+        f"""
+        import time
+        from replpool.testing import {lab_class}
+        lab = {lab_class}(replicas=1).start()
+        print(lab.directory, lab._reaper.pid, flush=True)
+        time.sleep(600)
+        """
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    line = child.stdout.readline().split()
+    assert line, "the child could not start its lab"
+    return child, Path(line[0]), int(line[1])
+
+
+def kill_child(child: subprocess.Popen[str]) -> None:
+    child.kill()
+    child.wait()
+    assert child.stdout is not None
+    child.stdout.close()
+
+
+def wait(predicate: Callable[[], object], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return bool(predicate())
