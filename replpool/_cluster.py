@@ -184,8 +184,9 @@ class Cluster:
         self._monitor.on_member_down = self._member_down
         self._monitor.on_member_up = self._member_up
         self._monitor.pool_stats = self._pool_snapshots
-        # The calling context's primary connection, if it holds one (see resolve_pending).
-        self.held_primary: Callable[[], Any] | None = None
+        # Set by the Django engines: a position covering a write finished at the given
+        # time, from the calling context's own primary connection, or None.
+        self.position_source: Callable[[int], Position | None] | None = None
         self._stats_lock = threading.Lock()
         self._routes: Counter[tuple[int, str, Reason]] = Counter()
         self._opened = False
@@ -570,19 +571,22 @@ class Cluster:
     def resolve_pending(self, pending_since: int) -> Position:
         """A primary position that covers a write finished at ``pending_since``
         (monotonic ns), for a token. In order of cost: the first monitor sample sent
-        since; the primary connection the caller already holds (``held_primary``, set
-        by the Django engines); a primary connection if one is free right now; the
-        monitor's next sample. It never waits for a pool that the caller's own request
-        may be exhausting."""
+        since; the caller's own primary connection (``position_source``, set by the
+        Django engines); a primary connection if one is free right now; the monitor's
+        next sample. It never waits for a pool that the caller's own request may be
+        exhausting."""
         found = self._monitor.resolve(pending_since)
         if found is not None:
             return found[1]
-        held = self.held_primary() if self.held_primary is not None else None
-        if held is not None:
+        if self.position_source is not None:
             try:
-                return self._engine.current_position(held)
+                position = self.position_source(pending_since)
             except Exception as exc:
-                logger.debug("cluster %r: position query on the held connection failed: %s", self.name, exc)
+                logger.debug("cluster %r: the caller's connection could not tell the position: %s",
+                             self.name, exc)
+            else:
+                if position is not None:
+                    return position
         view = self._monitor.topology.primary_view
         if view is not None:
             m = self._members[view.index]

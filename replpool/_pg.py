@@ -232,6 +232,26 @@ class PostgresEngine:
         assert value is not None
         return LSN.parse(value.decode()).as_record_end(*self._sizes)
 
+    def send_position(self, conn: psycopg.Connection[Any]) -> int:
+        """Start asking the primary's position on ``conn`` without waiting for the
+        answer (which :meth:`collect_position` reads later): the server answers while
+        the caller goes on, so a write pays no second round trip. Returns when it was
+        sent (monotonic ns)."""
+        with conn.lock:
+            sent = time.monotonic_ns()
+            conn.pgconn.send_query(_POSITION.encode())
+        return sent
+
+    def collect_position(self, conn: psycopg.Connection[Any]) -> LSN | None:
+        """The answer to :meth:`send_position` (waiting for it if it has not arrived);
+        None if the query failed. Leaves the connection idle again either way."""
+        value = None
+        with conn.lock:
+            while (result := conn.pgconn.get_result()) is not None:
+                if result.status == pq.ExecStatus.TUPLES_OK and result.ntuples:
+                    value = result.get_value(0, 0)
+        return LSN.parse(value.decode()).as_record_end(*self._sizes) if value else None
+
     def close_quietly(self, conn: psycopg.Connection[Any]) -> None:
         try:
             conn.close()

@@ -71,12 +71,15 @@ class Session:
     """A consistency scope (see the module doc). Thread-safe: tasks and threads that
     share a session may write and read through it at once."""
 
-    __slots__ = ("_lock", "_reqs", "writes", "__weakref__")
+    __slots__ = ("_lock", "_reqs", "writes", "wants_token", "__weakref__")
 
     def __init__(self, requirements: Mapping[str, Requirement] | None = None) -> None:
         self._lock = threading.Lock()
         self._reqs: dict[str, Requirement] = dict(requirements or {})
         self.writes = 0  # writes recorded in this session (not counting its start)
+        # Set by whoever will ask for this session's token (the Django middleware):
+        # engines may then capture write positions ahead, on the writing connection.
+        self.wants_token = False
 
     def requirement(self, cluster: str) -> Requirement | None:
         return self._reqs.get(cluster)

@@ -124,7 +124,7 @@ class ClusterWrapperMixin:
                 cluster = self.build_cluster()
             except ConfigurationError as exc:
                 raise ImproperlyConfigured(f"DATABASES[{self.alias!r}]: {exc}") from None
-            cluster.held_primary = _held_primary(self.alias)
+            cluster.position_source = _position_source(self.alias)
             cluster.open()
             self._replpool_clusters[self.alias] = (key, cluster)
             return cluster
@@ -167,17 +167,18 @@ class ClusterWrapperMixin:
         return params
 
 
-def _held_primary(alias: str) -> Callable[[], Any]:
-    """The primary connection the calling thread's wrapper for ``alias`` holds, if any:
-    a token for a request that wrote is resolved on it, without a second checkout."""
+def _position_source(alias: str) -> Callable[[int], Any]:
+    """How a token for a request that wrote learns its position: from the calling
+    thread's connection for ``alias`` (see RoutedConnection.position_after), without a
+    second checkout."""
 
-    def held() -> Any:
+    def source(pending_since: int) -> Any:
         from django.db import connections
 
         conn = connections[alias].connection
-        return conn.held_primary if isinstance(conn, RoutedConnection) else None
+        return conn.position_after(pending_since) if isinstance(conn, RoutedConnection) else None
 
-    return held
+    return source
 
 
 def base_init_connection_state(wrapper: Any) -> None:

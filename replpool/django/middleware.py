@@ -109,6 +109,7 @@ class ReadYourWritesMiddleware:
 
     def _enter(self, request: HttpRequest, stack: ExitStack) -> _session.Session:
         session = stack.enter_context(_session.session())
+        session.wants_token = True
         for source, token in self._incoming(request):
             try:
                 positions = _tokens.decode(token)
