@@ -403,15 +403,25 @@ class Cluster:
         finally:
             with m.lock:
                 m.waiting -= 1
-        if self._engine.alive(conn):
-            if _observe._observers:
-                waited = time.monotonic() - start
-                for o in _observe._observers:
-                    o.checkout_waited(self.name, m.spec.name, waited)
-            return conn
-        m.pool.putconn(conn)  # broken: the pool discards and replaces it
-        self._observe_failure(m, "dead")
-        self._monitor.report_failure(m.index, "a pooled connection was found dead")
+        # A server that restarted left every idle connection dead: discard them all
+        # now (each costs no round trip to check), taking only idle ones (no waiting),
+        # and give up on the member only if none was alive.
+        for _ in range(self.max_size + 1):
+            if self._engine.alive(conn):
+                if _observe._observers:
+                    waited = time.monotonic() - start
+                    for o in _observe._observers:
+                        o.checkout_waited(self.name, m.spec.name, waited)
+                return conn
+            m.pool.putconn(conn)  # broken: the pool discards and replaces it
+            self._observe_failure(m, "dead")
+            try:
+                conn = m.pool.getconn(timeout=0.001)
+            except psycopg_pool.PoolTimeout:
+                break
+        else:
+            m.pool.putconn(conn)
+        self._monitor.report_failure(m.index, "its pooled connections were found dead")
         return None
 
     def _observe_failure(self, m: _Member, kind: str) -> None:
