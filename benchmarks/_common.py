@@ -52,12 +52,15 @@ def run_for(op: Callable[[], None], seconds: float, threads: int) -> float:
 def interleaved(
     variants: dict[str, Callable[[], None]], *, rounds: int, seconds: float, threads: int
 ) -> dict[str, Result]:
-    """Run the variants in turn, round after round, so drift affects all alike."""
+    """Run the variants in turn, round after round, each round starting with the next
+    variant, so that drift (a table's dead rows, autovacuum, a busy neighbour) affects
+    all alike."""
     results = {name: Result(name) for name in variants}
-    for name, op in variants.items():  # warm up every pool and cache
+    items = list(variants.items())
+    for name, op in items:  # warm up every pool and cache
         run_for(op, min(0.2, seconds), threads)
-    for _ in range(rounds):
-        for name, op in variants.items():
+    for r in range(rounds):
+        for name, op in items[r % len(items):] + items[: r % len(items)]:
             results[name].rates.append(run_for(op, seconds, threads))
     return results
 
@@ -70,3 +73,33 @@ def table(title: str, results: dict[str, Result], baseline: str) -> str:
             f"  {r.name:<28} {r.rate:>10.0f} {1e6 / r.rate:>9.1f} {r.rate / base:>15.3f}x"
         )
     return "\n".join(lines)
+
+
+def pin_cpus(lab: object) -> str:
+    """Put this process on the first CPU and the lab's servers on the others (on a
+    machine with two CPUs or more), and say so.
+
+    On a small machine, whether a client thread and the server process it waits for
+    share a CPU or wake each other across CPUs changes a loopback round trip by tens of
+    microseconds, and the scheduler decides it differently from one round to the next:
+    without pinning, the same code measured 210 and 370 us per write. Pinned, client and
+    servers always talk across CPUs, like an application and its database on separate
+    hosts, and the ratios hold still."""
+    import os
+
+    from replpool.testing._process import process_tree
+
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return "one CPU: client and servers share it"
+    client, servers = {cpus[0]}, set(cpus[1:])
+    os.sched_setaffinity(0, client)
+    for member in lab.members:  # type: ignore[attr-defined]
+        pid = lab._server_pid(member)  # type: ignore[attr-defined]
+        if pid is not None:
+            for p in process_tree(pid):
+                try:
+                    os.sched_setaffinity(p, servers)
+                except OSError:
+                    pass  # a process that just exited
+    return f"client on CPU {cpus[0]}, servers on CPU {', '.join(map(str, sorted(servers)))}"

@@ -21,7 +21,7 @@ import psycopg
 import psycopg_pool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import interleaved, table  # noqa: E402
+from _common import interleaved, pin_cpus, table  # noqa: E402
 
 import replpool  # noqa: E402
 from replpool.testing import PostgresLab  # noqa: E402
@@ -43,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
             c.execute("CREATE TABLE bench (id int PRIMARY KEY, v int NOT NULL)")
             c.execute("INSERT INTO bench SELECT g, 0 FROM generate_series(1, %s) g", (ROWS,))
         lab.wait_until_caught_up()
+        placement = pin_cpus(lab)
         print(f"PostgreSQL lab: primary {primary.port}, replica {replica.port}; "
-              f"{args.rounds} rounds of {args.seconds:g} s\n")
+              f"{args.rounds} rounds of {args.seconds:g} s; {placement}\n")
         for threads in args.threads:
             size = max(2, threads)
             direct = {

@@ -59,6 +59,16 @@ class LifoConnectionPool(psycopg_pool.ConnectionPool):  # type: ignore[type-arg]
             return conn
         return super()._get_ready_connection(timeout)
 
+    def get_stats(self) -> dict[str, int]:
+        stats = super().get_stats()
+        # psycopg_pool keeps a waiter whose wait timed out in its queue until a
+        # connection comes back; count only the clients still waiting.
+        with self._lock:
+            stats["requests_waiting"] = sum(
+                1 for w in self._waiting if w.conn is None and w.error is None
+            )
+        return stats
+
 
 # The subclass leans on two private names of psycopg_pool (3.2 and 3.3 have them); should
 # a later version rename them, fall back to the plain pool rather than break.

@@ -13,7 +13,7 @@ import enum
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from ._positions import Position
 from ._session import Requirement
@@ -77,6 +77,14 @@ class Topology:
     primary_position: Position | None = None
     primary_sampled_ns: int = 0         # when the query that read primary_position was sent
     version: int = 0
+    # The replicas that may serve reads, worked out once per snapshot, not per read.
+    eligible: tuple[MemberView, ...] = field(init=False, default=())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "eligible", tuple(
+            m for m in self.members
+            if m.role == "replica" and m.eligible and m.up and m.position is not None
+        ))
 
     @property
     def primary_view(self) -> MemberView | None:
@@ -89,8 +97,7 @@ class Topology:
         return [m for m in self.members if m.role == "replica"]
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """Route to ``member`` (an index), or to the primary when ``member`` is None."""
 
     member: int | None
@@ -149,9 +156,11 @@ def route_read(
     """
     if pinned:
         return Decision(None, Reason.PINNED)
-    replicas = [m for m in topology.members if m.role == "replica" and m.index not in avoid]
-    eligible = [m for m in replicas if m.eligible and m.up and m.position is not None]
+    eligible: Sequence[MemberView] = topology.eligible
+    if avoid:
+        eligible = [m for m in eligible if m.index not in avoid]
     if not eligible:
+        replicas = [m for m in topology.members if m.role == "replica" and m.index not in avoid]
         if any(m.up and m.position is not None for m in replicas):
             return Decision(None, Reason.REPLICA_LAGGING)
         return Decision(None, Reason.MEMBER_DOWN if avoid else Reason.NO_REPLICA)
