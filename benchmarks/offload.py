@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         for t in threads:
             t.start()
         previous = {p: (0, 0) for p in POLICIES}
-        while (elapsed := time.monotonic() - start) < args.seconds:
+        while time.monotonic() - start < args.seconds:
             time.sleep(0.25)
             point: dict[str, Any] = {"t": time.monotonic() - start}
             status = clusters["replpool"].status()

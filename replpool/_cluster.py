@@ -21,7 +21,7 @@ from ._engine import Engine, MemberSpec, Pool, engine_for
 from ._errors import ConfigurationError, Error, NoPrimaryAvailable, PoolTimeout, TokenError
 from ._monitor import Monitor
 from ._positions import Position
-from ._routing import SELECTIONS, Decision, Reason, Selector, Topology, route_read
+from ._routing import SELECTIONS, Decision, Reason, Role, Selector, route_read
 from ._status import ClusterStatus, MemberStatus, PoolStatus
 
 logger = logging.getLogger("replpool")
@@ -170,8 +170,10 @@ class Cluster:
 
         self._members = [_Member(i, s) for i, s in enumerate(specs)]
         self._selector = Selector(replica_selection)
+        roles: list[Role] = ["primary"]
+        roles += ["replica"] * (len(specs) - 1)
         self._monitor = Monitor(
-            name, self._engine, specs, ["primary"] + ["replica"] * (len(specs) - 1),
+            name, self._engine, specs, roles,
             interval=self.monitor_interval,
             probe_timeout=self.probe_timeout,
             max_lag=self.max_replica_lag,
@@ -297,9 +299,6 @@ class Cluster:
         pool's ``timeout``, 30).
         """
         return _Checkout(self, read_only, self.checkout_timeout if timeout is None else timeout)
-
-    def _topology(self) -> Topology:
-        return self._monitor.topology
 
     def _busy(self, index: int) -> int:
         return len(self._members[index].out)

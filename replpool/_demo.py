@@ -167,7 +167,7 @@ def run(seconds: float = 30.0, users: int = 8, browsers: int = 4, out: TextIO = 
         metrics.disable()
     replica_reads = sum(status.routing.get("replica", {}).values())
     primary_reads = sum(v for k, v in status.routing.get("primary", {}).items() if k != "write")
-    report = {
+    report: dict[str, Any] = {
         "writes": tally.writes,
         "own_reads": tally.own_reads,
         "browse_reads": tally.browse_reads,

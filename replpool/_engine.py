@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 from ._positions import Position
 
@@ -59,7 +59,11 @@ class Pool(Protocol):
 
 
 class Engine(Protocol):
-    name: ClassVar[str]
+    @property
+    def name(self) -> str:
+        """``"postgresql"``, ``"mariadb"`` or ``"mysql"`` (a MySQL-protocol engine may
+        learn which from the server's greeting)."""
+        ...
 
     def member_spec(self, text: str, what: str) -> MemberSpec: ...
 

@@ -118,6 +118,10 @@ class Connection(MySQLConnection):
     _rp_returned: float = 0.0
     _rp_out_since: float = 0.0
     _rp_baseline: tuple[Any, ...] = ()
+    # Set on monitor connections (see MySQLEngine.monitor_connect).
+    _rp_member: str = ""
+    _rp_show_status: bool = False
+    _rp_epoch: str | None = None
     _rp_poller: tuple[int, Any] | None = None  # (fd, select.poll registered on it)
 
     # -- status flags -----------------------------------------------------------------------

@@ -110,7 +110,7 @@ class RoutedConnection:
         assert self._capture is not None and self._primary is not None
         (sent, session), self._capture = self._capture, None
         try:
-            position = self.cluster._engine.collect_position(self._primary.conn)
+            position = getattr(self.cluster._engine, "collect_position")(self._primary.conn)
         except Exception:
             return None
         if position is not None and session is not None:

@@ -16,10 +16,11 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 from urllib.parse import quote
 
 from . import _process
@@ -183,7 +184,7 @@ class Lab:
 
     # -- life cycle ---------------------------------------------------------------
 
-    def __enter__(self) -> Lab:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -496,6 +497,14 @@ def run(
             + "\n  ".join(tail)
         )
     return proc
+
+
+def parallel(jobs: Sequence[Callable[[], object]]) -> None:
+    """Run the jobs in threads; raise the first error once all have finished."""
+    with ThreadPoolExecutor(max_workers=max(1, len(jobs))) as pool:
+        futures = [pool.submit(job) for job in jobs]
+    for f in futures:
+        f.result()
 
 
 def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.02) -> Any:

@@ -3,20 +3,19 @@ template on loopback ports, for tests."""
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .._positions import MariaDBGTID
 from . import _process
-from ._base import Lab, LabMember, run, wait_for
+from ._base import Lab, LabMember, parallel, run, wait_for
 from ._binaries import Binaries, find_mariadb
 from ._errors import LabError
 
@@ -62,14 +61,6 @@ def _driver() -> Any:
             "MariaDBLab needs mysql-connector-python: pip install 'replpool[mysql]'"
         ) from None
     return mysql.connector
-
-
-def _parallel(jobs: list[Callable[[], None]]) -> None:
-    """Run the jobs in threads; raise the first error once all have finished."""
-    with ThreadPoolExecutor(max_workers=max(1, len(jobs))) as pool:
-        futures = [pool.submit(job) for job in jobs]
-    for f in futures:
-        f.result()
 
 
 def _all_threads_stopped(pid: int) -> bool:
@@ -205,8 +196,9 @@ class MariaDBLab(Lab):
             what="creating the MariaDB data folder template",
             timeout=self.startup_timeout,
         )
-        _parallel([
-            lambda m=m: run(
+        parallel([
+            functools.partial(
+                run,
                 ["cp", "-a", "--", str(template), str(m.datadir)],
                 account=account,
                 what=f"copying the data folder template for {m.name}",
@@ -229,7 +221,7 @@ class MariaDBLab(Lab):
                 ("GRANT SLAVE MONITOR, BINLOG MONITOR ON *.* TO %s@%s", (primary.user, "%")),
             ):
                 cur.execute(statement, params)
-        _parallel([lambda r=r: self._start_member(r) for r in replicas])
+        parallel([functools.partial(self._start_member, r) for r in replicas])
         for r in replicas:
             r.state = "running"
         self.wait_until_caught_up(self.startup_timeout)

@@ -3,10 +3,9 @@ pg_ctl, on loopback ports, for tests."""
 
 from __future__ import annotations
 
+import functools
 import signal
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import psycopg
 from psycopg import sql
 
 from .._positions import LSN
-from ._base import Account, Lab, LabMember, run, wait_for
+from ._base import Account, Lab, LabMember, parallel, run, wait_for
 from ._binaries import Binaries, find_postgres
 from ._errors import LabError
 
@@ -158,7 +157,7 @@ class PostgresLab(Lab):
             )
         replicas = [self._new_member(i + 2, "replica") for i in range(self.n_replicas)]
         self._save_state()
-        self._parallel([lambda r=r: self._make_replica(r, primary, account) for r in replicas])
+        parallel([functools.partial(self._make_replica, r, primary, account) for r in replicas])
         for r in replicas:
             r.state = "running"
         if replicas:
@@ -179,24 +178,6 @@ class PostgresLab(Lab):
             f.write(f"port = {r.port}\n")
         self._set_primary_conninfo(r, primary)
         self._start_member(r)
-
-    @staticmethod
-    def _parallel(jobs: list[Callable[[], None]]) -> None:
-        errors: list[BaseException] = []
-
-        def call(job: Callable[[], None]) -> None:
-            try:
-                job()
-            except BaseException as exc:
-                errors.append(exc)
-
-        threads = [threading.Thread(target=call, args=(j,)) for j in jobs]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
 
     def _set_primary_conninfo(self, r: LabMember, primary: LabMember) -> None:
         """Point a replica at a primary in postgresql.auto.conf (pg_basebackup -R wrote

@@ -162,7 +162,7 @@ def owner_alive(labdir: Path) -> bool:
 def remove_stale_labs(root: Path) -> list[Path]:
     """Clean up lab folders whose owner and reaper are both gone (a run killed with
     SIGKILL, or a machine that went down); return the folders removed."""
-    removed = []
+    removed: list[Path] = []
     if not root.is_dir():
         return removed
     for labdir in sorted(root.iterdir()):

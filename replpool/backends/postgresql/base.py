@@ -147,7 +147,7 @@ class DatabaseWrapper(ClusterWrapperMixin, pg_base.DatabaseWrapper):
         # As Django does: register the zone on the cursor only if the connection's
         # loader disagrees, to avoid copying the adapter map.
         tzloader = conn.adapters.get_loader(pg_base.TIMESTAMPTZ_OID, Format.TEXT)
-        if self.timezone != tzloader.timezone:
+        if self.timezone != tzloader.timezone:  # type: ignore[union-attr]
             register_tzloader(self.timezone, cursor)
         return cursor
 
