@@ -20,6 +20,7 @@ import functools
 import inspect
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -185,7 +186,8 @@ class Session:
 
 # -- the registry of open clusters, so tokens can resolve pending writes -------------
 
-_registry: dict[str, Resolver] = {}
+# Weak: being reachable by name must not keep a dropped cluster (and its monitor) alive.
+_registry: weakref.WeakValueDictionary[str, Resolver] = weakref.WeakValueDictionary()
 
 
 def register(name: str, cluster: Resolver) -> None:
@@ -198,7 +200,7 @@ def registered(name: str) -> Resolver | None:
 
 def unregister(name: str, cluster: Resolver) -> None:
     if _registry.get(name) is cluster:
-        del _registry[name]
+        _registry.pop(name, None)
 
 
 # -- the context variables --------------------------------------------------------------

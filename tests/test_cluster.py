@@ -6,6 +6,7 @@ its own (promote)."""
 from __future__ import annotations
 
 import contextvars
+import gc
 import json
 import logging
 import threading
@@ -532,3 +533,18 @@ def test_no_password_in_repr_status_errors_or_logs(lab, caplog):
     assert caplog.text, "expected the failures to be logged"
     for text in texts:
         assert secret not in text
+
+
+# Its connections were never closed: Python says so (ResourceWarning), as it should.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+def test_a_cluster_dropped_without_close_stops_its_monitor(lab):
+    c = make_cluster(lab, name="dropped")
+    c.open()
+    assert any(t.name == "replpool-dropped-monitor" for t in threading.enumerate())
+    del c
+    gc.collect()
+    wait_until(
+        lambda: not any(t.name == "replpool-dropped-monitor" for t in threading.enumerate()),
+        3, "the monitor thread gone",
+    )
