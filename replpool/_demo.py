@@ -130,14 +130,17 @@ def run(seconds: float = 30.0, users: int = 8, browsers: int = 4, out: TextIO = 
         lab.wait_until_caught_up()
         delayed, paused = lab.replicas
         server, _thread = metrics.start_http_server(0)
-        cluster = Cluster(lab.primary.url, [r.url for r in lab.replicas], name="demo", max_size=users + browsers)
+        cluster = Cluster(
+            lab.primary.url, [r.url for r in lab.replicas], name="demo",
+            max_size=users + browsers, max_replica_lag=5.0,
+        )
         names = {f"{m.host}:{m.port}": m.name for m in lab.members}
         for m in lab.members:
             say(f"  {m.name}  {m.role:<8} {m.host}:{m.port}")
         say(f"\nPrometheus metrics: http://127.0.0.1:{server.server_port}/metrics")
         say(f"Workload: {users} users who write and read back at once, {browsers} readers; "
             f"{seconds:g} s.\nAt {seconds / 2:g} s {delayed.name} gets a 1 s apply delay and "
-            f"{paused.name} stops applying. (* = replica over max_replica_lag)\n")
+            f"{paused.name} stops applying. (* = replica over max_replica_lag, 5 s: no reads)\n")
         tally = Tally()
         stop = threading.Event()
         with cluster:
