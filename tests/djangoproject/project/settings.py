@@ -1,8 +1,12 @@
-"""Settings for the test project: a PostgreSQL lab with two replicas, described by the
-environment variable REPLPOOL_TEST_LAB (JSON written by tests/test_django.py):
+"""Settings for the test project: a lab with two replicas, described by the environment
+variable REPLPOOL_TEST_LAB (JSON written by tests/test_django.py):
 
-    {"host": "127.0.0.1", "password": "...", "primary": 5432, "replicas": [5433, 5434],
-     "admin": {"pg1": "host=... user=postgres", ...}}
+    {"engine": "postgresql", "host": "127.0.0.1", "password": "...", "primary": 5432,
+     "replicas": [5433, 5434], "admin": {"pg1": "host=... user=postgres", ...}}
+
+``engine`` is ``postgresql`` (``replpool.backends.postgresql``; ``admin`` holds libpq
+DSNs) or ``mariadb`` (``replpool.backends.mysql``; ``admin`` holds
+mysql.connector.connect() arguments); REPLPOOL_TEST_ENGINE overrides it.
 
 ``default`` is the application's database with both replicas; ``legacy_db`` is another
 database on the same servers, with its own cluster, holding the ``legacy`` app.
@@ -12,6 +16,9 @@ import json
 import os
 
 lab = json.loads(os.environ["REPLPOOL_TEST_LAB"])
+ENGINE = os.environ.get("REPLPOOL_TEST_ENGINE", lab.get("engine", "postgresql"))
+if ENGINE not in ("postgresql", "mariadb"):
+    raise ValueError(f"REPLPOOL_TEST_ENGINE must be postgresql or mariadb, not {ENGINE!r}")
 
 SECRET_KEY = "replpool-test-project-not-secret"
 DEBUG = False
@@ -31,20 +38,24 @@ MIDDLEWARE = ["replpool.django.middleware.ReadYourWritesMiddleware"]
 
 
 def database(name):
+    options = {
+        "replicas": [{"PORT": str(port)} for port in lab["replicas"]],
+        "pool": {"min_size": 1, "max_size": 8},
+        "max_replica_lag": 10.0,
+        "monitor_interval": 0.05,
+        "probe_timeout": 0.5,
+    }
+    if ENGINE == "mariadb":
+        # Django's advice for MySQL and MariaDB (PostgreSQL reads committed already).
+        options["isolation_level"] = "read committed"
     return {
-        "ENGINE": "replpool.backends.postgresql",
+        "ENGINE": "replpool.backends.mysql" if ENGINE == "mariadb" else "replpool.backends.postgresql",
         "NAME": name,
         "USER": "app",
         "PASSWORD": lab["password"],
         "HOST": lab["host"],
         "PORT": str(lab["primary"]),
-        "OPTIONS": {
-            "replicas": [{"PORT": str(port)} for port in lab["replicas"]],
-            "pool": {"min_size": 1, "max_size": 8},
-            "max_replica_lag": 10.0,
-            "monitor_interval": 0.05,
-            "probe_timeout": 0.5,
-        },
+        "OPTIONS": options,
     }
 
 

@@ -4,13 +4,16 @@ These are TransactionTestCases: a plain TestCase wraps every test in a transacti
 and inside a transaction everything runs on the primary, which would prove nothing."""
 
 import contextvars
+import datetime
 import json
 import time
 
 from asgiref.sync import sync_to_async
 
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 from django.test import AsyncClient, Client, TransactionTestCase
+
+import replpool
 
 from legacy.models import Customer, Order
 from shop import lab
@@ -70,8 +73,10 @@ class ReadYourWritesTests(TransactionTestCase):
         lab.heal()
 
     def lagging(self):
-        lab.pause("pg2")
-        lab.delay("pg3", 1.0)
+        """One replica paused, the other applying commits late: neither has the next
+        write for a while, and both stay within max_replica_lag."""
+        lab.pause(lab.REPLICAS[0])
+        lab.delay(lab.REPLICAS[1], lab.LAG_SECONDS)
 
     def test_write_then_redirect_shows_the_new_data_every_time(self):
         self.lagging()
@@ -149,6 +154,88 @@ class ReadYourWritesTests(TransactionTestCase):
     def test_requests_without_writes_set_no_cookie(self):
         response = self.client.get("/where/")
         self.assertNotIn("replpool_token", response.cookies)
+
+
+class PositionCaptureTests(TransactionTestCase):
+    databases = {"default", "legacy_db"}
+
+    def test_an_autocommit_write_asks_its_position_on_its_own_connection(self):
+        """In a session that will want a token (as in a request through the
+        middleware), the write's position is asked right after it on the same primary
+        connection, without waiting: the answer covers the write and is read later."""
+        connection.ensure_connection()
+        rc = connection.connection
+        engine = connection.replpool_cluster()._engine
+        before = engine.current_position(rc.primary())
+        with replpool.session() as session:
+            session.wants_token = True
+            Item.objects.create(name="captured")
+            self.assertIsNotNone(rc._capture, "no position query was sent after the write")
+            captured = rc._settle()
+            self.assertIsNotNone(captured, "the position query sent after the write got no answer")
+            after = engine.current_position(rc.held_primary)
+            self.assertTrue(captured.covers(before) and not before.covers(captured),
+                            f"{captured} is not past {before}, the position before the write")
+            self.assertTrue(after.covers(captured), f"{captured} is past {after}")
+            requirement = session.requirement(connection.alias)
+            self.assertIsNone(requirement.pending_since)  # resolved by the captured answer
+            self.assertEqual(requirement.floor, captured)
+
+
+class ConnectionSetupTests(TransactionTestCase):
+    """Every pooled connection of every member is set up as the backend sets up its own
+    connection: a replica's answers read like the primary's."""
+
+    databases = {"default", "legacy_db"}
+
+    def test_replicas_and_the_primary_share_the_backends_session_setup(self):
+        wait_for_replica_reads(self.client)  # the flush before this test is on replicas
+        if connection.vendor == "postgresql":
+            isolation = "SELECT current_setting('transaction_isolation')"  # SHOW: the primary
+        else:
+            isolation = "SELECT @@tx_isolation"
+        before = replica_reads()
+        with connection.cursor() as cursor:
+            cursor.execute(isolation)  # a plain read in autocommit: a replica
+            on_replica = cursor.fetchone()[0]
+            # The backend's converters: TIME as datetime.time (mysql.connector's own
+            # converter would give a timedelta).
+            cursor.execute("SELECT CAST('01:02:03' AS TIME)")
+            clock = cursor.fetchone()[0]
+        self.assertEqual(replica_reads() - before, 2)
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(isolation)  # inside a transaction: the primary
+            on_primary = cursor.fetchone()[0]
+        for level in (on_replica, on_primary):
+            self.assertEqual(level.lower().replace("-", " "), "read committed")
+        self.assertEqual(clock, datetime.time(1, 2, 3))
+        # Rows matched, not rows changed (MySQL's CLIENT_FOUND_ROWS, which Django needs).
+        item = Item.objects.create(name="same")
+        self.assertEqual(Item.objects.filter(pk=item.pk).update(name="same"), 1)
+
+    def test_a_select_that_writes_is_refused_by_the_replica_and_rerun_on_the_primary(self):
+        with connection.cursor() as cursor:
+            cursor.execute("CREATE SEQUENCE shop_probe")
+        try:
+            wait_for_replica_reads(self.client)  # replicas have the sequence
+            before = routing()
+            with connection.cursor() as cursor:
+                if connection.vendor == "postgresql":
+                    cursor.execute("SELECT nextval('shop_probe')")
+                else:
+                    cursor.execute("SELECT NEXTVAL(shop_probe)")
+                self.assertEqual(cursor.fetchone()[0], 1)
+            after = routing()
+            went = {
+                f"{target}/{reason}": n - before.get(target, {}).get(reason, 0)
+                for target, reasons in after.items() for reason, n in reasons.items()
+                if n != before.get(target, {}).get(reason, 0)
+            }
+            # Tried on a replica (uncounted: it refused), then run as a write.
+            self.assertEqual(went, {"primary/write": 1})
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("DROP SEQUENCE shop_probe")
 
 
 class TestDatabaseTests(TransactionTestCase):

@@ -64,6 +64,11 @@ def legacy_customers(request):
 
 
 def _on_replica():
+    """Whether this alias's reads run on a replica now: the statement is a plain read,
+    routed like any other."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_is_in_recovery()")
-        return cursor.fetchone()[0]
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT pg_is_in_recovery()")
+        else:  # MariaDB: the lab runs its replicas, and only them, read-only
+            cursor.execute("SELECT @@read_only")
+        return bool(cursor.fetchone()[0])
