@@ -10,7 +10,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -182,9 +182,6 @@ class Cluster:
         self._monitor.on_member_down = self._member_down
         self._monitor.on_member_up = self._member_up
         self._monitor.pool_stats = self._pool_snapshots
-        # Set by the Django engines: a position covering a write finished at the given
-        # time, from the calling context's own primary connection, or None.
-        self.position_source: Callable[[int], Position | None] | None = None
         self._stats_lock = threading.Lock()
         self._routes: Counter[tuple[int, str, Reason]] = Counter()
         self._opened = False
@@ -579,51 +576,11 @@ class Cluster:
 
     # -- sessions ---------------------------------------------------------------------------
 
-    def resolve_pending(self, pending_since: int) -> Position:
-        """A primary position that covers a write finished at ``pending_since``
-        (monotonic ns), for a token. In order of cost: the first monitor sample sent
-        since; the caller's own primary connection (``position_source``, set by the
-        Django engines); a primary connection if one is free right now; the monitor's
-        next sample. It never waits for a pool that the caller's own request may be
-        exhausting."""
-        found = self._monitor.resolve(pending_since)
-        if found is not None:
-            return found[1]
-        if self.position_source is not None:
-            try:
-                position = self.position_source(pending_since)
-            except Exception as exc:
-                logger.debug("cluster %r: the caller's connection could not tell the position: %s",
-                             self.name, exc)
-            else:
-                if position is not None:
-                    return position
-        view = self._monitor.topology.primary_view
-        if view is not None:
-            m = self._members[view.index]
-            assert m.pool is not None
-            try:
-                conn = m.pool.getconn(timeout=0.001)
-            except psycopg_pool.PoolTimeout:
-                conn = None
-            if conn is not None:
-                try:
-                    if self._engine.alive(conn):
-                        return self._engine.current_position(conn)
-                finally:
-                    m.pool.putconn(conn)
-        deadline = time.monotonic() + 2 * self.monitor_interval + self.probe_timeout
-        topo = self._monitor.topology
-        while (left := deadline - time.monotonic()) > 0:
-            topo = self._monitor.wait_for_change(topo.version, left)
-            found = self._monitor.resolve(pending_since)
-            if found is not None:
-                return found[1]
-        raise NoPrimaryAvailable(
-            f"cluster {self.name!r}: the position of this session's last write is not known "
-            "yet and no primary answered in time to tell it",
-            cluster=self.name,
-        )
+    def resolve_sampled(self, pending_since: int) -> tuple[int, Position] | None:
+        """The first primary sample the monitor sent after ``pending_since`` (a write's
+        end), as (sent_ns, position): it covers that write. None if there is none yet.
+        No I/O: a token made meanwhile names the write by a nonce instead."""
+        return self._monitor.resolve(pending_since)
 
     # -- status -----------------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from mysql.connector import errors as mysql_errors
-from mysql.connector.constants import DEFAULT_CONFIGURATION, ClientFlag, ServerCmd
+from mysql.connector.constants import DEFAULT_CONFIGURATION, ClientFlag
 
 from ._engine import MemberSpec, Sample
 from ._errors import ConfigurationError
@@ -71,10 +71,6 @@ _STATUS_INTERVAL = 1.0
 # When the server started: Uptime has a resolution of one second, and the two
 # statements may straddle a second (see _stable_start).
 _STARTED = "SELECT UNIX_TIMESTAMP(); SHOW GLOBAL STATUS LIKE 'Uptime'"
-_POSITION = {
-    "mariadb": "SELECT @@GLOBAL.gtid_binlog_pos",
-    "mysql": "SELECT @@GLOBAL.gtid_executed",
-}
 
 # Connection lost, or never made: the member may be gone.
 _DISCONNECT_ERRNOS = frozenset({
@@ -385,69 +381,6 @@ class MySQLEngine:
             received = conn._rp_received.join(sample.position)
             sample = Sample(sample.in_recovery, sample.position, received, sent, sample.epoch)
         return sample
-
-    def current_position(self, conn: Any) -> Position:
-        flavor: Flavor = getattr(conn, "_rp_flavor", None) or self.name
-        was_idle = not conn.in_transaction
-        rows = conn.rp_execute(_POSITION[flavor])
-        if was_idle and conn.in_transaction:
-            conn.rp_execute("ROLLBACK")  # leave no transaction open behind the caller
-        text = rows[0][0] or ""
-        return MariaDBGTID.parse(text) if flavor == "mariadb" else MySQLGTIDSet.parse(text)
-
-    def send_position(self, conn: Any) -> int:
-        """Start asking the primary's position on ``conn`` without waiting for the
-        answer, which :meth:`collect_position` reads later: the server answers while the
-        caller goes on, so a write pays no second round trip. Returns when it was sent
-        (monotonic ns); the answer covers every commit acknowledged before then (the
-        binary log is written before a commit returns).
-
-        Only on an idle autocommit connection: with a result still unread the answer
-        would be read as the caller's rows, and with autocommit off the query would
-        open a transaction. Until the answer is collected, the connection must not be
-        used for anything else (RoutedConnection collects it before any other use).
-
-        Why not the write's own GTID, which MariaDB can report in the write's OK packet
-        for free (``session_track_system_variables=last_gtid``; MySQL:
-        ``session_track_gtids=OWN_GTID``)? A session resolves its newest pending write
-        with a position taken *after* that write, which it then trusts to cover its
-        older pending writes as well; a write's own GTID does not cover another thread's
-        write of the same session that committed later but returned earlier. And every
-        reported GTID would flag the session as changed, so the pool would reset each
-        connection that wrote."""
-        if not (self.alive(conn) and conn.autocommit) or conn.unread_result or conn._have_next_result:
-            raise mysql_errors.InterfaceError("the connection is not idle in autocommit")
-        flavor: Flavor = getattr(conn, "_rp_flavor", None) or self.name
-        query = _POSITION[flavor].encode()
-        if conn._client_flags & ClientFlag.CLIENT_QUERY_ATTRIBUTES:
-            # What cmd_query sends without query attributes: none, in one set.
-            query = b"\x00\x01" + query
-        sent = time.monotonic_ns()
-        conn._send_cmd(ServerCmd.QUERY, query, expect_response=False)
-        conn._rp_position_flavor = flavor
-        return sent
-
-    def collect_position(self, conn: Any) -> Position | None:
-        """The answer to :meth:`send_position` (waiting for it if it has not arrived);
-        None if nothing was sent or the server refused the query. The connection is idle
-        again afterwards, unless it broke (then this raises)."""
-        flavor: Flavor | None = getattr(conn, "_rp_position_flavor", None)
-        if flavor is None:
-            return None
-        conn._rp_position_flavor = None
-        try:
-            result = conn._handle_result(conn._socket.recv(conn._read_timeout))
-        except mysql_errors.DatabaseError as exc:
-            if exc.errno is None or 2000 <= exc.errno < 3000:
-                raise  # a client-side error (2000-2999): the connection is not usable
-            return None  # an error packet from the server: read, the connection is idle
-        if "columns" not in result:
-            return None
-        rows, _eof = conn.get_rows()
-        text = (rows[0][0] if rows else None) or ""
-        if isinstance(text, (bytes, bytearray)):
-            text = text.decode()
-        return MariaDBGTID.parse(text) if flavor == "mariadb" else MySQLGTIDSet.parse(text)
 
     def close_quietly(self, conn: Any) -> None:
         close_quietly(conn)

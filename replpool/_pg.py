@@ -35,7 +35,6 @@ _SIZES = (
     "SELECT current_setting('wal_block_size')::int,"
     " pg_size_bytes(current_setting('wal_segment_size'))"
 )
-_POSITION = "SELECT pg_current_wal_insert_lsn()::text"
 
 # Arguments of psycopg_pool.ConnectionPool that Cluster sets itself.
 _OWN_POOL_ARGS = frozenset({"conninfo", "min_size", "max_size", "open", "name"})
@@ -225,42 +224,6 @@ class PostgresEngine:
             sent_ns=sent,
             epoch=started,
         )
-
-    def current_position(self, conn: psycopg.Connection[Any]) -> LSN:
-        """The primary's position now, asked on ``conn`` without touching its
-        transaction state: libpq's own call (no BEGIN even outside autocommit, and none
-        of psycopg's cursor machinery, which costs more than the query)."""
-        status = conn.info.transaction_status
-        if status not in (pq.TransactionStatus.IDLE, pq.TransactionStatus.INTRANS):
-            raise psycopg.OperationalError(f"connection not usable for a position query ({status.name})")
-        with conn.lock:
-            result = conn.pgconn.exec_(_POSITION.encode())
-        if result.status != pq.ExecStatus.TUPLES_OK:
-            message = (result.error_message or b"").decode(errors="replace").strip()
-            raise psycopg.OperationalError(f"position query failed: {message}")
-        value = result.get_value(0, 0)
-        assert value is not None
-        return LSN.parse(value.decode()).as_record_end(*self._sizes)
-
-    def send_position(self, conn: psycopg.Connection[Any]) -> int:
-        """Start asking the primary's position on ``conn`` without waiting for the
-        answer (which :meth:`collect_position` reads later): the server answers while
-        the caller goes on, so a write pays no second round trip. Returns when it was
-        sent (monotonic ns)."""
-        with conn.lock:
-            sent = time.monotonic_ns()
-            conn.pgconn.send_query(_POSITION.encode())
-        return sent
-
-    def collect_position(self, conn: psycopg.Connection[Any]) -> LSN | None:
-        """The answer to :meth:`send_position` (waiting for it if it has not arrived);
-        None if the query failed. Leaves the connection idle again either way."""
-        value = None
-        with conn.lock:
-            while (result := conn.pgconn.get_result()) is not None:
-                if result.status == pq.ExecStatus.TUPLES_OK and result.ntuples:
-                    value = result.get_value(0, 0)
-        return LSN.parse(value.decode()).as_record_end(*self._sizes) if value else None
 
     def close_quietly(self, conn: psycopg.Connection[Any]) -> None:
         try:

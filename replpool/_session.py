@@ -20,7 +20,9 @@ import functools
 import inspect
 import logging
 import threading
+import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -63,24 +65,66 @@ class Requirement:
 
 
 class Resolver(Protocol):
-    """What a cluster offers the session to turn a pending write into a position."""
+    """What a cluster offers the session: its engine, and the position a pending write
+    is known to have reached from what its monitor has already sampled (no I/O)."""
 
-    def resolve_pending(self, pending_since: int) -> Position: ...
+    @property
+    def engine_name(self) -> str: ...
+
+    def resolve_sampled(self, pending_since: int) -> tuple[int, Position] | None: ...
+
+
+# What this process knows of the writes that tokens name by a nonce: when it first saw
+# each (the write had finished by then, so a primary sample sent later covers it), and
+# what it resolved to. A browser sends the same cookie with every request: the first
+# request waits for a sample, the next ones find it. Bounded, oldest out first.
+_NONCES_MAX = 10_000
+_first_seen: OrderedDict[tuple[str, str], int] = OrderedDict()
+_resolved: OrderedDict[tuple[str, str], Position] = OrderedDict()
+_nonces_lock = threading.Lock()
+
+
+def _bounded_put(table: OrderedDict[tuple[str, str], Any], key: tuple[str, str], value: Any) -> None:
+    table[key] = value
+    table.move_to_end(key)
+    while len(table) > _NONCES_MAX:
+        table.popitem(last=False)
+
+
+def _remember(cluster: str, nonce: str, position: Position) -> None:
+    with _nonces_lock:
+        _bounded_put(_resolved, (cluster, nonce), position)
+        _first_seen.pop((cluster, nonce), None)
+
+
+def _recall(cluster: str, nonce: str) -> Position | None:
+    with _nonces_lock:
+        return _resolved.get((cluster, nonce))
+
+
+def _seen_since(cluster: str, nonce: str, now_ns: int) -> int:
+    """When this process first saw the write named ``nonce`` (``now_ns`` if now)."""
+    with _nonces_lock:
+        first = _first_seen.get((cluster, nonce))
+        if first is None:
+            _bounded_put(_first_seen, (cluster, nonce), now_ns)
+            return now_ns
+        return first
 
 
 class Session:
     """A consistency scope (see the module doc). Thread-safe: tasks and threads that
     share a session may write and read through it at once."""
 
-    __slots__ = ("_lock", "_reqs", "writes", "wants_token", "__weakref__")
+    __slots__ = ("_lock", "_reqs", "_nonces", "writes", "__weakref__")
 
     def __init__(self, requirements: Mapping[str, Requirement] | None = None) -> None:
         self._lock = threading.Lock()
         self._reqs: dict[str, Requirement] = dict(requirements or {})
+        # Per cluster, the nonces naming this session's pending writes in tokens, each
+        # with the pending_since it stands for (made for a token, or adopted from one).
+        self._nonces: dict[str, list[tuple[int, str]]] = {}
         self.writes = 0  # writes recorded in this session (not counting its start)
-        # Set by whoever will ask for this session's token (the Django middleware):
-        # engines may then capture write positions ahead, on the writing connection.
-        self.wants_token = False
 
     def requirement(self, cluster: str) -> Requirement | None:
         return self._reqs.get(cluster)
@@ -98,37 +142,77 @@ class Session:
                     cluster, engine, old.engine,
                 )
                 floor = None
+                self._nonces.pop(cluster, None)
             # The newest pending write supersedes older ones: a primary sample taken
             # after it also covers them.
             self._reqs[cluster] = Requirement(engine, floor, finished_ns)
             self.writes += 1
 
     def note_resolution(self, cluster: str, sample: Position, sample_sent_ns: int) -> None:
-        """Record a primary sample, so a pending write need not be resolved again."""
+        """Record a primary sample, so a pending write need not be resolved again (and
+        remember it for the tokens that named that write)."""
         with self._lock:
             old = self._reqs.get(cluster)
-            if old is not None:
-                self._reqs[cluster] = old.resolved_with(sample, sample_sent_ns)
+            if old is None:
+                return
+            new = old.resolved_with(sample, sample_sent_ns)
+            self._reqs[cluster] = new
+            if new.pending_since is None and old.pending_since is not None and new.floor is not None:
+                for _, nonce in self._nonces.pop(cluster, ()):
+                    _remember(cluster, nonce, new.floor)
 
     def require(self, cluster: str, position: Position) -> None:
         """Reads on ``cluster`` must observe at least ``position`` from now on."""
         with self._lock:
+            self._require(cluster, position)
+
+    def _require(self, cluster: str, position: Position) -> None:
+        old = self._reqs.get(cluster)
+        if old is None:
+            self._reqs[cluster] = Requirement(position.engine, position)
+            return
+        if old.engine != position.engine:
+            raise TokenError(
+                f"cluster {cluster!r} is {old.engine}, but a {position.engine} position "
+                "was given for it",
+                cluster=cluster,
+            )
+        floor = position if old.floor is None else old.floor.join(position)
+        self._reqs[cluster] = Requirement(old.engine, floor, old.pending_since)
+
+    def adopt(self, cluster: str, entry: _tokens.Entry, now_ns: int) -> None:
+        """Take on a token's entry for ``cluster``, the token having arrived at
+        ``now_ns`` (monotonic). Its position is required; its pending write, if this
+        process has not resolved that write already, is pending since ``now_ns``: the
+        write finished before the token was made, so a primary sample sent after the
+        token arrived covers it."""
+        with self._lock:
             old = self._reqs.get(cluster)
-            if old is None:
-                self._reqs[cluster] = Requirement(position.engine, position)
-                return
-            if old.engine != position.engine:
+            if old is not None and old.engine != entry.engine:
                 raise TokenError(
-                    f"cluster {cluster!r} is {old.engine}, but a {position.engine} position "
-                    "was given for it",
+                    f"cluster {cluster!r} is {old.engine}, but the token's entry for it is "
+                    f"{entry.engine}",
                     cluster=cluster,
                 )
-            floor = position if old.floor is None else old.floor.join(position)
-            self._reqs[cluster] = Requirement(old.engine, floor, old.pending_since)
+            if entry.position is not None:
+                self._require(cluster, entry.position)
+            if entry.pending is None:
+                return
+            known = _recall(cluster, entry.pending)
+            if known is not None:
+                self._require(cluster, known)
+                return
+            seen = _seen_since(cluster, entry.pending, now_ns)
+            cur = self._reqs.get(cluster)
+            floor = cur.floor if cur is not None else None
+            since = max(seen, cur.pending_since or 0) if cur is not None else seen
+            self._reqs[cluster] = Requirement(entry.engine, floor, since)
+            self._nonces.setdefault(cluster, []).append((since, entry.pending))
 
     def merge(self, other: Session) -> None:
         """Take on everything ``other`` must observe (a nested session ending)."""
         self.writes += other.writes
+        nonces = other._nonce_snapshot()
         for name, req in other.snapshot().items():
             if req.floor is not None:
                 self.require(name, req.floor)
@@ -138,41 +222,44 @@ class Session:
                     since = max(req.pending_since, (old.pending_since or 0) if old else 0)
                     floor = old.floor if old else None
                     self._reqs[name] = Requirement(req.engine, floor, since)
+                    self._nonces.setdefault(name, []).extend(nonces.get(name, ()))
 
     def snapshot(self) -> dict[str, Requirement]:
         with self._lock:
             return dict(self._reqs)
 
-    def positions(self) -> dict[str, Position]:
-        """Every cluster's required position, resolving pending writes through the
-        registered clusters (which may ask their primary)."""
-        out: dict[str, Position] = {}
+    def _nonce_snapshot(self) -> dict[str, list[tuple[int, str]]]:
+        with self._lock:
+            return {k: list(v) for k, v in self._nonces.items()}
+
+    def entries(self) -> dict[str, _tokens.Entry]:
+        """What a token of this session says, cluster by cluster. No I/O: a pending
+        write is resolved from what the cluster's monitor has sampled since, or named by
+        a nonce (see :mod:`replpool._tokens`)."""
+        out: dict[str, _tokens.Entry] = {}
         for name, req in self.snapshot().items():
-            floor = req.floor
             if req.pending_since is not None:
                 cluster = _registry.get(name)
-                if cluster is None:
-                    raise TokenError(
-                        f"cannot make a token: cluster {name!r} is closed, so the position "
-                        "of this session's last write on it is unknown",
-                        cluster=name,
-                    )
-                pos = cluster.resolve_pending(req.pending_since)
-                floor = pos if floor is None else floor.join(pos)
+                found = cluster.resolve_sampled(req.pending_since) if cluster is not None else None
+                if found is not None:
+                    self.note_resolution(name, found[1], found[0])
+                    req = self._reqs[name]
+            nonce = None
+            if req.pending_since is not None:
                 with self._lock:
-                    cur = self._reqs[name]
-                    # A write that finished meanwhile stays pending; the floor still holds.
-                    pending = None if cur.pending_since == req.pending_since else cur.pending_since
-                    joined = pos if cur.floor is None else cur.floor.join(pos)
-                    self._reqs[name] = Requirement(cur.engine, joined, pending)
-            if floor is not None:
-                out[name] = floor
+                    named = self._nonces.setdefault(name, [])
+                    nonce = next((n for since, n in named if since == req.pending_since), None)
+                    if nonce is None:
+                        nonce = _tokens.new_nonce()
+                        named.append((req.pending_since, nonce))
+            if req.floor is not None or nonce is not None:
+                out[name] = _tokens.Entry(req.engine, req.floor, nonce)
         return out
 
     def token(self) -> str | None:
-        """The token of this session's writes, or None if it has none."""
-        positions = self.positions()
-        return _tokens.encode(positions) if positions else None
+        """The token of what this session must observe, or None if nothing."""
+        entries = self.entries()
+        return _tokens.encode(entries) if entries else None
 
     def __repr__(self) -> str:
         parts = []
@@ -250,16 +337,7 @@ def session(after: str | None = None) -> Iterator[Session]:
     outer = parent[0] if parent is not None and parent[1] else None
     s = Session(parent[0].snapshot() if parent is not None else None)
     if after is not None:
-        for name, pos in _tokens.decode(after).items():
-            cluster = _registry.get(name)
-            engine = getattr(cluster, "engine_name", None)
-            if engine is not None and engine != pos.engine:
-                raise TokenError(
-                    f"the token's position for cluster {name!r} comes from a {pos.engine} "
-                    f"server, but that cluster is {engine}",
-                    cluster=name,
-                )
-            s.require(name, pos)
+        adopt(s, after)
     ctx = _current.set((s, True))
     try:
         yield s
@@ -267,6 +345,22 @@ def session(after: str | None = None) -> Iterator[Session]:
         _current.reset(ctx)
         if outer is not None:
             outer.merge(s)
+
+
+def adopt(s: Session, token: str) -> None:
+    """Make session ``s`` observe what ``token`` names (TokenError if it is not a
+    token, or names an open cluster with another engine)."""
+    now = time.monotonic_ns()
+    for name, entry in _tokens.decode(token).items():
+        cluster = _registry.get(name)
+        engine = getattr(cluster, "engine_name", None)
+        if engine is not None and engine != entry.engine:
+            raise TokenError(
+                f"the token's entry for cluster {name!r} comes from a {entry.engine} "
+                f"server, but that cluster is {engine}",
+                cluster=name,
+            )
+        s.adopt(name, entry, now)
 
 
 def current_token() -> str | None:

@@ -1,11 +1,21 @@
-"""Causal tokens: a session's required positions as a string a web app can put in a
+"""Causal tokens: what a session's reads must observe, as a string a web app can put in a
 cookie or a header and a task queue in a message.
 
-A token maps cluster names to ``engine:position``, e.g. ``{"default":
-"postgresql:0/3000060"}``, and is written ``rp1.`` followed by that JSON in unpadded
-URL-safe base64, so it survives cookies, headers and URLs untouched. Tokens are not
-signed here: whoever lets them cross a trust boundary signs them (the Django middleware
-does). Decoding is strict, and every failure says what is wrong.
+A token maps cluster names to entries written ``engine:position`` (reads must reach that
+position), ``engine:~nonce`` (a write finished before the token was made, whose position
+the token does not know), or both, ``engine:position~nonce``. The whole is ``rp1.``
+followed by the JSON of that mapping in unpadded URL-safe base64, so it survives
+cookies, headers and URLs untouched.
+
+Why a token may not know a position: finding it out costs a round trip to the primary,
+at the end of every request that wrote. It is not needed: the write finished before the
+token was made, the token travels to whoever uses it after that, so any primary position
+sampled after the token arrives covers the write (causality, through the client, with no
+clock compared between machines). The nonce names that write, so that a process resolves
+it once and remembers the position for the next request that brings the same token.
+
+Tokens are not signed here: whoever lets them cross a trust boundary signs them (the
+Django middleware does). Decoding is strict, and every failure says what is wrong.
 """
 
 from __future__ import annotations
@@ -13,7 +23,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
+import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from ._errors import TokenError
 from ._positions import POSITION_TYPES, Position
@@ -21,17 +34,39 @@ from ._positions import POSITION_TYPES, Position
 PREFIX = "rp1."
 MAX_LENGTH = 4096
 MAX_NAME = 200
+_NONCE_RE = re.compile(r"\A[A-Za-z0-9_-]{8,32}\Z")
 
 
-def encode(positions: Mapping[str, Position]) -> str:
-    """A token for ``{cluster name: position}``."""
-    payload = {name: f"{pos.engine}:{pos}" for name, pos in sorted(positions.items())}
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One cluster's part of a token: a position reads must reach, and/or the nonce of
+    a write whose position is not known yet."""
+
+    engine: str
+    position: Position | None = None
+    pending: str | None = None
+
+
+def new_nonce() -> str:
+    return secrets.token_urlsafe(9)
+
+
+def encode(entries: Mapping[str, Entry | Position]) -> str:
+    """A token for ``{cluster name: entry}`` (a bare position is an entry without a
+    pending write)."""
+    payload = {}
+    for name, item in sorted(entries.items()):
+        entry = item if isinstance(item, Entry) else Entry(item.engine, item)
+        text = str(entry.position) if entry.position is not None else ""
+        if entry.pending is not None:
+            text += f"~{entry.pending}"
+        payload[name] = f"{entry.engine}:{text}"
     raw = json.dumps(payload, separators=(",", ":"), ensure_ascii=True).encode()
     return PREFIX + base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def decode(token: str) -> dict[str, Position]:
-    """``{cluster name: position}`` from a token; :class:`~replpool.TokenError` if it is
+def decode(token: str) -> dict[str, Entry]:
+    """``{cluster name: entry}`` from a token; :class:`~replpool.TokenError` if it is
     not one this version of replpool wrote."""
     if not isinstance(token, str):
         raise TokenError(f"a causal token is a str, not {type(token).__name__}")
@@ -51,7 +86,7 @@ def decode(token: str) -> dict[str, Position]:
         raise TokenError(f"causal token is corrupted (JSON nested too deeply): {_preview(token)}") from None
     if not isinstance(payload, dict):
         raise TokenError("causal token is corrupted: its payload is not a mapping")
-    out: dict[str, Position] = {}
+    out: dict[str, Entry] = {}
     for name, value in payload.items():
         if not isinstance(value, str) or not 0 < len(name) <= MAX_NAME:
             raise TokenError(f"causal token is corrupted: bad entry for cluster {name!r}")
@@ -61,10 +96,15 @@ def decode(token: str) -> dict[str, Position]:
                 f"causal token names an unknown engine {engine!r} for cluster {name!r} "
                 f"(known: {', '.join(POSITION_TYPES)})"
             )
+        text, tilde, nonce = text.partition("~")
+        if tilde and not _NONCE_RE.match(nonce):
+            raise TokenError(f"causal token has a bad write nonce for cluster {name!r}")
         try:
-            out[name] = POSITION_TYPES[engine].parse(text)
+            # Without a nonce the position is there, if empty (an empty GTID position).
+            position = POSITION_TYPES[engine].parse(text) if text or not tilde else None
         except ValueError as exc:
             raise TokenError(f"causal token has a bad position for cluster {name!r}: {exc}") from None
+        out[name] = Entry(engine, position, nonce if tilde else None)
     return out
 
 

@@ -20,17 +20,18 @@ PG = "postgresql"
 
 
 class FakeCluster:
-    """What the session registry needs of a cluster: a name for its engine, and the
-    primary's position for a pending write."""
+    """What the session registry needs of a cluster: its engine, and the primary sample
+    its monitor took (sent at ``sent``), if any."""
 
-    def __init__(self, position: LSN, engine_name: str = PG) -> None:
+    def __init__(self, position: LSN, engine_name: str = PG, sent: int | None = 10_000) -> None:
         self.position = position
         self.engine_name = engine_name
-        self.asked: list[int] = []
+        self.sent = sent
 
-    def resolve_pending(self, pending_since: int) -> LSN:
-        self.asked.append(pending_since)
-        return self.position
+    def resolve_sampled(self, pending_since: int) -> tuple[int, LSN] | None:
+        if self.sent is None or self.sent <= pending_since:
+            return None
+        return self.sent, self.position
 
 
 @pytest.fixture(autouse=True)
@@ -293,50 +294,61 @@ def test_current_token_names_the_resolved_positions_of_the_session() -> None:
         s.require("c", LSN(0x5000000))
         token = replpool.current_token()
     assert token is not None
-    assert _tokens.decode(token) == {"c": LSN(0x5000000)}
+    assert _tokens.decode(token) == {"c": _tokens.Entry(PG, LSN(0x5000000))}
 
 
-def test_current_token_resolves_a_pending_write_through_its_cluster(cluster: FakeCluster) -> None:
+def test_a_token_resolves_a_pending_write_from_what_the_monitor_sampled(cluster: FakeCluster) -> None:
     with replpool.session() as s:
-        s.note_write("c", PG, 1234)
+        s.note_write("c", PG, 1234)  # the fake's sample was sent at 10000, after it
         token = replpool.current_token()
-        assert cluster.asked == [1234]
         assert s.requirement("c") == Requirement(PG, cluster.position)
-    assert token is not None
-    assert _tokens.decode(token) == {"c": cluster.position}
+    assert _tokens.decode(token) == {"c": _tokens.Entry(PG, cluster.position)}  # type: ignore[arg-type]
 
 
-def test_a_token_made_after_a_pending_write_is_resolved_does_not_ask_again(cluster: FakeCluster) -> None:
+def test_a_token_names_a_write_not_sampled_yet_by_a_nonce_and_asks_nothing(cluster: FakeCluster) -> None:
+    cluster.sent = None
     with replpool.session() as s:
+        s.require("c", LSN(0x100))
         s.note_write("c", PG, 1234)
-        replpool.current_token()
-        replpool.current_token()
-    assert cluster.asked == [1234]
+        first = _tokens.decode(s.token())["c"]  # type: ignore[arg-type]
+        again = _tokens.decode(s.token())["c"]  # type: ignore[arg-type]
+        s.note_write("c", PG, 5678)
+        later = _tokens.decode(s.token())["c"]  # type: ignore[arg-type]
+    assert first.position == LSN(0x100) and first.pending is not None
+    assert again == first  # the same write, the same name
+    assert later.pending not in (None, first.pending)  # a newer write, a new name
 
 
-def test_a_write_finishing_while_a_token_is_made_stays_pending(cluster: FakeCluster) -> None:
-    s = Session()
-
-    class Racing(FakeCluster):
-        def resolve_pending(self, pending_since: int) -> LSN:
-            s.note_write("c", PG, pending_since + 1)  # another thread of the session writes
-            return super().resolve_pending(pending_since)
-
-    racing = Racing(LSN(0x3000060))
-    _session.register("c", racing)
-    try:
-        s.note_write("c", PG, 10)
-        assert s.positions() == {"c": LSN(0x3000060)}
-    finally:
-        _session.unregister("c", racing)
-    assert s.requirement("c") == Requirement(PG, LSN(0x3000060), 11)
-
-
-def test_a_token_for_a_pending_write_on_a_closed_cluster_raises_token_error() -> None:
+def test_a_token_for_a_write_on_a_closed_cluster_names_it_by_a_nonce() -> None:
     with replpool.session() as s:
         s.note_write("gone", PG, 5)
-        with pytest.raises(replpool.TokenError, match="'gone' is closed"):
-            replpool.current_token()
+        entry = _tokens.decode(replpool.current_token())["gone"]  # type: ignore[arg-type]
+    assert entry == _tokens.Entry(PG, None, entry.pending) and entry.pending
+
+
+def test_adopting_a_named_write_makes_it_pending_since_the_token_arrived() -> None:
+    token = _tokens.encode({"c": _tokens.Entry(PG, LSN(0x100), "write-nonce-1")})
+    s = Session()
+    _session.adopt(s, token)
+    req = s.requirement("c")
+    assert req is not None and req.floor == LSN(0x100) and req.pending_since is not None
+    # A primary sample sent before the token arrived says nothing about the write...
+    s.note_resolution("c", LSN(0x900), req.pending_since - 1)
+    assert s.requirement("c") == req
+    # ...one sent after it covers it, and this process remembers it for that write.
+    s.note_resolution("c", LSN(0x900), req.pending_since + 1)
+    assert s.requirement("c") == Requirement(PG, LSN(0x900))
+    assert _session._recall("c", "write-nonce-1") == LSN(0x900)
+    again = Session()
+    _session.adopt(again, token)
+    assert again.requirement("c") == Requirement(PG, LSN(0x900))
+
+
+def test_a_remembered_write_covers_only_the_write_it_names() -> None:
+    _session._remember("c", "write-nonce-2", LSN(0x900))
+    s = Session()
+    _session.adopt(s, _tokens.encode({"c": _tokens.Entry(PG, None, "another-nonce")}))
+    assert s.requirement("c").pending_since is not None  # type: ignore[union-attr]
 
 
 def test_unregister_only_removes_the_cluster_that_was_registered(cluster: FakeCluster) -> None:
@@ -344,7 +356,7 @@ def test_unregister_only_removes_the_cluster_that_was_registered(cluster: FakeCl
     _session.unregister("c", other)
     s = Session()
     s.note_write("c", PG, 5)
-    assert s.positions() == {"c": cluster.position}
+    assert _tokens.decode(s.token())["c"] == _tokens.Entry(PG, cluster.position)  # type: ignore[arg-type]
 
 
 # -- requirements ---------------------------------------------------------------------------
@@ -565,3 +577,14 @@ def test_pinned_to_primary_is_pinned_to_master() -> None:
     with replpool.pinned_to_primary():
         assert _session.is_pinned()
     assert not _session.is_pinned()
+
+
+def test_a_named_write_is_pending_since_this_process_first_saw_its_token() -> None:
+    token = _tokens.encode({"c": _tokens.Entry(PG, None, "first-seen-nonce")})
+    first, second = Session(), Session()
+    first.adopt("c", _tokens.decode(token)["c"], 1_000)
+    second.adopt("c", _tokens.decode(token)["c"], 9_000)  # the same cookie, a later request
+    assert first.requirement("c").pending_since == 1_000  # type: ignore[union-attr]
+    # The write had finished before 1000: a sample sent after then covers it, which a
+    # short request arriving at 9000 could otherwise never wait to see.
+    assert second.requirement("c").pending_since == 1_000  # type: ignore[union-attr]

@@ -56,13 +56,45 @@ def token_of_bytes(raw: bytes) -> str:
 @common
 @given(position_maps)
 def test_decode_gives_back_what_was_encoded(mapping: dict[str, object]) -> None:
-    assert _tokens.decode(_tokens.encode(mapping)) == mapping  # type: ignore[arg-type]
+    decoded = _tokens.decode(_tokens.encode(mapping))  # type: ignore[arg-type]
+    assert {name: e.position for name, e in decoded.items()} == mapping
+    assert all(e.pending is None and e.engine == mapping[n].engine for n, e in decoded.items())  # type: ignore[attr-defined]
+
+
+nonces = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-", min_size=8, max_size=32)
+
+
+@common
+@given(st.dictionaries(cluster_names, st.tuples(st.one_of(st.none(), positions), nonces), max_size=4))
+def test_entries_with_a_pending_write_round_trip(mapping: dict[str, tuple[object, str]]) -> None:
+    entries = {
+        name: _tokens.Entry(pos.engine if pos is not None else "postgresql", pos, nonce)  # type: ignore[attr-defined]
+        for name, (pos, nonce) in mapping.items()
+    }
+    decoded = _tokens.decode(_tokens.encode(entries))
+    for name, entry in entries.items():
+        got = decoded[name]
+        assert (got.engine, got.pending) == (entry.engine, entry.pending)
+        # An empty GTID position next to a nonce says nothing more than no position.
+        assert got.position == entry.position or (got.position is None and not str(entry.position))
+
+
+def test_a_token_names_a_pending_write_by_its_nonce() -> None:
+    token = _tokens.encode({"c": _tokens.Entry("postgresql", None, "n0nce-abc")})
+    assert _tokens.decode(token) == {"c": _tokens.Entry("postgresql", None, "n0nce-abc")}
+    both = _tokens.encode({"c": _tokens.Entry("postgresql", LSN(0x3000060), "n0nce-abc")})
+    assert _tokens.decode(both)["c"] == _tokens.Entry("postgresql", LSN(0x3000060), "n0nce-abc")
+
+
+def test_a_bad_nonce_is_refused() -> None:
+    with pytest.raises(replpool.TokenError, match="bad write nonce"):
+        _tokens.decode(token_of({"c": "postgresql:~bad nonce!"}))
 
 
 def test_token_of_a_postgresql_position_round_trips() -> None:
     token = _tokens.encode({"default": LSN.parse("0/3000060")})
     assert token.startswith("rp1.")
-    assert _tokens.decode(token) == {"default": LSN(0x3000060)}
+    assert _tokens.decode(token) == {"default": _tokens.Entry("postgresql", LSN(0x3000060))}
 
 
 @common
@@ -144,7 +176,7 @@ def test_a_token_at_the_length_limit_is_read() -> None:
     raw = b" " * ((body_len * 3) // 4 - len(raw)) + raw
     token = token_of_bytes(raw)
     assert len(token) == _tokens.MAX_LENGTH
-    assert _tokens.decode(token) == {name: LSN(1)}
+    assert _tokens.decode(token) == {name: _tokens.Entry("postgresql", LSN(1))}
 
 
 # -- fuzzing -------------------------------------------------------------------------------

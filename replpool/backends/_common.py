@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from django.core.exceptions import ImproperlyConfigured
@@ -124,7 +124,6 @@ class ClusterWrapperMixin:
                 cluster = self.build_cluster()
             except ConfigurationError as exc:
                 raise ImproperlyConfigured(f"DATABASES[{self.alias!r}]: {exc}") from None
-            cluster.position_source = _position_source(self.alias)
             cluster.open()
             self._replpool_clusters[self.alias] = (key, cluster)
             return cluster
@@ -165,20 +164,6 @@ class ClusterWrapperMixin:
         for key in REPLPOOL_OPTIONS:
             params.pop(key, None)
         return params
-
-
-def _position_source(alias: str) -> Callable[[int], Any]:
-    """How a token for a request that wrote learns its position: from the calling
-    thread's connection for ``alias`` (see RoutedConnection.position_after), without a
-    second checkout."""
-
-    def source(pending_since: int) -> Any:
-        from django.db import connections
-
-        conn = connections[alias].connection
-        return conn.position_after(pending_since) if isinstance(conn, RoutedConnection) else None
-
-    return source
 
 
 def base_init_connection_state(wrapper: Any) -> None:

@@ -13,7 +13,8 @@ decides per statement:
   transaction (``atomic()``), and everything while ``pinned_to_master()`` is active.
 
 A write in autocommit advances the session's required position at once; inside a
-transaction it does so when the transaction commits.
+transaction it does so when the transaction commits. No statement is added for it: the
+position is the first one the lag monitor samples afterwards.
 """
 
 from __future__ import annotations
@@ -44,9 +45,6 @@ class RoutedConnection:
         self._on_primary = on_primary  # engine setup for a freshly leased primary connection
         self._primary: Lease | None = None
         self._replica: Lease | None = None
-        # A position query sent after the last autocommit write and not read yet:
-        # (when it was sent, the session of that write).
-        self._capture: tuple[int, Any] | None = None
         self._autocommit = True
         self.dirty = False  # the current transaction wrote
         self.closed = False
@@ -61,10 +59,7 @@ class RoutedConnection:
         return self.cluster
 
     def primary(self) -> Any:
-        """The primary connection, leased on first use (idle: an outstanding position
-        query is read first)."""
-        if self._capture is not None:
-            self._settle()
+        """The primary connection, leased on first use."""
         if self._primary is None:
             lease = self._current_cluster().lease_write(count=False)
             try:
@@ -80,55 +75,7 @@ class RoutedConnection:
     @property
     def held_primary(self) -> Any:
         """The primary connection if one is leased now, else None."""
-        if self._capture is not None:
-            self._settle()
         return self._primary.conn if self._primary is not None else None
-
-    # -- positions of writes -------------------------------------------------------------
-
-    def capture_position(self) -> None:
-        """After an autocommit write: ask the primary's position on the same connection
-        without waiting; the answer is read when the connection is next needed."""
-        from .. import _session
-
-        engine = self.cluster._engine
-        session = _session.current_session()
-        if self._primary is None or session is None or not session.wants_token:
-            return  # nobody will ask for a token: the write stays pending, for free
-        if not hasattr(engine, "send_position"):
-            return
-        if self._capture is not None:
-            self._settle()
-        try:
-            sent = engine.send_position(self._primary.conn)
-        except Exception:
-            return  # the write is still pending; a token will resolve it another way
-        self._capture = (sent, session)
-
-    def _settle(self) -> Any:
-        """Read the outstanding position answer and give it to the session that wrote."""
-        assert self._capture is not None and self._primary is not None
-        (sent, session), self._capture = self._capture, None
-        try:
-            position = getattr(self.cluster._engine, "collect_position")(self._primary.conn)
-        except Exception:
-            return None
-        if position is not None and session is not None:
-            session.note_resolution(self.cluster.name, position, sent)
-        return position
-
-    def position_after(self, pending_since: int) -> Any:
-        """A primary position covering a write finished at ``pending_since``: the
-        captured one if it was asked after that write, else asked now on the held
-        primary connection, else None."""
-        if self._capture is not None:
-            sent = self._capture[0]
-            position = self._settle()
-            if position is not None and sent > pending_since:
-                return position
-        if self._primary is not None:
-            return self.cluster._engine.current_position(self._primary.conn)
-        return None
 
     @property
     def primary_index(self) -> int:
@@ -190,8 +137,6 @@ class RoutedConnection:
             return
         self.closed = True
         self.drop_replica()
-        if self._capture is not None:
-            self._settle()
         lease, self._primary = self._primary, None
         if lease is not None:
             if not self._autocommit:
@@ -294,7 +239,6 @@ class RoutingCursor:
                 rc.dirty = True
             else:
                 rc.cluster.note_write()
-                rc.capture_position()
         return result
 
     def _read(self, sql: Any, params: Any) -> Any:

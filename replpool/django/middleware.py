@@ -40,7 +40,7 @@ from django.conf import settings
 from django.core import signing
 from django.http import HttpRequest, HttpResponseBase
 
-from .. import _session, _tokens
+from .. import _session
 from .._errors import Error
 
 logger = logging.getLogger("replpool.django")
@@ -109,12 +109,9 @@ class ReadYourWritesMiddleware:
 
     def _enter(self, request: HttpRequest, stack: ExitStack) -> _session.Session:
         session = stack.enter_context(_session.session())
-        session.wants_token = True
         for source, token in self._incoming(request):
             try:
-                positions = _tokens.decode(token)
-                for name, position in positions.items():
-                    session.require(name, position)
+                _session.adopt(session, token)
             except Error as exc:
                 logger.warning("ignored a replpool token from the %s: %s", source, exc)
         return session
@@ -149,11 +146,7 @@ class ReadYourWritesMiddleware:
     def _leave(self, request: HttpRequest, response: HttpResponseBase, session: _session.Session) -> None:
         if not session.writes:
             return
-        try:
-            token = session.token()
-        except Error as exc:
-            logger.warning("could not make a replpool token for this response: %s", exc)
-            return
+        token = session.token()
         if token is None:
             return
         c = self.config

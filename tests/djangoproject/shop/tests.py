@@ -14,6 +14,7 @@ from django.db import connection, connections, transaction
 from django.test import AsyncClient, Client, TransactionTestCase
 
 import replpool
+from replpool import _session, _tokens
 
 from legacy.models import Customer, Order
 from shop import lab
@@ -156,30 +157,36 @@ class ReadYourWritesTests(TransactionTestCase):
         self.assertNotIn("replpool_token", response.cookies)
 
 
-class PositionCaptureTests(TransactionTestCase):
+class TokenTests(TransactionTestCase):
     databases = {"default", "legacy_db"}
 
-    def test_an_autocommit_write_asks_its_position_on_its_own_connection(self):
-        """In a session that will want a token (as in a request through the
-        middleware), the write's position is asked right after it on the same primary
-        connection, without waiting: the answer covers the write and is read later."""
-        connection.ensure_connection()
-        rc = connection.connection
-        engine = connection.replpool_cluster()._engine
-        before = engine.current_position(rc.primary())
-        with replpool.session() as session:
-            session.wants_token = True
-            Item.objects.create(name="captured")
-            self.assertIsNotNone(rc._capture, "no position query was sent after the write")
-            captured = rc._settle()
-            self.assertIsNotNone(captured, "the position query sent after the write got no answer")
-            after = engine.current_position(rc.held_primary)
-            self.assertTrue(captured.covers(before) and not before.covers(captured),
-                            f"{captured} is not past {before}, the position before the write")
-            self.assertTrue(after.covers(captured), f"{captured} is past {after}")
-            requirement = session.requirement(connection.alias)
-            self.assertIsNone(requirement.pending_since)  # resolved by the captured answer
-            self.assertEqual(requirement.floor, captured)
+    def test_a_token_names_a_fresh_write_and_this_process_resolves_it_once(self):
+        """Making the token of a request that just wrote costs no query: the write is
+        named by a nonce. A later session adopting the token waits for a primary sample
+        taken after it arrived, and remembers the position for the next one."""
+        alias = connection.alias
+        with replpool.session() as writer:
+            Item.objects.create(name="named")
+            token = writer.token()
+        entry = _tokens.decode(token)[alias]
+        self.assertIsNotNone(entry.pending, entry)
+        with replpool.session(after=token) as reader:
+            self.assertIsNotNone(reader.requirement(alias).pending_since)
+            deadline = time.monotonic() + 5
+            while _session._recall(alias, entry.pending) is None:
+                self.assertLess(time.monotonic(), deadline, "the token's write was never resolved")
+                list(Item.objects.all()[:1])  # a read routes, and resolves with a sample
+                time.sleep(0.02)
+
+        def later():
+            # A context of its own: this test's thread holds writes of its own.
+            with replpool.session(after=token) as s:
+                return s.requirement(alias), list(Item.objects.values_list("name", flat=True))
+
+        requirement, names = contextvars.Context().run(later)
+        self.assertIsNone(requirement.pending_since)
+        self.assertEqual(requirement.floor, _session._recall(alias, entry.pending))
+        self.assertEqual(names, ["named"])
 
 
 class ConnectionSetupTests(TransactionTestCase):
