@@ -7,7 +7,9 @@ side by side on the same lab in one process.
 Each request is a view called the way a server calls it, then the end-of-request
 connection cleanup (close_old_connections). The read view fetches one item and a page
 of ten (two queries); the write view creates an item (one INSERT). replpool's views run
-behind ReadYourWritesMiddleware, as a replpool site would; the baseline without it.
+behind ReadYourWritesMiddleware, as a replpool site would (which makes a token for every
+request that wrote: a signed cookie and a header); the baseline without it, and
+"engine" is replpool's engine without the middleware.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import interleaved, table  # noqa: E402
+from _common import interleaved, pin_cpus, table  # noqa: E402
 
 from replpool.testing import PostgresLab  # noqa: E402
 
@@ -99,16 +101,20 @@ def main(argv: list[str] | None = None) -> int:
 
         variants_read = {
             "django pool (primary)": serve(read_view("default"), False),
+            "replpool, one db, engine": serve(read_view("replpool_one"), False),
             "replpool, one database": serve(read_view("replpool_one"), True),
             "replpool, 2 replicas": serve(read_view("replpool_replicas"), True),
         }
         variants_write = {
             "django pool (primary)": serve(write_view("default"), False),
+            "replpool, one db, engine": serve(write_view("replpool_one"), False),
             "replpool, one database": serve(write_view("replpool_one"), True),
             "replpool, 2 replicas": serve(write_view("replpool_replicas"), True),
         }
+        placement = pin_cpus(lab)
         print(f"Django views on a PostgreSQL lab (primary {lab.primary.port}, replicas "
-              f"{', '.join(str(r.port) for r in lab.replicas)}); {args.rounds} rounds of {args.seconds:g} s\n")
+              f"{', '.join(str(r.port) for r in lab.replicas)}); {args.rounds} rounds of "
+              f"{args.seconds:g} s; {placement}\n")
         for threads in args.threads:
             reads = interleaved(variants_read, rounds=args.rounds, seconds=args.seconds, threads=threads)
             writes = interleaved(variants_write, rounds=args.rounds, seconds=args.seconds, threads=threads)

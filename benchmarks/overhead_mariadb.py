@@ -37,7 +37,7 @@ import mysql.connector
 from mysql.connector import pooling
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import interleaved, table  # noqa: E402
+from _common import interleaved, pin_cpus, table  # noqa: E402
 
 import replpool  # noqa: E402
 from replpool.testing import MariaDBLab  # noqa: E402
@@ -62,8 +62,9 @@ def main(argv: list[str] | None = None) -> int:
             "INSERT INTO bench SELECT seq, 0 FROM seq_1_to_%s" % ROWS,  # MariaDB's sequence engine
         )
         lab.wait_until_caught_up()
+        placement = pin_cpus(lab)
         print(f"MariaDB lab: primary {primary.port}, replica {replica.port}; "
-              f"{args.rounds} rounds of {args.seconds:g} s\n")
+              f"{args.rounds} rounds of {args.seconds:g} s; {placement}\n")
 
         def connect(member: Any) -> Any:
             return mysql.connector.connect(**member.connect_kwargs(), use_pure=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import json
 import re
 import secrets
@@ -34,7 +35,7 @@ from ._positions import POSITION_TYPES, Position
 PREFIX = "rp1."
 MAX_LENGTH = 4096
 MAX_NAME = 200
-_NONCE_RE = re.compile(r"\A[A-Za-z0-9_-]{8,32}\Z")
+_NONCE_RE = re.compile(r"\A[A-Za-z0-9_-]{8,40}\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +48,14 @@ class Entry:
     pending: str | None = None
 
 
+# A nonce must be unique across processes and servers, and cheap: a random prefix drawn
+# once per process, and a counter.
+_NONCE_PREFIX = secrets.token_urlsafe(9)
+_nonce_counter = itertools.count()
+
+
 def new_nonce() -> str:
-    return secrets.token_urlsafe(9)
+    return f"{_NONCE_PREFIX}{next(_nonce_counter):x}"
 
 
 def encode(entries: Mapping[str, Entry | Position]) -> str:

@@ -202,8 +202,10 @@ class RoutingCursor:
         self._cur = self._conn = None
 
     def _in_transaction(self) -> bool:
+        # The wrapper is connected when its cursor runs a statement, so its own
+        # autocommit flag is current (get_autocommit() would check the connection again).
         w = self._wrapper
-        return w.in_atomic_block or not w.get_autocommit()
+        return w.in_atomic_block or not w.autocommit
 
     # -- execution ----------------------------------------------------------------------------
 
@@ -233,7 +235,8 @@ class RoutingCursor:
         cur = self._cursor_on(rc.primary())
         result = getattr(cur, method)(sql, params) if params is not None else getattr(cur, method)(sql)
         if reason is not None:
-            rc.cluster._count(rc.primary_index, "primary", reason)
+            assert rc._primary is not None
+            rc.cluster._count(rc._primary.index, "primary", reason)
         if writes:
             if self._in_transaction():
                 rc.dirty = True

@@ -86,6 +86,8 @@ class ReadYourWritesMiddleware:
         self.get_response = get_response
         self.config = TokenSettings.from_settings()
         self.signer = signing.TimestampSigner(salt=SALT)
+        header = self.config.header
+        self._header_key = "HTTP_" + header.upper().replace("-", "_") if header else None
         if iscoroutinefunction(get_response):
             markcoroutinefunction(self)
 
@@ -117,9 +119,12 @@ class ReadYourWritesMiddleware:
         return session
 
     def _incoming(self, request: HttpRequest) -> list[tuple[str, str]]:
-        found = []
+        found: list[tuple[str, str]] = []
         c = self.config
-        if c.cookie and c.cookie in request.COOKIES:
+        meta = request.META
+        # Straight from META: request.headers and request.COOKIES parse every header or
+        # cookie there is, on every request, to find one.
+        if c.cookie and "HTTP_COOKIE" in meta and c.cookie in request.COOKIES:
             try:
                 found.append(("cookie", self.signer.unsign(request.COOKIES[c.cookie], max_age=c.max_age)))
             except signing.SignatureExpired:
@@ -129,7 +134,7 @@ class ReadYourWritesMiddleware:
                     "ignored a replpool token cookie with a bad signature (tampered, or "
                     "signed with another SECRET_KEY) from %s", _client(request),
                 )
-        value = request.headers.get(c.header) if c.header else None
+        value = meta.get(self._header_key) if self._header_key else None
         if value:
             try:
                 found.append(("header", self.signer.unsign(value, max_age=c.max_age)))
