@@ -20,6 +20,9 @@ lab: venv servers
 
 bench: venv servers
 	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/overhead_mariadb.py
+	$(PY) benchmarks/django_views.py
+	$(PY) benchmarks/offload.py
 
 venv: $(STAMP)
 
