@@ -19,6 +19,24 @@ class Result:
         return statistics.median(self.rates)
 
 
+class ThreadSlots:
+    """Gives each benchmark thread its own slot (e.g. its own direct connection)."""
+
+    def __init__(self, n: int) -> None:
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._next = 0
+        self._n = n
+
+    def slot(self) -> int:
+        s = getattr(self._local, "slot", None)
+        if s is None:
+            with self._lock:
+                s = self._local.slot = self._next % self._n
+                self._next += 1
+        return int(s)
+
+
 def run_for(op: Callable[[], None], seconds: float, threads: int) -> float:
     """Operations per second of ``op`` run by ``threads`` threads for ``seconds``."""
     counts = [0] * threads

@@ -21,7 +21,7 @@ import psycopg
 import psycopg_pool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import interleaved, pin_cpus, table  # noqa: E402
+from _common import ThreadSlots, interleaved, pin_cpus, table  # noqa: E402
 
 import replpool  # noqa: E402
 from replpool.testing import PostgresLab  # noqa: E402
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                 p.wait()
             cluster = replpool.Cluster(primary.url, [replica.url], min_size=size, max_size=size)
             cluster.open()
-            local = _ThreadSlots(threads)
+            local = ThreadSlots(threads)
             key = _Keys()
 
             def direct_op(role: str, sql: str) -> Any:
@@ -119,26 +119,6 @@ def main(argv: list[str] | None = None) -> int:
                 for c in conns:
                     c.close()
     return 0
-
-
-class _ThreadSlots:
-    """Gives each benchmark thread its own direct connection."""
-
-    def __init__(self, n: int) -> None:
-        import threading
-
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._next = 0
-        self._n = n
-
-    def slot(self) -> int:
-        s = getattr(self._local, "slot", None)
-        if s is None:
-            with self._lock:
-                s = self._local.slot = self._next % self._n
-                self._next += 1
-        return s
 
 
 class _Keys:

@@ -29,7 +29,6 @@ import argparse
 import itertools
 import logging
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ import mysql.connector
 from mysql.connector import pooling
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import interleaved, pin_cpus, table  # noqa: E402
+from _common import ThreadSlots, interleaved, pin_cpus, table  # noqa: E402
 
 import replpool  # noqa: E402
 from replpool.testing import MariaDBLab  # noqa: E402
@@ -85,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             cluster = replpool.Cluster(primary.url, [replica.url], min_size=size, max_size=size)
             cluster.open()
-            local = _ThreadSlots(threads)
+            local = ThreadSlots(threads)
             keys = itertools.count()
 
             def key() -> int:
@@ -171,24 +170,6 @@ def main(argv: list[str] | None = None) -> int:
                 for c in conns:
                     c.close()
     return 0
-
-
-class _ThreadSlots:
-    """Gives each benchmark thread its own direct connection."""
-
-    def __init__(self, n: int) -> None:
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._next = 0
-        self._n = n
-
-    def slot(self) -> int:
-        s = getattr(self._local, "slot", None)
-        if s is None:
-            with self._lock:
-                s = self._local.slot = self._next % self._n
-                self._next += 1
-        return s
 
 
 if __name__ == "__main__":

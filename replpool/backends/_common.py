@@ -166,6 +166,25 @@ class ClusterWrapperMixin:
         return params
 
 
+def engine_cluster(
+    alias: str, options: Mapping[str, Any], primary: str, replicas: list[str],
+    kwargs: Mapping[str, Any], configure: Any, who: str,
+) -> Cluster:
+    """The alias's Cluster, its pools opening connections with ``kwargs`` and running
+    ``configure`` on each, as the engine's backend would (``who``)."""
+    args = cluster_arguments(alias, options)
+    pool_options = args.pop("pool_options")
+    for key in ("configure", "kwargs"):
+        if key in pool_options:
+            raise ImproperlyConfigured(
+                f"DATABASES[{alias!r}]['OPTIONS']['pool'][{key!r}] is set by the engine (it "
+                f"configures connections the way {who} does)"
+            )
+    pool_options["kwargs"] = dict(kwargs)
+    pool_options["configure"] = configure
+    return Cluster(primary, replicas, name=alias, pool_options=pool_options, **args)
+
+
 def base_init_connection_state(wrapper: Any) -> None:
     """Django's generic connection setup (the version check), skipping the engine's
     per-connection configuration, which the pools run on each new connection."""

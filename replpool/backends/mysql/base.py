@@ -32,7 +32,7 @@ from mysql.connector.django.creation import DatabaseCreation as ConnectorCreatio
 from ..._cluster import Cluster
 from ..._mysql import _URL_OPTIONS, MySQLEngine, _option_value
 from ..._mysqlpool import Connection
-from .._common import ClusterWrapperMixin, cluster_arguments, replica_settings
+from .._common import ClusterWrapperMixin, engine_cluster, replica_settings
 
 # Only its stateless checks (errors, liveness) are used: each cluster has its own engine,
 # which learns whether its servers are MariaDB or MySQL.
@@ -178,17 +178,10 @@ class DatabaseWrapper(ClusterWrapperMixin, connector_base.DatabaseWrapper):
                 str(rs.get("HOST") or ""), rs.get("PORT"), rs.get("USER"), rs.get("PASSWORD"),
                 database, own,
             ))
-        args = cluster_arguments(self.alias, self.settings_dict["OPTIONS"])
-        pool_options = args.pop("pool_options")
-        for key in ("configure", "kwargs"):
-            if key in pool_options:
-                raise ImproperlyConfigured(
-                    f"DATABASES[{self.alias!r}]['OPTIONS']['pool'][{key!r}] is set by the "
-                    "engine (it configures connections the way the backend does)"
-                )
-        pool_options["kwargs"] = shared
-        pool_options["configure"] = configurer(self._session_statements())
-        return Cluster(primary, replicas, name=self.alias, pool_options=pool_options, **args)
+        return engine_cluster(
+            self.alias, self.settings_dict["OPTIONS"], primary, replicas, shared,
+            configurer(self._session_statements()), "the connector's backend",
+        )
 
     def _session_statements(self) -> list[str]:
         """What the backend's ``init_connection_state`` runs on a new connection. It

@@ -21,7 +21,7 @@ from psycopg.pq import Format
 
 from ..._cluster import Cluster
 from ..._pg import PostgresEngine
-from .._common import ClusterWrapperMixin, base_init_connection_state, cluster_arguments, replica_settings
+from .._common import ClusterWrapperMixin, base_init_connection_state, engine_cluster, replica_settings
 
 # Connection parameters that are psycopg arguments, not libpq keywords.
 _PSYCOPG_KWARGS = ("context", "cursor_factory", "prepare_threshold", "row_factory", "autocommit")
@@ -53,17 +53,10 @@ class DatabaseWrapper(ClusterWrapperMixin, pg_base.DatabaseWrapper):
                     p[lib] = rs[key]
             p.update(rs["OPTIONS"])
             replicas.append(self._split(p)[0])
-        args = cluster_arguments(self.alias, self.settings_dict["OPTIONS"])
-        pool_options = args.pop("pool_options")
-        for key in ("configure", "kwargs"):
-            if key in pool_options:
-                raise ImproperlyConfigured(
-                    f"DATABASES[{self.alias!r}]['OPTIONS']['pool'][{key!r}] is set by the "
-                    "engine (it configures connections the way Django does)"
-                )
-        pool_options["kwargs"] = kwargs
-        pool_options["configure"] = self._configure_pooled
-        return Cluster(primary, replicas, name=self.alias, pool_options=pool_options, **args)
+        return engine_cluster(
+            self.alias, self.settings_dict["OPTIONS"], primary, replicas, kwargs,
+            self._configure_pooled, "Django",
+        )
 
     def _configure_pooled(self, connection: psycopg.Connection[Any]) -> None:
         """Every new connection of every member: what Django does to its own."""
