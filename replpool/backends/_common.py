@@ -148,6 +148,25 @@ class ClusterWrapperMixin:
     def is_retryable_read(self, exc: BaseException, conn: Any) -> bool:
         raise NotImplementedError
 
+    def primary_usable(self, conn: Any) -> bool:
+        """Whether a held primary connection still works, without a round trip."""
+        raise NotImplementedError
+
+    def is_usable(self) -> bool:
+        if not self.routed:
+            return super().is_usable()  # type: ignore[misc, no-any-return]
+        rc = self.connection
+        if rc is None or rc.closed:
+            return False
+        conn = rc.held_primary
+        # Nothing held: the next lease is checked at checkout.
+        return conn is None or self.primary_usable(conn)
+
+    def close_if_health_check_failed(self) -> None:
+        if not self.routed:
+            return super().close_if_health_check_failed()  # type: ignore[misc, no-any-return]
+        # Pooled connections are checked at every checkout.
+
     def on_primary_connection(self, conn: Any) -> None:
         """Per-lease setup of the primary connection (isolation level, ...)."""
 

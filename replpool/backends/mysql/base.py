@@ -208,23 +208,6 @@ class DatabaseWrapper(ClusterWrapperMixin, connector_base.DatabaseWrapper):
         # Each pooled connection was configured when its pool opened it; Django's
         # connect() has set autocommit on the routed connection already.
 
-    def is_usable(self) -> bool:
-        if not self.routed:
-            return super().is_usable()
-        rc = self.connection
-        if rc is None or rc.closed:
-            return False
-        conn = rc.held_primary
-        if conn is None:
-            return True  # nothing held: the next lease is checked at checkout
-        # What the backend's ping would tell, without the round trip.
-        return _ENGINE.alive(conn)
-
-    def close_if_health_check_failed(self) -> None:
-        if not self.routed:
-            return super().close_if_health_check_failed()
-        # Pooled connections are checked at every checkout.
-
     # -- cursors ------------------------------------------------------------------------------
 
     def create_cursor(self, name: Any = None) -> Any:
@@ -236,6 +219,10 @@ class DatabaseWrapper(ClusterWrapperMixin, connector_base.DatabaseWrapper):
     def make_plain_cursor(self, conn: Connection) -> Any:
         # What the backend's create_cursor makes of its connection.
         return connector_base.CursorWrapper(conn.cursor())
+
+    def primary_usable(self, conn: Connection) -> bool:
+        # What the backend's ping would tell: whether the server is still there.
+        return bool(_ENGINE.alive(conn))
 
     def is_read_only_error(self, exc: BaseException) -> bool:
         return _ENGINE.is_read_only_error(exc)

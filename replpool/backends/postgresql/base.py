@@ -98,24 +98,6 @@ class DatabaseWrapper(ClusterWrapperMixin, pg_base.DatabaseWrapper):
             return False
         return self._configure_timezone(self.connection.primary())
 
-    def is_usable(self) -> bool:
-        if not self.routed:
-            return super().is_usable()
-        rc = self.connection
-        if rc is None or rc.closed:
-            return False
-        conn = rc.held_primary
-        if conn is None:
-            return True  # nothing held: the next lease is checked at checkout
-        # What Django's "SELECT 1" would tell, without the round trip: a transaction
-        # aborted by an error, or a connection whose server went away.
-        return conn.info.transaction_status != pq.TransactionStatus.INERROR and _ENGINE.alive(conn)
-
-    def close_if_health_check_failed(self) -> None:
-        if not self.routed:
-            return super().close_if_health_check_failed()
-        # Pooled connections are checked at every checkout.
-
     # -- cursors ------------------------------------------------------------------------------
 
     def create_cursor(self, name: str | None = None) -> Any:
@@ -143,6 +125,11 @@ class DatabaseWrapper(ClusterWrapperMixin, pg_base.DatabaseWrapper):
         if self.timezone != tzloader.timezone:  # type: ignore[union-attr]
             register_tzloader(self.timezone, cursor)
         return cursor
+
+    def primary_usable(self, conn: psycopg.Connection[Any]) -> bool:
+        # What Django's "SELECT 1" would tell: a transaction aborted by an error, or a
+        # connection whose server went away.
+        return conn.info.transaction_status != pq.TransactionStatus.INERROR and _ENGINE.alive(conn)
 
     def is_read_only_error(self, exc: BaseException) -> bool:
         return _ENGINE.is_read_only_error(exc)
