@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+import logging
+
 import statistics
 import threading
 import time
@@ -17,6 +20,17 @@ class Result:
     @property
     def rate(self) -> float:
         return statistics.median(self.rates)
+
+
+def round_arguments(doc: str | None, argv: list[str] | None) -> argparse.Namespace:
+    """The options every interleaved benchmark takes: round length, rounds, threads."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=1.0, help="length of one round (1)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per variant (5)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 4])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    return args
 
 
 class ThreadSlots:

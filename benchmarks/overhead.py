@@ -11,8 +11,6 @@ interleaved rounds; ratios > 1 mean faster than the raw pool.
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ import psycopg
 import psycopg_pool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ThreadSlots, interleaved, pin_cpus, table  # noqa: E402
+from _common import ThreadSlots, interleaved, pin_cpus, round_arguments, table  # noqa: E402
 
 import replpool  # noqa: E402
 from replpool.testing import PostgresLab  # noqa: E402
@@ -30,12 +28,7 @@ ROWS = 1000
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=1.0, help="length of one round (1)")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds per variant (5)")
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 4])
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    args = round_arguments(__doc__, argv)
 
     with PostgresLab(replicas=1) as lab:
         primary, replica = lab.primary, lab.replicas[0]
