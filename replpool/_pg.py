@@ -41,13 +41,55 @@ _OWN_POOL_ARGS = frozenset({"conninfo", "min_size", "max_size", "open", "name"})
 
 
 class LifoConnectionPool(psycopg_pool.ConnectionPool):  # type: ignore[type-arg]
-    """psycopg_pool's pool, handing out the most recently returned idle connection.
+    """psycopg_pool's pool, handing out the most recently returned idle connection, with
+    a short path for the common checkout.
 
     psycopg_pool hands idle connections out first-in first-out, so a lightly loaded pool
     rotates through all of them; on loopback each query then costs noticeably more than
     on the connection just used (its server process and caches are warm). Last-in
     first-out also leaves the surplus idle long enough for ``max_idle`` to close it,
-    while the pool's shrinking still closes the one idle longest (the leftmost)."""
+    while the pool's shrinking still closes the one idle longest (the leftmost).
+
+    The short path: when an idle connection is ready, ``getconn`` takes it under the
+    pool's lock and ``putconn`` puts a clean one (idle, not expired, not drained, nobody
+    waiting, no ``reset`` callback) straight back, doing exactly what psycopg_pool does
+    in that case and skipping only its logging. Every other case (waiting, growing, a
+    ``check`` callback, a connection to roll back, replace or close, a closed pool) goes
+    through psycopg_pool's own code. It reads private attributes of psycopg_pool, so it
+    is enabled only on the versions it was checked against (:data:`FAST_PATH`); the
+    test suite pins each behaviour it must keep."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._fast_get = FAST_PATH and self._check is None
+        self._fast_put = FAST_PATH and self._reset is None
+
+    def getconn(self, timeout: float | None = None) -> Any:
+        if self._fast_get:
+            with self._lock:
+                if self._pool and not self._closed and not self._open_implicit:
+                    conn = self._pool.pop()
+                    if len(self._pool) < self._nconns_min:
+                        self._nconns_min = len(self._pool)
+                    self._stats[self._REQUESTS_NUM] += 1
+                    conn._pool = self
+                    return conn
+        return super().getconn(timeout)
+
+    def putconn(self, conn: Any) -> None:
+        if (
+            self._fast_put
+            and getattr(conn, "_pool", None) is self
+            and conn.pgconn.transaction_status == _IDLE
+            and conn._expire_at > time.monotonic()
+            and (not _HAS_DRAIN or conn._created_at > self._drained_at)
+        ):
+            with self._lock:
+                if not self._closed and not self._waiting and self._pool_full_event is None:
+                    conn._pool = None
+                    self._pool.append(conn)
+                    return
+        super().putconn(conn)
 
     def _get_ready_connection(self, timeout: float | None) -> Any:
         # Called with the pool's lock held, as the base class does.
@@ -69,6 +111,13 @@ class LifoConnectionPool(psycopg_pool.ConnectionPool):  # type: ignore[type-arg]
         return stats
 
 
+_IDLE = pq.TransactionStatus.IDLE
+_CONN_OK = pq.ConnStatus.OK
+_HAS_DRAIN = hasattr(psycopg_pool.ConnectionPool, "drain")
+# The psycopg_pool versions whose getconn/putconn the short path was checked against.
+FAST_PATH_VERSIONS = ("3.2.", "3.3.")
+FAST_PATH = psycopg_pool.__version__.startswith(FAST_PATH_VERSIONS)
+
 # The subclass leans on two private names of psycopg_pool (3.2 and 3.3 have them); should
 # a later version rename them, fall back to the plain pool rather than break.
 _POOL_CLASS: type[psycopg_pool.ConnectionPool] = (  # type: ignore[type-arg]
@@ -77,6 +126,25 @@ _POOL_CLASS: type[psycopg_pool.ConnectionPool] = (  # type: ignore[type-arg]
     and "_nconns_min" in inspect.getsource(psycopg_pool.ConnectionPool._get_ready_connection)
     else psycopg_pool.ConnectionPool
 )
+
+
+class _Watch:
+    """What :meth:`PostgresEngine.alive` keeps on a pooled connection: a poll object on
+    its socket (cheaper per check than ``select.select``), and whether its server said
+    farewell (a FATAL notice while the connection was idle)."""
+
+    __slots__ = ("poll", "doomed")
+
+    def __init__(self, fd: int) -> None:
+        self.poll = select.poll()
+        self.poll.register(fd, select.POLLIN)
+        self.doomed = False
+
+
+def _watch(conn: psycopg.Connection[Any]) -> _Watch:
+    watch = _Watch(conn.pgconn.socket)
+    conn._replpool_watch = watch  # type: ignore[attr-defined]
+    return watch
 
 
 def _pool_arg_names() -> frozenset[str]:
@@ -98,8 +166,6 @@ class PostgresEngine:
         self._sizes: tuple[int, int] = (8192, 16 << 20)
         # Autocommit connections whose session default is read-only (see set_read_only).
         self._ro_sessions: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
-        # Connections the server said farewell to (a FATAL notice while idle).
-        self._doomed: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
 
     # -- configuration ------------------------------------------------------------------
 
@@ -184,11 +250,11 @@ class PostgresEngine:
     def _watch_farewell(self, conn: psycopg.Connection[Any]) -> None:
         """A server that shuts down or loses its postmaster sends a FATAL message to
         idle clients before it closes their sockets; remember who got one."""
-        doomed, ref = self._doomed, weakref.ref(conn)
+        watch = _watch(conn)
 
         def on_notice(diag: psycopg.errors.Diagnostic) -> None:
-            if diag.severity_nonlocalized in ("FATAL", "PANIC") and (c := ref()) is not None:
-                doomed.add(c)
+            if diag.severity_nonlocalized in ("FATAL", "PANIC"):
+                watch.doomed = True
 
         conn.add_notice_handler(on_notice)
 
@@ -257,20 +323,23 @@ class PostgresEngine:
         has an end-of-file (or a farewell message) waiting."""
         pgconn = conn.pgconn
         try:
+            try:
+                watch = conn._replpool_watch  # type: ignore[attr-defined]
+            except AttributeError:
+                watch = _watch(conn)
             # A farewell message and the end of the stream may arrive in two reads.
             for _ in range(3):
-                if pgconn.status != pq.ConnStatus.OK:
+                if pgconn.status != _CONN_OK:
                     return False
-                readable, _, _ = select.select([pgconn.socket], [], [], 0)
-                if not readable:
+                if not watch.poll.poll(0):
                     break
                 pgconn.consume_input()
         except (psycopg.OperationalError, OSError, ValueError):
             return False
-        if conn in self._doomed:
+        if watch.doomed:
             pgconn.finish()  # so the pool sees it broken and replaces it
             return False
-        return pgconn.status == pq.ConnStatus.OK
+        return pgconn.status == _CONN_OK
 
     def enter(self, conn: psycopg.Connection[Any]) -> None:
         conn.__enter__()
