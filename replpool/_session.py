@@ -23,8 +23,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, overload
 
@@ -320,9 +319,10 @@ def is_pinned() -> bool:
     return _pinned.get()
 
 
-@contextmanager
-def session(after: str | None = None) -> Iterator[Session]:
-    """Open a consistency scope, e.g. one per web request or task.
+class session:  # noqa: N801 (a function to its callers)
+    """Open a consistency scope, e.g. one per web request or task::
+
+        with replpool.session() as s: ...
 
     ``after``: a token from :func:`current_token`; reads in the scope observe at least
     the writes it names. A bad token raises :class:`~replpool.TokenError`.
@@ -332,19 +332,37 @@ def session(after: str | None = None) -> Iterator[Session]:
     test that just wrote sees those writes). When it ends, it hands its own writes back
     to an enclosing explicit session; an implicit one gets nothing, so requests served
     one after another by a thread do not accumulate each other's writes.
+
+    A class rather than a generator, because web middleware opens one per request.
+    Each ``with`` opens a new session: the object may be used again, not inside itself.
     """
-    parent = _current.get()
-    outer = parent[0] if parent is not None and parent[1] else None
-    s = Session(parent[0].snapshot() if parent is not None else None)
-    if after is not None:
-        adopt(s, after)
-    ctx = _current.set((s, True))
-    try:
-        yield s
-    finally:
-        _current.reset(ctx)
-        if outer is not None:
-            outer.merge(s)
+
+    __slots__ = ("after", "_ctx", "_outer", "_session")
+
+    def __init__(self, after: str | None = None) -> None:
+        self.after = after
+        self._ctx: contextvars.Token[tuple[Session, bool] | None] | None = None
+        self._outer: Session | None = None
+        self._session: Session | None = None
+
+    def __enter__(self) -> Session:
+        if self._ctx is not None:
+            raise RuntimeError("this replpool.session() is already open: make a new one")
+        parent = _current.get()
+        self._outer = parent[0] if parent is not None and parent[1] else None
+        s = Session(parent[0].snapshot() if parent is not None else None)
+        if self.after is not None:
+            adopt(s, self.after)
+        self._session = s
+        self._ctx = _current.set((s, True))
+        return s
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._ctx is not None, "replpool.session: __exit__ without __enter__"
+        _current.reset(self._ctx)
+        self._ctx = None
+        if self._outer is not None and self._session is not None:
+            self._outer.merge(self._session)
 
 
 def adopt(s: Session, token: str) -> None:

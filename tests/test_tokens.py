@@ -79,6 +79,31 @@ def test_entries_with_a_pending_write_round_trip(mapping: dict[str, tuple[object
         assert got.position == entry.position or (got.position is None and not str(entry.position))
 
 
+@common
+@given(
+    st.dictionaries(
+        st.one_of(cluster_names, st.text(max_size=20)),
+        st.tuples(st.one_of(st.none(), positions), st.one_of(st.none(), nonces)),
+        max_size=4,
+    )
+)
+def test_a_token_is_the_compact_json_of_its_entries(mapping: dict[str, tuple]) -> None:
+    """encode() writes its JSON by hand; it must be exactly what json.dumps writes, for
+    any name (quotes, backslashes and non-ASCII included)."""
+    entries = {
+        name: _tokens.Entry(pos.engine if pos is not None else "mariadb", pos, nonce)  # type: ignore[attr-defined]
+        for name, (pos, nonce) in mapping.items()
+    }
+    expected = {
+        name: f"{e.engine}:{e.position if e.position is not None else ''}"
+        + (f"~{e.pending}" if e.pending is not None else "")
+        for name, e in sorted(entries.items())
+    }
+    body = _tokens.encode(entries).removeprefix(_tokens.PREFIX)
+    raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    assert raw == json.dumps(expected, separators=(",", ":"), ensure_ascii=True).encode()
+
+
 def test_a_token_names_a_pending_write_by_its_nonce() -> None:
     token = _tokens.encode({"c": _tokens.Entry("postgresql", None, "n0nce-abc")})
     assert _tokens.decode(token) == {"c": _tokens.Entry("postgresql", None, "n0nce-abc")}

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +41,7 @@ from django.http import HttpRequest, HttpResponseBase
 
 from .. import _session
 from .._errors import Error
+from ._signing import CookieSetter, TokenSigner
 
 logger = logging.getLogger("replpool.django")
 
@@ -84,39 +84,42 @@ class ReadYourWritesMiddleware:
 
     def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         self.get_response = get_response
-        self.config = TokenSettings.from_settings()
-        self.signer = signing.TimestampSigner(salt=SALT)
-        header = self.config.header
-        self._header_key = "HTTP_" + header.upper().replace("-", "_") if header else None
-        if iscoroutinefunction(get_response):
+        self.config = c = TokenSettings.from_settings()
+        self.signer = TokenSigner(salt=SALT)
+        self._cookie = (
+            CookieSetter(c.cookie, max_age=c.max_age, httponly=c.httponly,
+                         samesite=c.samesite, path=c.path, domain=c.domain)
+            if c.cookie else None
+        )
+        self._header_key = "HTTP_" + c.header.upper().replace("-", "_") if c.header else None
+        self._async = iscoroutinefunction(get_response)
+        if self._async:
             markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> Any:
-        if iscoroutinefunction(self):
+        if self._async:
             return self.__acall__(request)
-        with ExitStack() as stack:
-            session = self._enter(request, stack)
+        with _session.session() as session:
+            self._adopt(request, session)
             response = self.get_response(request)
             self._leave(request, response, session)
         return response
 
     async def __acall__(self, request: HttpRequest) -> Any:
-        with ExitStack() as stack:
-            session = self._enter(request, stack)
+        with _session.session() as session:
+            self._adopt(request, session)
             response = await self.get_response(request)  # type: ignore[misc]
             self._leave(request, response, session)
         return response
 
     # -- incoming --------------------------------------------------------------------------
 
-    def _enter(self, request: HttpRequest, stack: ExitStack) -> _session.Session:
-        session = stack.enter_context(_session.session())
+    def _adopt(self, request: HttpRequest, session: _session.Session) -> None:
         for source, token in self._incoming(request):
             try:
                 _session.adopt(session, token)
             except Error as exc:
                 logger.warning("ignored a replpool token from the %s: %s", source, exc)
-        return session
 
     def _incoming(self, request: HttpRequest) -> list[tuple[str, str]]:
         found: list[tuple[str, str]] = []
@@ -156,12 +159,8 @@ class ReadYourWritesMiddleware:
             return
         c = self.config
         signed = self.signer.sign(token)  # one signature serves the cookie and the header
-        if c.cookie:
-            response.set_cookie(
-                c.cookie, signed, max_age=c.max_age,
-                secure=request.is_secure() if c.secure is None else c.secure,
-                httponly=c.httponly, samesite=c.samesite, path=c.path, domain=c.domain,
-            )
+        if self._cookie is not None:
+            self._cookie.set(response, signed, secure=request.is_secure() if c.secure is None else c.secure)
         if c.header:
             response[c.header] = signed
 

@@ -10,11 +10,15 @@ import time
 
 from asgiref.sync import sync_to_async
 
+from django.core import signing
 from django.db import connection, connections, transaction
-from django.test import AsyncClient, Client, TransactionTestCase
+from django.http import HttpResponse
+from django.test import AsyncClient, Client, SimpleTestCase, TransactionTestCase, override_settings
 
 import replpool
 from replpool import _session, _tokens
+from replpool.django._signing import CookieSetter, TokenSigner
+from replpool.django.middleware import SALT
 
 from legacy.models import Customer, Order
 from shop import lab
@@ -155,6 +159,64 @@ class ReadYourWritesTests(TransactionTestCase):
     def test_requests_without_writes_set_no_cookie(self):
         response = self.client.get("/where/")
         self.assertNotIn("replpool_token", response.cookies)
+
+
+def same_second(make):
+    """``make()`` run twice within one wall-clock second (what a timestamp resolves)."""
+    for _ in range(3):
+        start = int(time.time())
+        first, second = make(), make()
+        if int(time.time()) == start:
+            return first, second
+    raise AssertionError("three tries all straddled a second")
+
+
+class SigningTests(SimpleTestCase):
+    """The middleware signs and sets its cookie with work done once per process; the
+    results must be what Django's own TimestampSigner and set_cookie give."""
+
+    VALUES = ["rp1.eyJkZWZhdWx0IjoicG9zdGdyZXNxbDp-YWJjIn0", "", "x" * 500, "żółw:~"]
+
+    def test_signatures_are_djangos_byte_for_byte(self):
+        ours, django = TokenSigner(salt=SALT), signing.TimestampSigner(salt=SALT)
+        for value in self.VALUES:
+            self.assertEqual(ours.signature(value), django.signature(value))
+            a, b = same_second(lambda: (ours.sign(value), django.sign(value)))[0]
+            self.assertEqual(a, b)
+            self.assertEqual(django.unsign(a, max_age=60), value)
+            self.assertEqual(ours.unsign(b, max_age=60), value)
+        self.assertNotEqual(ours.signature("v"), TokenSigner(salt="other").signature("v"))
+
+    def test_a_token_signed_with_a_retired_key_is_read_and_a_foreign_one_refused(self):
+        with override_settings(SECRET_KEY="old-" + "k" * 50):
+            old = TokenSigner(salt=SALT).sign("token")
+        with override_settings(SECRET_KEY="new-" + "k" * 50, SECRET_KEY_FALLBACKS=["old-" + "k" * 50]):
+            self.assertEqual(TokenSigner(salt=SALT).unsign(old, max_age=60), "token")
+        with override_settings(SECRET_KEY="new-" + "k" * 50):
+            with self.assertRaises(signing.BadSignature):
+                TokenSigner(salt=SALT).unsign(old, max_age=60)
+
+    def test_cookies_are_what_set_cookie_writes(self):
+        cases = [
+            dict(httponly=True, samesite="Lax", path="/", domain=None),
+            dict(httponly=False, samesite=None, path="/app/", domain="example.com"),
+            dict(httponly=True, samesite="Strict", path="/", domain=None),
+        ]
+        for attrs in cases:
+            setter = CookieSetter("replpool_token", max_age=300, **attrs)
+            for secure in (False, True):
+                for value in ["rp1.abc:1tX:sig-_", 'needs "quoting"; here']:
+                    def both():
+                        ours, django = HttpResponse(), HttpResponse()
+                        setter.set(ours, value, secure=secure)
+                        django.set_cookie("replpool_token", value, max_age=300, secure=secure, **attrs)
+                        return ours.cookies.output(), django.cookies.output()
+                    ours, django = same_second(both)[0]
+                    self.assertEqual(ours, django, (attrs, secure, value))
+
+    def test_a_bad_cookie_setting_fails_when_the_middleware_starts(self):
+        with self.assertRaises(ValueError):
+            CookieSetter("replpool_token", max_age=300, samesite="Sometimes")
 
 
 class TokenTests(TransactionTestCase):

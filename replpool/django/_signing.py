@@ -1,0 +1,80 @@
+"""Signing and setting the token cookie, at a cost fit for every request that wrote.
+
+Django's ``TimestampSigner`` derives its HMAC key from the salt and ``SECRET_KEY`` on
+every signature, and ``HttpResponse.set_cookie`` validates and formats every attribute
+of the cookie on every call; together they cost more than the rest of the middleware.
+Both results depend on settings fixed when the middleware starts, so both are worked out
+once here, by Django's own code, and reused: the signatures and the cookies are Django's,
+byte for byte (the tests compare them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from http.cookies import Morsel, SimpleCookie
+from typing import Any
+
+from django.core import signing
+from django.http import HttpResponse, HttpResponseBase
+from django.utils.encoding import force_bytes
+from django.utils.http import http_date
+
+
+class TokenSigner(signing.TimestampSigner):
+    """Django's ``TimestampSigner``, with its HMAC keyed once (and its timestamp encoded
+    once a second) instead of on every call. Keys other than its own (Django's
+    ``SECRET_KEY_FALLBACKS``, when it reads a token) go through Django's code."""
+
+    def __init__(self, *, salt: str) -> None:
+        super().__init__(salt=salt)
+        hasher = getattr(hashlib, self.algorithm)
+        # Django's salted_hmac(salt + "signer", value, key): HMAC keyed with
+        # hash(salt + "signer" + key).
+        derived = hasher(force_bytes(self.salt + "signer") + force_bytes(self.key)).digest()
+        self._keyed = hmac.new(derived, digestmod=hasher)
+        self._stamp: tuple[int, str] = (-1, "")
+
+    def signature(self, value: Any, key: Any = None) -> str:
+        if key and key != self.key:
+            return str(super().signature(value, key))
+        mac = self._keyed.copy()
+        mac.update(force_bytes(value))
+        return signing.b64_encode(mac.digest()).decode()
+
+    def timestamp(self) -> str:
+        now = int(time.time())
+        stamp = self._stamp
+        if stamp[0] != now:
+            stamp = self._stamp = (now, signing.b62_encode(now))
+        return stamp[1]
+
+
+class CookieSetter:
+    """Sets one cookie on responses as ``response.set_cookie(name, value, **attrs)``
+    would: the attributes are set once on a template by ``set_cookie`` itself, and each
+    response gets a copy with its value, its expiry date, and Secure if asked."""
+
+    _encoder = SimpleCookie()  # type: ignore[var-arg]
+
+    def __init__(self, name: str, *, max_age: int, **attrs: Any) -> None:
+        probe = HttpResponse()
+        probe.set_cookie(name, "-", max_age=max_age, secure=False, **attrs)
+        self.name = name
+        self.max_age = max_age
+        self._template: Morsel[str] = probe.cookies[name]
+        self._expires: tuple[int, str] = (-1, "")
+
+    def set(self, response: HttpResponseBase, value: str, *, secure: bool) -> None:
+        morsel = self._template.copy()
+        morsel.set(self.name, value, self._encoder.value_encode(value)[1])
+        # What set_cookie writes: http_date(time.time() + max_age), to the second.
+        now = int(time.time())
+        expires = self._expires
+        if expires[0] != now:
+            expires = self._expires = (now, http_date(now + self.max_age))
+        morsel["expires"] = expires[1]
+        if secure:
+            morsel["secure"] = True
+        response.cookies[self.name] = morsel
