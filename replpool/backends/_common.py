@@ -89,6 +89,7 @@ class ClusterWrapperMixin:
     alias: str
     settings_dict: dict[str, Any]
     connection: Any
+    _replpool_options_memo: tuple[Any, str]
 
     @property
     def routed(self) -> bool:
@@ -102,13 +103,24 @@ class ClusterWrapperMixin:
         return None
 
     def _settings_key(self) -> tuple[Any, ...]:
+        # OPTIONS by content, so that copies of the wrapper (connection.copy()) share the
+        # cluster; its text is worked out once per OPTIONS dict, not on every request
+        # (like Django's own pool, a dict changed in place after the first connection
+        # needs close_pool()).
         s = self.settings_dict
-        return (s.get("NAME"), s.get("USER"), s.get("HOST"), s.get("PORT"), repr(s.get("OPTIONS")))
+        options = s.get("OPTIONS")
+        memo = self.__dict__.get("_replpool_options_memo")
+        if memo is None or memo[0] is not options:
+            memo = self._replpool_options_memo = (options, repr(options))
+        return (s.get("NAME"), s.get("USER"), s.get("HOST"), s.get("PORT"), memo[1])
 
     def replpool_cluster(self) -> Cluster:
         """The alias's cluster, made on first use and remade when its settings change
         (the test runner switches NAME to the test database)."""
         key = self._settings_key()
+        found = self._replpool_clusters.get(self.alias)
+        if found is not None and found[0] == key and not found[1].closed:
+            return found[1]  # the common case, without the lock
         with self._replpool_lock:
             found = self._replpool_clusters.get(self.alias)
             if found is not None and found[0] == key and not found[1].closed:

@@ -127,7 +127,7 @@ class ReadYourWritesMiddleware:
         meta = request.META
         # Straight from META: request.headers and request.COOKIES parse every header or
         # cookie there is, on every request, to find one.
-        if c.cookie and "HTTP_COOKIE" in meta and c.cookie in request.COOKIES:
+        if c.cookie and meta.get("HTTP_COOKIE") and c.cookie in request.COOKIES:
             try:
                 found.append(("cookie", self.signer.unsign(request.COOKIES[c.cookie], max_age=c.max_age)))
             except signing.SignatureExpired:
