@@ -500,6 +500,9 @@ class Cluster:
     def decide_read(self, avoid: frozenset[int] = frozenset()) -> Decision:
         """Where a read of the current session should go now (waiting up to
         ``causal_wait`` for a replica if that could help). No connection is taken."""
+        if len(self._members) == 1:
+            # No replica to choose (a cluster of one database): the primary, at no cost.
+            return _PINNED if _session._pinned.get() else _NO_REPLICA
         req = self._requirement()
         decision = self._route(req, avoid)
         if decision.member is None and decision.waitable and self.causal_wait > 0:
@@ -637,6 +640,10 @@ class Cluster:
             for v in topo.members
         )
         return f"<replpool.Cluster {self.name!r} {self.engine_name} {state}: {members}>"
+
+
+_PINNED = Decision(None, Reason.PINNED)
+_NO_REPLICA = Decision(None, Reason.NO_REPLICA)
 
 
 class Lease:

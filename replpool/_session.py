@@ -243,17 +243,24 @@ class Session:
                 if found is not None:
                     self.note_resolution(name, found[1], found[0])
                     req = self._reqs[name]
-            nonce = None
-            if req.pending_since is not None:
-                with self._lock:
-                    named = self._nonces.setdefault(name, [])
-                    nonce = next((n for since, n in named if since == req.pending_since), None)
-                    if nonce is None:
-                        nonce = _tokens.new_nonce()
-                        named.append((req.pending_since, nonce))
+            nonce = self._nonce_for(name, req.pending_since) if req.pending_since is not None else None
             if req.floor is not None or nonce is not None:
                 out[name] = _tokens.Entry(req.engine, req.floor, nonce)
         return out
+
+    def _nonce_for(self, cluster: str, since: int) -> str:
+        """The nonce naming this session's write pending since ``since`` on ``cluster``
+        (made the first time a token needs it)."""
+        with self._lock:
+            named = self._nonces.get(cluster)
+            if named is None:
+                named = self._nonces[cluster] = []
+            for pending_since, nonce in named:
+                if pending_since == since:
+                    return nonce
+            nonce = _tokens.new_nonce()
+            named.append((since, nonce))
+            return nonce
 
     def token(self) -> str | None:
         """The token of what this session must observe, or None if nothing."""

@@ -112,6 +112,17 @@ def test_writes_go_to_the_primary(cluster, table):
     assert reason_count(cluster, "primary", Reason.WRITE) - before == 2
 
 
+def test_a_cluster_of_one_database_reads_from_it_and_says_why(lab, engine):
+    with replpool.Cluster(lab.primary.url, **FAST) as c, replpool.session():
+        for _ in range(3):
+            with c.connection(read_only=True) as conn:
+                assert rows(conn, engine.is_replica_sql) == [(0,)]
+        with replpool.pinned_to_master():
+            assert c.query(engine.is_replica_sql, read_only=True) == [(0,)]
+        routing = c.status().routing
+    assert routing == {"primary": {"no_replica": 3, "pinned": 1}}, routing
+
+
 def test_round_robin_spreads_reads_over_both_replicas(lab, engine):
     with make_cluster(lab, replica_selection="round_robin") as c, replpool.session():
         for _ in range(10):

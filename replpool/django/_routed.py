@@ -182,14 +182,13 @@ class RoutingCursor:
 
     @property
     def _rc(self) -> RoutedConnection:
-        conn = self._wrapper.connection
-        assert isinstance(conn, RoutedConnection)
-        return conn
+        return self._wrapper.connection  # type: ignore[no-any-return]
 
     def _cursor_on(self, conn: Any) -> Any:
-        if self._cur is not None and self._conn is conn:
-            return self._cur
-        self._close_current()
+        if self._cur is not None:
+            if self._conn is conn:
+                return self._cur
+            self._close_current()
         self._cur, self._conn = self._make_cursor(conn), conn
         return self._cur
 
