@@ -354,9 +354,7 @@ class Monitor:
     def resolve(self, finished_ns: int) -> tuple[int, Position] | None:
         """The first primary sample sent after ``finished_ns`` (a write's end): its
         position covers that write. None if the monitor has sampled none since."""
-        samples = self._primary_samples
-        i = bisect.bisect_right(samples, finished_ns, key=lambda s: s[0])
-        return samples[i] if i < len(samples) else None
+        return first_sent_after(self._primary_samples, finished_ns)
 
     def wait_for_change(self, version: int, timeout: float) -> Topology:
         """The next topology after ``version``, or the current one after ``timeout``."""
@@ -364,6 +362,15 @@ class Monitor:
             if self.topology.version == version and timeout > 0:
                 self.changed.wait(timeout)
             return self.topology
+
+
+def first_sent_after(samples: list[tuple[int, Position]], t_ns: int) -> tuple[int, Position] | None:
+    """The first of ``samples`` (``(sent_ns, position)``, in increasing ``sent_ns``)
+    sent after ``t_ns``, or None."""
+    if not samples or samples[-1][0] <= t_ns:
+        return None  # the common case: a write that just finished
+    i = bisect.bisect_right(samples, t_ns, key=lambda s: s[0])
+    return samples[i]
 
 
 def _describe(exc: BaseException) -> str:

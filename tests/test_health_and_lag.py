@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from replpool._health import Health
 from replpool._lag import PrimaryHistory
+from replpool._monitor import first_sent_after
 from replpool._positions import LSN, MariaDBGTID
 
 common = settings(deadline=None, max_examples=100)
@@ -276,3 +277,11 @@ def test_a_replica_further_along_is_never_reported_more_behind(
     lag_ahead, lag_behind = h.lag_seconds(ahead, now), h.lag_seconds(behind, now)
     assert lag_ahead is not None and lag_behind is not None
     assert 0.0 <= lag_ahead <= lag_behind
+
+
+@settings(deadline=None, max_examples=200)
+@given(st.lists(st.integers(0, 1000), unique=True).map(sorted), st.integers(-5, 1005))
+def test_a_write_is_resolved_by_the_first_primary_sample_sent_after_it(sents, t):
+    samples = [(s, LSN(s)) for s in sents]
+    later = [s for s in samples if s[0] > t]
+    assert first_sent_after(samples, t) == (later[0] if later else None)
