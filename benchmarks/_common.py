@@ -135,3 +135,23 @@ def pin_cpus(lab: object) -> str:
                 except OSError:
                     pass  # a process that just exited
     return f"client on CPU {cpus[0]}, servers on CPU {', '.join(map(str, sorted(servers)))}"
+
+
+def move_to_client_cpu(lab: object, member: object) -> str:
+    """Put one lab member's server processes on the client's CPU (after
+    :func:`pin_cpus`), so that it no longer shares a CPU with the others: on a machine of
+    two CPUs, the way to give a replica capacity of its own."""
+    import os
+
+    from replpool.testing._process import process_tree
+
+    client = sorted(os.sched_getaffinity(0))
+    pid = lab._server_pid(member)  # type: ignore[attr-defined]
+    if pid is None:
+        return "member not running"
+    for p in process_tree(pid):
+        try:
+            os.sched_setaffinity(p, client)
+        except OSError:
+            pass
+    return f"{member.name} moved to CPU {', '.join(map(str, client))}"  # type: ignore[attr-defined]

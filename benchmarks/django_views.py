@@ -2,7 +2,7 @@
 option, against replpool.backends.postgresql on one database and with two replicas,
 side by side on the same lab in one process.
 
-    python benchmarks/django_views.py [--seconds 1] [--rounds 5] [--threads 1 4]
+    python benchmarks/django_views.py [--seconds 1] [--rounds 5] [--threads 1 4] [--report-ms 20]
 
 Each request is a view called the way a server calls it, then the end-of-request
 connection cleanup (close_old_connections). The read view fetches one item and a page
@@ -10,6 +10,10 @@ of ten (two queries); the write view creates an item (one INSERT). replpool's vi
 behind ReadYourWritesMiddleware, as a replpool site would (which makes a token for every
 request that wrote: a signed cookie and a header); the baseline without it, and
 "engine" is replpool's engine without the middleware.
+
+Last, a report view (one query that keeps its server busy for a few milliseconds) at the
+largest thread count, with one replica moved to the client's CPU so that it has a CPU
+the primary does not: what replicas are for, at the scale of a two-CPU machine.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import interleaved, pin_cpus, table  # noqa: E402
+from _common import interleaved, move_to_client_cpu, pin_cpus, table  # noqa: E402
 
 from replpool.testing import PostgresLab  # noqa: E402
 
@@ -53,11 +57,29 @@ def configure(lab: PostgresLab, pool_size: int) -> None:
     django.setup()
 
 
+def calibrate(lab: PostgresLab, ms: float) -> int:
+    """How many rows of generate_series the report's query sums to take about ``ms``
+    of server time on this machine."""
+    import time
+
+    import psycopg
+
+    n, best = 100_000, float("inf")
+    with psycopg.connect(lab.primary.dsn, autocommit=True) as conn:
+        for _ in range(3):  # the best of three
+            start = time.perf_counter()
+            conn.execute("SELECT sum(g) FROM generate_series(1, %s) AS g", [n])
+            best = min(best, time.perf_counter() - start)
+    return max(1000, int(n * ms / 1000 / best))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--report-ms", type=float, default=20.0,
+                        help="server time of the report view's query, roughly (20)")
     args = parser.parse_args(argv)
     with PostgresLab(replicas=2) as lab:
         configure(lab, max(2, max(args.threads)))
@@ -121,6 +143,30 @@ def main(argv: list[str] | None = None) -> int:
             print(table(f"read view, {threads} thread(s)", reads, "django pool (primary)"))
             print(table(f"write view, {threads} thread(s)", writes, "django pool (primary)"))
             print()
+        # Replicas add throughput only where they bring CPUs of their own, and where the
+        # primary's CPU is what runs out: a report view whose query keeps its server
+        # busy. The primary and its replicas share CPU 1 above; now one replica moves
+        # to the client's CPU, as if each database server had one CPU.
+        series = calibrate(lab, args.report_ms)
+
+        def report_view(alias: str) -> Any:
+            def view(request: Any) -> HttpResponse:
+                with connections[alias].cursor() as cursor:
+                    cursor.execute("SELECT sum(g) FROM generate_series(1, %s) AS g", [series])
+                    return HttpResponse(str(cursor.fetchone()[0]))
+            return view
+
+        moved = move_to_client_cpu(lab, lab.replicas[0])
+        reports = interleaved(
+            {
+                "django pool (primary)": serve(report_view("default"), False),
+                "replpool, 2 replicas": serve(report_view("replpool_replicas"), True),
+            },
+            rounds=args.rounds, seconds=args.seconds, threads=max(args.threads),
+        )
+        print(table(f"report view ({args.report_ms:g} ms query), {max(args.threads)} thread(s); "
+                    f"{moved}", reports, "django pool (primary)"))
+        print()
         routing = connections["replpool_replicas"].replpool_cluster().status().routing
         print(f"replpool (2 replicas) routing: {routing}")
     return 0

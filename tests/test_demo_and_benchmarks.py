@@ -51,3 +51,13 @@ def test_the_overhead_benchmark_runs_and_prints_ratios():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("vs psycopg_pool") == 2
     assert re.search(r"replpool read_only=True\s+\d+\s+[\d.]+\s+[\d.]+x", proc.stdout)
+
+
+def test_the_django_views_benchmark_runs_and_prints_ratios():
+    proc = run("benchmarks/django_views.py", "--seconds", "0.05", "--rounds", "1", "--threads", "1",
+               "--report-ms", "1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("vs django pool (primary)") == 3
+    for kind in ("read view", "write view", "report view"):
+        assert re.search(rf"{kind}.*\n.*\n  django pool \(primary\)\s+\d+\s+[\d.]+\s+1\.000x", proc.stdout), kind
+    assert re.search(r"replpool, 2 replicas\s+\d+\s+[\d.]+\s+[\d.]+x", proc.stdout)
