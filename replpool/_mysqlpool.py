@@ -42,9 +42,11 @@ Session state is reset on return only when the caller changed it. Each connectio
 the server to track changes to its session (``CLIENT_SESSION_TRACK`` and
 ``session_track_state_change``); the server then flags every reply to a statement that
 set a variable, a user variable, the schema, created a temporary table or prepared a
-statement, at no cost. A connection returned with that flag is reset
-(``COM_RESET_CONNECTION`` and the connection's set-up again) by a background worker
-before anyone gets it again; the others go straight back to the pool. A transaction left
+statement, at no cost. A connection returned with that flag (or with autocommit not as
+set up: switching autocommit is not counted as a change, since Django switches it off
+and on for every ``atomic()`` block) is reset (``COM_RESET_CONNECTION`` and the
+connection's set-up again) by a background worker before anyone gets it again; the
+others go straight back to the pool. A transaction left
 open is rolled back on return, as psycopg_pool does.
 
 Errors subclass psycopg_pool's (``PoolTimeout``, ``TooManyRequests``, ``PoolClosed``)
@@ -118,6 +120,7 @@ class Connection(MySQLConnection):
     _rp_returned: float = 0.0
     _rp_out_since: float = 0.0
     _rp_baseline: tuple[Any, ...] = ()
+    _rp_base_autocommit: bool = False  # autocommit as set up: a checkout must leave it so
     # Set on monitor connections (see MySQLEngine.monitor_connect).
     _rp_member: str = ""
     _rp_show_status: bool = False
@@ -140,11 +143,18 @@ class Connection(MySQLConnection):
     @autocommit.setter
     def autocommit(self, value: bool) -> None:
         if bool(value) == self.autocommit:
-            # No SET for nothing: it would cost a round trip and mark the session as
-            # changed (to be reset on return), e.g. for code that sets it on each use.
+            # No SET for nothing: it would cost a round trip, e.g. for code that sets it
+            # on each use.
             self._autocommit = bool(value)
             return
-        MySQLConnection.autocommit.fset(self, value)  # type: ignore[attr-defined]
+        # The server flags the SET as a change of session state, but the pool checks
+        # autocommit itself on return: switching it off and back on (what every
+        # Django atomic() block does) must not cost the connection a reset.
+        dirty = self._rp_dirty
+        try:
+            MySQLConnection.autocommit.fset(self, value)  # type: ignore[attr-defined]
+        finally:
+            self._rp_dirty = dirty
 
     def is_connected(self) -> bool:
         """Whether the connection works, without a round trip (see :func:`socket_ok`).
@@ -666,7 +676,7 @@ class MySQLPool:
         if now >= conn._rp_expires:
             self._discard(conn)
             return
-        if conn._rp_dirty:
+        if conn._rp_dirty or conn.autocommit != conn._rp_base_autocommit:
             sched = self._sched
             if sched is None or not sched.run(lambda: self._reset_session(conn)):
                 self._discard(conn)  # closing
@@ -814,6 +824,7 @@ class MySQLPool:
         # What the driver re-applies after a reset, as configured (a caller may have
         # changed them through the connection's properties).
         conn._rp_baseline = (conn._autocommit, conn._sql_mode, conn._time_zone, conn._database)
+        conn._rp_base_autocommit = conn.autocommit
 
     def _reset_session(self, conn: Connection) -> None:
         """Background: give a connection whose session the caller changed its initial

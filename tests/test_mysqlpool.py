@@ -260,6 +260,33 @@ def test_a_changed_session_is_reset_before_reuse_and_an_unchanged_one_is_not(mak
     pool.putconn(conn)
 
 
+def test_autocommit_switched_off_and_back_on_costs_no_reset(make_pool, monkeypatch):
+    """What every Django atomic() block does; left switched, the connection is reset."""
+    resets: list[Connection] = []
+    original = Connection.cmd_reset_connection
+
+    def counting(self: Connection) -> bool:
+        resets.append(self)
+        return original(self)
+
+    monkeypatch.setattr(Connection, "cmd_reset_connection", counting)
+    pool = make_pool(min_size=1, max_size=1, configure=lambda c: setattr(c, "autocommit", True))
+    conn = pool.getconn()
+    conn.autocommit = False
+    scalar(conn, "SELECT 1")
+    conn.commit()
+    conn.autocommit = True
+    pool.putconn(conn)
+    conn = pool.getconn(timeout=5)
+    assert resets == []
+    conn.autocommit = False  # and left so
+    pool.putconn(conn)
+    conn = pool.getconn(timeout=5)
+    assert resets == [conn]
+    assert conn.autocommit and scalar(conn, "SELECT @@session.autocommit") == 1
+    pool.putconn(conn)
+
+
 def test_a_schema_change_is_undone_by_the_reset(make_pool, server):
     pool = make_pool(min_size=1, max_size=1)
     conn = pool.getconn()
