@@ -200,3 +200,42 @@ def test_a_pool_in_full_use_keeps_its_connections(make_pool):
         time.sleep(0.01)
     stats = pool.get_stats()
     assert stats["connections_num"] == opened and stats["pool_size"] == 2, stats
+
+
+def test_threads_hammering_the_pool_never_share_a_connection_or_lose_one(make_pool):
+    pool = make_pool(min_size=2, max_size=4, max_idle=0.2)
+    in_use: set[int] = set()
+    guard = threading.Lock()
+    errors: list[str] = []
+    rounds = 300
+
+    def worker(seed: int) -> None:
+        for i in range(rounds):
+            conn = pool.getconn(timeout=10)
+            with guard:
+                if id(conn) in in_use:
+                    errors.append(f"connection {pid(conn)} handed out twice")
+                in_use.add(id(conn))
+            if (i + seed) % 7 == 0:
+                conn.execute("SELECT 1")  # returned in a transaction: rolled back
+            elif (i + seed) % 11 == 0:
+                time.sleep(0.001)
+            with guard:
+                in_use.discard(id(conn))
+            pool.putconn(conn)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    before = pool.get_stats().get("requests_num", 0)
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors[:3]
+    deadline = time.monotonic() + 5
+    while (stats := pool.get_stats())["pool_available"] != stats["pool_size"]:
+        assert time.monotonic() < deadline, stats  # a rollback still running
+        time.sleep(0.01)
+    assert stats["requests_num"] - before == 8 * rounds
+    assert 2 <= stats["pool_size"] <= 4
+    with pool.connection(timeout=5) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
