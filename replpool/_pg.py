@@ -118,8 +118,9 @@ _HAS_DRAIN = hasattr(psycopg_pool.ConnectionPool, "drain")
 FAST_PATH_VERSIONS = ("3.2.", "3.3.")
 FAST_PATH = psycopg_pool.__version__.startswith(FAST_PATH_VERSIONS)
 
-# The subclass leans on two private names of psycopg_pool (3.2 and 3.3 have them); should
-# a later version rename them, fall back to the plain pool rather than break.
+# The last-in first-out order leans on two private names of psycopg_pool (3.2 and 3.3
+# have them); should a later version rename them, fall back to the plain pool rather
+# than break. (The short path has its own gate, FAST_PATH.)
 _POOL_CLASS: type[psycopg_pool.ConnectionPool] = (  # type: ignore[type-arg]
     LifoConnectionPool
     if hasattr(psycopg_pool.ConnectionPool, "_get_ready_connection")
