@@ -383,7 +383,9 @@ class Cluster:
                 return None
         # A server that restarted left every idle connection dead: discard them all
         # now (each costs no round trip to check), taking only idle ones (no waiting),
-        # and give up on the member only if none was alive.
+        # and give up on the member only if none was alive: this time, and for good
+        # only if one of them was opened since the monitor saw the member come back.
+        newest = 0.0
         for _ in range(self.max_size + 1):
             if self._engine.alive(conn):
                 if start:
@@ -391,6 +393,7 @@ class Cluster:
                     for o in _observe._observers:
                         o.checkout_waited(self.name, m.spec.name, waited)
                 return conn
+            newest = max(newest, self._engine.opened_at(conn))
             m.pool.putconn(conn)  # broken: the pool discards and replaces it
             self._observe_failure(m, "dead")
             try:
@@ -399,7 +402,7 @@ class Cluster:
                 break
         else:
             m.pool.putconn(conn)
-        self._monitor.report_failure(m.index, "its pooled connections were found dead")
+        self._monitor.report_failure(m.index, "its pooled connections were found dead", newest)
         return None
 
     def _getconn_slowly(self, m: _Member, timeout: float) -> Any | None:

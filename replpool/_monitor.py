@@ -54,6 +54,9 @@ class MemberState:
     failed_ns: int = 0
     polls: int = 0
     poll_errors: int = 0
+    # When the member last came back or was seen restarted (time.monotonic()): pooled
+    # connections opened before then may have died with its earlier life.
+    back_at: float = 0.0
 
 
 class Monitor:
@@ -210,12 +213,14 @@ class Monitor:
                 "cluster %r: %s restarted; forgetting what it had replayed",
                 self.cluster, m.spec.name,
             )
+            m.back_at = now
         m.epoch = sample.epoch
         m.sample = sample
         m.sampled_at = now
         m.role = "replica" if sample.in_recovery else "primary"
         if m.health.succeeded(now):
             logger.warning("cluster %r: %s is answering again", self.cluster, m.spec.name)
+            m.back_at = now
             self.on_member_up(m.index)
 
     def _member_hung(self, m: MemberState, now: float) -> None:
@@ -238,10 +243,16 @@ class Monitor:
             self._publish()
             self.on_member_down(m.index, hung)
 
-    def report_failure(self, index: int, error: str) -> None:
-        """A request found a member broken: take it out of rotation now."""
+    def report_failure(self, index: int, error: str, opened_at: float | None = None) -> None:
+        """A request found a member broken: take it out of rotation now.
+
+        ``opened_at``: when the newest of the broken connections it found was opened.
+        Connections all older than the member's return (it restarted, and the monitor
+        has seen it answer since) died with its earlier life and say nothing of it now."""
         with self.lock:
             m = self.members[index]
+            if opened_at is not None and opened_at < m.back_at:
+                return
             if m.health.up:
                 self._member_failed(m, time.monotonic(), error)
 

@@ -397,6 +397,10 @@ class MySQLEngine:
         :func:`replpool._mysqlpool.socket_ok`); the pool replaces one that does not."""
         return not conn.closed and socket_ok(conn)
 
+    def opened_at(self, conn: Any) -> float:
+        """When the pool opened a connection (``time.monotonic()``)."""
+        return float(conn._rp_created)
+
     def enter(self, conn: Any) -> None:
         """Nothing to send: a transaction starts with the first statement (autocommit
         off, the driver's and psycopg's default)."""

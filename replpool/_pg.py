@@ -131,15 +131,17 @@ _POOL_CLASS: type[psycopg_pool.ConnectionPool] = (  # type: ignore[type-arg]
 
 class _Watch:
     """What :meth:`PostgresEngine.alive` keeps on a pooled connection: a poll object on
-    its socket (cheaper per check than ``select.select``), and whether its server said
-    farewell (a FATAL notice while the connection was idle)."""
+    its socket (cheaper per check than ``select.select``), whether its server said
+    farewell (a FATAL notice while the connection was idle), and when it was opened
+    (made when the pool configures a new connection)."""
 
-    __slots__ = ("poll", "doomed")
+    __slots__ = ("poll", "doomed", "opened")
 
     def __init__(self, fd: int) -> None:
         self.poll = select.poll()
         self.poll.register(fd, select.POLLIN)
         self.doomed = False
+        self.opened = time.monotonic()
 
 
 def _watch(conn: psycopg.Connection[Any]) -> _Watch:
@@ -341,6 +343,12 @@ class PostgresEngine:
             pgconn.finish()  # so the pool sees it broken and replaces it
             return False
         return pgconn.status == _CONN_OK
+
+    def opened_at(self, conn: psycopg.Connection[Any]) -> float:
+        """When a pooled connection was opened (``time.monotonic()``); now, for one
+        replpool did not see opened."""
+        watch = getattr(conn, "_replpool_watch", None)
+        return watch.opened if watch is not None else time.monotonic()
 
     def enter(self, conn: psycopg.Connection[Any]) -> None:
         conn.__enter__()
