@@ -76,6 +76,19 @@ def test_there_is_no_session_before_the_first_write() -> None:
     assert replpool.current_session() is None
 
 
+def test_a_session_object_opens_a_new_session_each_time_but_not_inside_itself() -> None:
+    scope = replpool.session()
+    with scope as first:
+        assert replpool.current_session() is first
+        with pytest.raises(RuntimeError, match="already open"):
+            scope.__enter__()
+        assert replpool.current_session() is first
+    assert replpool.current_session() is None
+    with scope as second:
+        assert second is not first and replpool.current_session() is second
+    assert replpool.current_session() is None
+
+
 def test_the_first_write_makes_an_implicit_session_that_later_writes_reuse() -> None:
     first = _session.writing_session()
     assert replpool.current_session() is first
