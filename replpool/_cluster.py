@@ -46,6 +46,11 @@ def _count(name: str, value: Any, minimum: int) -> int:
     return value
 
 
+# The decisions of a cluster of one database (nothing to route).
+_PINNED = Decision(None, Reason.PINNED)
+_NO_REPLICA = Decision(None, Reason.NO_REPLICA)
+
+
 class _Member:
     """A member's pool and its checked-out connections."""
 
@@ -643,10 +648,6 @@ class Cluster:
             for v in topo.members
         )
         return f"<replpool.Cluster {self.name!r} {self.engine_name} {state}: {members}>"
-
-
-_PINNED = Decision(None, Reason.PINNED)
-_NO_REPLICA = Decision(None, Reason.NO_REPLICA)
 
 
 class Lease:

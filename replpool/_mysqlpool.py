@@ -46,8 +46,8 @@ statement, at no cost. A connection returned with that flag (or with autocommit 
 set up: switching autocommit is not counted as a change, since Django switches it off
 and on for every ``atomic()`` block) is reset (``COM_RESET_CONNECTION`` and the
 connection's set-up again) by a background worker before anyone gets it again; the
-others go straight back to the pool. A transaction left
-open is rolled back on return, as psycopg_pool does.
+others go straight back to the pool. A transaction left open is rolled back on return,
+as psycopg_pool does.
 
 Errors subclass psycopg_pool's (``PoolTimeout``, ``TooManyRequests``, ``PoolClosed``)
 so that the cluster treats both pools alike.

@@ -68,9 +68,7 @@ class LifoConnectionPool(psycopg_pool.ConnectionPool):  # type: ignore[type-arg]
         if self._fast_get:
             with self._lock:
                 if self._pool and not self._closed and not self._open_implicit:
-                    conn = self._pool.pop()
-                    if len(self._pool) < self._nconns_min:
-                        self._nconns_min = len(self._pool)
+                    conn = self._pop_idle()
                     self._stats[self._REQUESTS_NUM] += 1
                     conn._pool = self
                     return conn
@@ -94,11 +92,16 @@ class LifoConnectionPool(psycopg_pool.ConnectionPool):  # type: ignore[type-arg]
     def _get_ready_connection(self, timeout: float | None) -> Any:
         # Called with the pool's lock held, as the base class does.
         if self._pool and (timeout is None or timeout > 0):
-            conn = self._pool.pop()
-            if len(self._pool) < self._nconns_min:
-                self._nconns_min = len(self._pool)
-            return conn
+            return self._pop_idle()
         return super()._get_ready_connection(timeout)
+
+    def _pop_idle(self) -> Any:
+        """The idle connection returned last (the lock held, the pool not empty),
+        keeping the low-water mark that psycopg_pool's shrinking reads."""
+        conn = self._pool.pop()
+        if len(self._pool) < self._nconns_min:
+            self._nconns_min = len(self._pool)
+        return conn
 
     def get_stats(self) -> dict[str, int]:
         stats = super().get_stats()
@@ -345,8 +348,8 @@ class PostgresEngine:
         return pgconn.status == _CONN_OK
 
     def opened_at(self, conn: psycopg.Connection[Any]) -> float:
-        """When a pooled connection was opened (``time.monotonic()``); now, for one
-        replpool did not see opened."""
+        """When a pooled connection was opened (``time.monotonic()``), or, for one
+        whose opening replpool did not see, when it first checked it."""
         watch = getattr(conn, "_replpool_watch", None)
         return watch.opened if watch is not None else time.monotonic()
 

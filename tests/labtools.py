@@ -1,4 +1,5 @@
-"""Helpers for the lab's own tests: processes of a lab, and labs started by a child."""
+"""Helpers shared by the tests: waiting for a condition, processes of a lab, and labs
+started by a child."""
 
 from __future__ import annotations
 
@@ -54,3 +55,12 @@ def wait(predicate: Callable[[], object], timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return bool(predicate())
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 5.0, what: str = "condition") -> None:
+    """Wait for ``predicate()`` to be true; fail the test if it is not within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        time.sleep(0.01)

@@ -19,6 +19,7 @@ import pytest
 import replpool
 from replpool import Reason, _session
 from tests.engines import ENGINES, EngineOps, rows
+from tests.labtools import wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -77,14 +78,6 @@ def routed(cluster: replpool.Cluster) -> dict[str, dict[str, int]]:
 
 def reason_count(cluster: replpool.Cluster, target: str, reason: Reason) -> int:
     return routed(cluster).get(target, {}).get(reason.value, 0)
-
-
-def wait_until(predicate: Any, timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(0.01)
 
 
 def on_replica(cluster: replpool.Cluster, engine: EngineOps) -> bool:

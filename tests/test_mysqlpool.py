@@ -20,6 +20,7 @@ from replpool._mysqlpool import (
     TooManyRequests,
     socket_ok,
 )
+from tests.labtools import wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -45,6 +46,20 @@ def make_pool(server: Any) -> Iterator[Any]:
         pool.close()
 
 
+@pytest.fixture
+def resets(monkeypatch: pytest.MonkeyPatch) -> list[Connection]:
+    """The connections reset (COM_RESET_CONNECTION), in order."""
+    seen: list[Connection] = []
+    original = Connection.cmd_reset_connection
+
+    def counting(self: Connection) -> bool:
+        seen.append(self)
+        return original(self)
+
+    monkeypatch.setattr(Connection, "cmd_reset_connection", counting)
+    return seen
+
+
 def scalar(conn: Connection, sql: str, params: Any = None) -> Any:
     cur = conn.cursor()
     try:
@@ -52,14 +67,6 @@ def scalar(conn: Connection, sql: str, params: Any = None) -> Any:
         return cur.fetchall()[0][0]
     finally:
         cur.close()
-
-
-def wait_until(predicate: Any, timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(0.01)
 
 
 def pool_threads(name: str) -> list[str]:
@@ -224,15 +231,7 @@ def test_a_transaction_left_open_is_rolled_back_on_return(make_pool, mariadb_lab
     pool.putconn(conn)
 
 
-def test_a_changed_session_is_reset_before_reuse_and_an_unchanged_one_is_not(make_pool, monkeypatch):
-    resets: list[Connection] = []
-    original = Connection.cmd_reset_connection
-
-    def counting(self: Connection) -> bool:
-        resets.append(self)
-        return original(self)
-
-    monkeypatch.setattr(Connection, "cmd_reset_connection", counting)
+def test_a_changed_session_is_reset_before_reuse_and_an_unchanged_one_is_not(make_pool, resets):
 
     def configure(conn: Connection) -> None:
         conn.cursor().execute("SET SESSION sql_mode = 'ANSI_QUOTES'")
@@ -260,16 +259,8 @@ def test_a_changed_session_is_reset_before_reuse_and_an_unchanged_one_is_not(mak
     pool.putconn(conn)
 
 
-def test_autocommit_switched_off_and_back_on_costs_no_reset(make_pool, monkeypatch):
+def test_autocommit_switched_off_and_back_on_costs_no_reset(make_pool, resets):
     """What every Django atomic() block does; left switched, the connection is reset."""
-    resets: list[Connection] = []
-    original = Connection.cmd_reset_connection
-
-    def counting(self: Connection) -> bool:
-        resets.append(self)
-        return original(self)
-
-    monkeypatch.setattr(Connection, "cmd_reset_connection", counting)
     pool = make_pool(min_size=1, max_size=1, configure=lambda c: setattr(c, "autocommit", True))
     conn = pool.getconn()
     conn.autocommit = False

@@ -18,6 +18,7 @@ import pytest
 
 from replpool import _pg
 from replpool._pg import LifoConnectionPool
+from tests.labtools import wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -134,10 +135,7 @@ def test_a_waiting_client_gets_the_returned_connection(make_pool):
     got: list[Any] = []
     t = threading.Thread(target=lambda: got.append(pool.getconn(timeout=5)))
     t.start()
-    deadline = time.monotonic() + 5
-    while pool.get_stats().get("requests_waiting", 0) == 0:
-        assert time.monotonic() < deadline, "the second client never waited"
-        time.sleep(0.01)
+    wait_until(lambda: pool.get_stats().get("requests_waiting", 0) > 0, 5, "the second client waiting")
     pool.putconn(conn)
     t.join(5)
     assert got and got[0] is conn
@@ -151,10 +149,7 @@ def test_callbacks_run_on_each_checkout_and_return(make_pool):
     for _ in range(3):
         with pool.connection():
             pass
-    deadline = time.monotonic() + 5
-    while seen.count("reset") < 3:  # reset runs in the pool's worker
-        assert time.monotonic() < deadline, seen
-        time.sleep(0.01)
+    wait_until(lambda: seen.count("reset") >= 3, 5, "three resets, run by the pool's worker")
     assert seen.count("check") == 3
 
 
@@ -231,10 +226,10 @@ def test_threads_hammering_the_pool_never_share_a_connection_or_lose_one(make_po
     for t in threads:
         t.join(60)
     assert not errors, errors[:3]
-    deadline = time.monotonic() + 5
-    while (stats := pool.get_stats())["pool_available"] != stats["pool_size"]:
-        assert time.monotonic() < deadline, stats  # a rollback still running
-        time.sleep(0.01)
+    # a rollback may still be running
+    wait_until(lambda: (st := pool.get_stats())["pool_available"] == st["pool_size"], 5,
+               "every connection back in the pool")
+    stats = pool.get_stats()
     assert stats["requests_num"] - before == 8 * rounds
     assert 2 <= stats["pool_size"] <= 4
     with pool.connection(timeout=5) as conn:
