@@ -670,3 +670,34 @@ def test_session_guarantees_hold_while_replicas_pause_lag_and_resume(lab, engine
         c.query(f"DROP TABLE {table}")
     assert errors == []
     assert reads["session"].get("replica", 0) > 0, reads
+
+
+def test_a_session_that_read_a_child_row_finds_its_parent(lab, engine):
+    """Monotonic reads: a session that never writes reads a child row on an up-to-date
+    replica; its next read must not go to a replica that lacks the parent."""
+    parents, children = engine.table(), engine.table()
+    with make_cluster(lab, replica_selection="round_robin") as c:
+        c.query(engine.create_table_sql(parents))
+        c.query(engine.create_table_sql(children))
+        lab.wait_until_caught_up()
+        lab.pause_replication(lab.replicas[1])
+        for i in range(50):
+            c.query(f"INSERT INTO {parents} VALUES (%s, 'parent')", (i,))
+            c.query(f"INSERT INTO {children} VALUES (%s, 'child')", (i,))
+        wait_until(lambda: bool(lab.query(lab.replicas[0], f"SELECT 1 FROM {children} WHERE id = 49")), 5)
+
+        def one_session(i: int) -> tuple[bool, bool]:
+            with replpool.session():
+                child = c.query(f"SELECT id FROM {children} WHERE id = %s", (i,), read_only=True)
+                parent = c.query(f"SELECT id FROM {parents} WHERE id = %s", (i,), read_only=True)
+                return bool(child), bool(parent)
+
+        outcomes = []
+        for i in range(50):
+            t = threading.Thread(target=lambda i=i: outcomes.append(one_session(i)))  # a clean thread
+            t.start()
+            t.join()
+        c.query(f"DROP TABLE {children}")
+        c.query(f"DROP TABLE {parents}")
+    assert sum(child for child, _ in outcomes) >= 10, outcomes  # round robin: about half
+    assert [o for o in outcomes if o == (True, False)] == []
