@@ -87,8 +87,10 @@ class Cluster:
     :param max_replica_lag_bytes: bytes of log; the same, by size (None: no limit).
     :param monitor_interval: seconds between two polls of every member while the
         cluster serves traffic (0.1).
-    :param monitor_idle_interval: seconds between two polls while it serves none (1);
-        reads that need fresher positions than the monitor has ask for a poll at once.
+    :param monitor_idle_interval: seconds between two polls while it serves none (1).
+    :param monitor_demand_interval: reads that need fresher positions than the monitor
+        has ask for a poll at once; at most one such poll every this many seconds
+        (0.005). None: never (reads then wait for the monitor's own pace).
     :param causal_wait: seconds a read may wait for a replica to apply the session's
         writes before it goes to the primary (0: never wait).
     :param replica_selection: among fresh replicas, ``"least_lag"`` (default),
@@ -114,6 +116,7 @@ class Cluster:
         max_replica_lag_bytes: int | None = None,
         monitor_interval: float = 0.1,
         monitor_idle_interval: float = 1.0,
+        monitor_demand_interval: float | None = 0.005,
         causal_wait: float = 0.0,
         replica_selection: str = "least_lag",
         failover_wait: float = 5.0,
@@ -170,6 +173,10 @@ class Cluster:
         self.max_replica_lag_bytes = max_replica_lag_bytes
         self.monitor_interval = _number("monitor_interval", monitor_interval, minimum=0.005)
         self.monitor_idle_interval = _number("monitor_idle_interval", monitor_idle_interval, minimum=0.005)
+        self.monitor_demand_interval = (
+            None if monitor_demand_interval is None
+            else _number("monitor_demand_interval", monitor_demand_interval, minimum=0.001)
+        )
         if self.monitor_idle_interval < self.monitor_interval:
             raise ConfigurationError(
                 f"monitor_idle_interval ({monitor_idle_interval:g} s) must not be shorter than "
@@ -197,6 +204,7 @@ class Cluster:
             max_lag=self.max_replica_lag,
             max_lag_bytes=max_replica_lag_bytes,
             idle_interval=self.monitor_idle_interval,
+            demand_interval=self.monitor_demand_interval,
         )
         self._monitor.on_member_down = self._member_down
         self._monitor.on_member_up = self._member_up

@@ -5,8 +5,8 @@ replication position, keeps each member's health, and publishes an immutable
 It polls every ``interval`` while the cluster serves traffic, every ``idle_interval``
 when it does not, and at once when a read asks for it (:meth:`Monitor.demand`: a read
 needed a position no replica was known to have). Demanded rounds are coalesced: one in
-flight per cluster, at most one every ``_DEMAND_GAP`` seconds, shared by every waiting
-session. Each round is one small query per member. Polls run on a small executor (one
+flight per cluster, at most one every ``demand_interval`` seconds, shared by every
+waiting session. Each round is one small query per member. Polls run on a small executor (one
 thread per member at most), so a member that hangs delays nobody: a poll still
 unanswered after ``probe_timeout`` marks its member down, and the poll's socket is shut
 so the thread comes back.
@@ -34,10 +34,6 @@ from ._routing import MemberView, Role, Topology
 logger = logging.getLogger("replpool.monitor")
 
 _MAX_PRIMARY_SAMPLES = 512  # ~50 s at the default interval, when the primary is busy
-# The shortest time between the starts of two rounds that reads demanded (seconds): a
-# replica on loopback applies a commit in about a millisecond, so polling faster would
-# mostly find it not there yet.
-_DEMAND_GAP = 0.002
 
 
 @dataclass(eq=False)
@@ -82,11 +78,13 @@ class Monitor:
         max_lag_bytes: int | None,
         max_backoff: float = 2.0,
         idle_interval: float | None = None,
+        demand_interval: float | None = 0.005,
     ) -> None:
         self.cluster = cluster
         self.engine = engine
         self.interval = interval
         self.idle_interval = max(interval, idle_interval if idle_interval is not None else interval)
+        self.demand_interval = demand_interval  # None: rounds are never demanded
         # Checkouts since the cluster opened (the cluster counts them, without a lock: a
         # lost increment only delays the switch to the busy interval by a round).
         self.traffic = 0
@@ -167,7 +165,7 @@ class Monitor:
         traffic resumed after a pause). Cheap and coalesced: calls while a round is due
         or running add nothing."""
         self.idle = False
-        if not self._demanded.is_set():
+        if self.demand_interval is not None and not self._demanded.is_set():
             self._demanded.set()
 
     def stop(self) -> None:
@@ -475,6 +473,7 @@ def _run(ref: weakref.ref[Monitor], stop: threading.Event, demanded: threading.E
         interval = monitor.interval if busy else monitor.idle_interval
         monitor.idle = not busy
         hang = monitor.hang_deadline()
+        gap = monitor.demand_interval or 0.0
         del monitor
         if next_round <= started:  # the round was the scheduled one
             next_round = max(next_round + interval, time.monotonic())
@@ -488,5 +487,5 @@ def _run(ref: weakref.ref[Monitor], stop: threading.Event, demanded: threading.E
                 break
             if demanded.wait(left):
                 # Demanded: go now, but not sooner than the gap after the last start.
-                stop.wait(max(0.0, started + _DEMAND_GAP - time.monotonic()))
+                stop.wait(max(0.0, started + gap - time.monotonic()))
                 break
