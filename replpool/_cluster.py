@@ -174,6 +174,8 @@ class Cluster:
         self.checkout_timeout = float(self.pool_options.get("timeout", 30.0))
 
         self._members = [_Member(i, s) for i, s in enumerate(specs)]
+        # PostgreSQL standbys refuse writes themselves; MariaDB/MySQL replicas may not.
+        self._guard_replicas = self._engine.name != "postgresql"
         self._selector = Selector(replica_selection)
         roles: list[Role] = ["primary"]
         roles += ["replica"] * (len(specs) - 1)
@@ -447,6 +449,11 @@ class Cluster:
             assert m.pool is not None
             m.pool.putconn(conn)
             return None
+        if self._guard_replicas:
+            # A MariaDB/MySQL replica may run with read_only off: its read-only
+            # checkouts refuse writes all the same (the session keeps the mode, so
+            # this costs one statement per connection, not per checkout).
+            self._engine.set_read_only(conn, True)
         return conn
 
     def _checkout_primary(self, timeout: float, read_only: bool) -> tuple[_Member, Any]:

@@ -281,7 +281,9 @@ class PostgresEngine:
             raise
         return conn
 
-    def poll(self, conn: psycopg.Connection[Any]) -> Sample:
+    def poll(self, conn: psycopg.Connection[Any], thorough: bool = False) -> Sample:
+        """One poll; ``pg_is_in_recovery()`` is the role, so ``thorough`` changes
+        nothing."""
         sent = time.monotonic_ns()
         row = conn.execute(_POLL).fetchone()
         assert row is not None

@@ -18,7 +18,7 @@ import pytest
 
 import replpool
 from replpool import Reason, _session
-from tests.engines import ENGINES, EngineOps, rows
+from tests.engines import CLUSTER_LABS, EngineOps, rows
 from tests.labtools import wait_until
 
 pytestmark = pytest.mark.lab
@@ -26,9 +26,10 @@ pytestmark = pytest.mark.lab
 FAST = {"monitor_interval": 0.05, "probe_timeout": 0.5, "connect_timeout": 2}
 
 
-@pytest.fixture(params=sorted(ENGINES))
+@pytest.fixture(params=sorted(CLUSTER_LABS))
 def engine(request: pytest.FixtureRequest) -> EngineOps:
-    return ENGINES[request.param]
+    """Each engine's lab; MariaDB's twice, with replicas read_only on and off."""
+    return CLUSTER_LABS[request.param]
 
 
 @pytest.fixture(autouse=True)
@@ -45,8 +46,7 @@ def no_session_left_by_earlier_tests() -> Iterator[None]:
 
 @pytest.fixture
 def lab(engine: EngineOps, request: pytest.FixtureRequest) -> Any:
-    fixture = {"postgresql": "postgres_lab", "mariadb": "mariadb_lab"}[engine.name]
-    return request.getfixturevalue(fixture)
+    return request.getfixturevalue(engine.lab_fixture)
 
 
 def make_cluster(lab: Any, **options: Any) -> replpool.Cluster:
@@ -494,7 +494,7 @@ def test_the_primary_down_reads_go_on_and_writes_fail_clearly(lab, table):
 
 @pytest.mark.slow
 def test_after_promote_writes_go_to_the_new_primary(lab_factory, engine):
-    lab = lab_factory(engine.name, replicas=2)
+    lab = lab_factory(engine.name, replicas=2, **engine.lab_options)
     new = lab.replicas[0]
     with make_cluster(lab, failover_wait=10) as c:
         c.query(engine.create_table_sql("failover"))
@@ -511,6 +511,41 @@ def test_after_promote_writes_go_to_the_new_primary(lab_factory, engine):
         with replpool.session():
             for _ in range(5):
                 assert c.query("SELECT count(*) FROM failover", read_only=True) == [(1,)]
+
+
+@pytest.mark.slow
+def test_after_a_failover_status_and_metrics_show_exactly_one_primary(lab_factory, engine):
+    import replpool.metrics as rm
+    from prometheus_client import CollectorRegistry
+
+    lab = lab_factory(engine.name, replicas=2, **engine.lab_options)
+    old, new = f"{lab.primary.host}:{lab.primary.port}", f"{lab.replicas[0].host}:{lab.replicas[0].port}"
+    registry = CollectorRegistry()
+    rm.enable(registry)
+    try:
+        with make_cluster(lab, name="failover") as c:
+            lab.promote(lab.replicas[0])
+            wait_until(lambda: c.status().primary == new, 10, "the new primary found")
+            wait_until(lambda: not c.status().member(old).up, 10, "the old primary seen down")
+            status = c.status()
+            roles = {m.name: m.role for m in status.members}
+            assert [n for n, r in roles.items() if r == "primary"] == [new], roles
+            assert roles[old] == "down", roles
+            assert sorted(roles.values()) == ["down", "primary", "replica"], roles
+
+            def role_gauge(role: str) -> dict[str, float | None]:
+                return {
+                    m.name: registry.get_sample_value(
+                        "replpool_member_role", {"cluster": "failover", "member": m.name, "role": role}
+                    )
+                    for m in status.members
+                }
+
+            wait_until(lambda: role_gauge("primary")[old] == 0, 3, "the gauges of the next round")
+            assert [n for n, v in role_gauge("primary").items() if v == 1] == [new]
+            assert role_gauge("down")[old] == 1
+    finally:
+        rm.disable()
 
 
 # -- status and secrecy ----------------------------------------------------------------------

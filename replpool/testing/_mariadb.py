@@ -113,7 +113,10 @@ class MariaDBLab(Lab):
     Members are named ``maria1`` (the first primary), ``maria2``, ``maria3``...; each has
     its own data folder under the lab's temporary folder and its own free port. Every
     member writes a binary log with ``log_slave_updates`` and ``gtid_strict_mode``, so any
-    replica can become the primary and feed the others; replicas run with ``read_only``.
+    replica can become the primary and feed the others; replicas run with ``read_only``
+    on, or off with ``replica_read_only=False`` (the server's default, and common in
+    real setups: such replicas accept writes, so tests can check that replpool still
+    takes them for replicas and sends them none).
     The ``app`` user owns the ``app`` database and nothing else, bar ``SLAVE MONITOR``
     and ``BINLOG MONITOR`` to read replication state: ``read_only`` applies to it.
     ``root`` has no password on loopback.
@@ -128,8 +131,11 @@ class MariaDBLab(Lab):
     name_prefix = "maria"
     account_names = ("mysql",)
 
-    def __init__(self, replicas: int = 1, *, startup_timeout: float = 60.0) -> None:
+    def __init__(
+        self, replicas: int = 1, *, startup_timeout: float = 60.0, replica_read_only: bool = True
+    ) -> None:
         super().__init__(replicas, startup_timeout=startup_timeout)
+        self.replica_read_only = replica_read_only
         self._bins: Binaries | None = None
         # The mariadbd processes are our children: reap them once they exit.
         self._servers: dict[str, subprocess.Popen[bytes]] = {}
@@ -244,7 +250,7 @@ class MariaDBLab(Lab):
             f"--log-bin={m.name}-bin",
             "--log-slave-updates",
             "--gtid-strict-mode=1",
-            f"--read-only={1 if m.role == 'replica' else 0}",
+            f"--read-only={1 if m.role == 'replica' and self.replica_read_only else 0}",
             f"--report-host={m.host}",
             f"--report-port={m.port}",
             *_SERVER_OPTIONS,
