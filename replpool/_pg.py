@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import re
 import select
 import socket
+import threading
 import time
 import weakref
 from collections.abc import Mapping
@@ -18,6 +20,7 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ._engine import MemberSpec, Sample
+from ._episodes import Episodes
 from ._errors import ConfigurationError
 from ._positions import LSN
 
@@ -35,6 +38,41 @@ _SIZES = (
     "SELECT current_setting('wal_block_size')::int,"
     " pg_size_bytes(current_setting('wal_segment_size'))"
 )
+
+logger = logging.getLogger("replpool.pool")
+
+
+class _ConnectErrors(logging.Filter):
+    """psycopg_pool logs a warning at every failed attempt to connect ("error
+    connecting in 'pool': ..."), again and again while a member is away. For the pools
+    replpool made, let the first of a run through, drop the others, and say once when
+    the pool connects again (with how many attempts failed meanwhile)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self.pools: set[str] = set()
+        self.failing: Episodes[str] = Episodes()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != "error connecting in %r: %s" or not isinstance(record.args, tuple):
+            return True
+        name = record.args[0] if record.args else None
+        if name not in self.pools:
+            return True
+        with self._lock:
+            return self.failing.begin(str(name), time.monotonic())
+
+    def connected(self, name: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            ended = self.failing.end(name, now)
+        if ended is not None:
+            logger.warning("pool %r: connected again %s", name, ended.summary(now, "failed attempts"))
+
+
+_CONNECT_ERRORS = _ConnectErrors()
+logging.getLogger("psycopg.pool").addFilter(_CONNECT_ERRORS)
 
 # Arguments of psycopg_pool.ConnectionPool that Cluster sets itself.
 _OWN_POOL_ARGS = frozenset({"conninfo", "min_size", "max_size", "open", "name"})
@@ -236,8 +274,11 @@ class PostgresEngine:
         if "connect_timeout" not in spec.params:
             kwargs.setdefault("connect_timeout", max(2, int(round(connect_timeout))))
         user_configure = opts.pop("configure", None)
+        name = f"{cluster}/{spec.name}"
+        _CONNECT_ERRORS.pools.add(name)
 
         def configure(conn: psycopg.Connection[Any]) -> None:
+            _CONNECT_ERRORS.connected(name)
             self._watch_farewell(conn)
             if user_configure is not None:
                 user_configure(conn)
@@ -248,7 +289,7 @@ class PostgresEngine:
             min_size=min_size,
             max_size=max_size,
             open=False,
-            name=f"{cluster}/{spec.name}",
+            name=name,
             configure=configure,
             **opts,
         )
