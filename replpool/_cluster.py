@@ -279,7 +279,9 @@ class Cluster:
                 return self._engine.run(conn, query, params)
         except Exception as exc:
             failed = checkout.failed_member
-            if not read_only or failed is None or not self._engine.is_retryable_read(exc, checkout.failed_conn):
+            if not read_only or failed is None or not self._engine.is_retryable_read(
+                exc, checkout.failed_conn, checkout.failed_on_replica
+            ):
                 raise
             logger.info(
                 "cluster %r: read failed on %s (%s); running it once more elsewhere",
@@ -681,7 +683,10 @@ class Lease:
 class _Checkout:
     """One ``with cluster.connection(...)`` block."""
 
-    __slots__ = ("cluster", "read_only", "timeout", "avoid", "lease", "failed_member", "failed_conn")
+    __slots__ = (
+        "cluster", "read_only", "timeout", "avoid", "lease", "failed_member", "failed_conn",
+        "failed_on_replica",
+    )
 
     def __init__(
         self, cluster: Cluster, read_only: bool, timeout: float, avoid: frozenset[int] = frozenset()
@@ -694,6 +699,7 @@ class _Checkout:
         # Where the block failed, if it did: Cluster.query() decides on a retry.
         self.failed_member: int | None = None
         self.failed_conn: Any = None
+        self.failed_on_replica = False
 
     @property
     def reason(self) -> Reason | None:
@@ -721,6 +727,7 @@ class _Checkout:
         self.lease = None
         if exc is not None:
             self.failed_member, self.failed_conn = lease.index, lease.conn
+            self.failed_on_replica = lease.on_replica
         try:
             c._engine.exit(lease.conn, exc)
         finally:

@@ -119,7 +119,10 @@ class Engine(Protocol):
 
     def is_disconnect(self, exc: BaseException, conn: Any) -> bool: ...
 
-    def is_retryable_read(self, exc: BaseException, conn: Any) -> bool: ...
+    def is_retryable_read(self, exc: BaseException, conn: Any, on_replica: bool | None = None) -> bool:
+        """Whether a read that failed with ``exc`` may run again elsewhere.
+        ``on_replica``: whether replpool had sent it to a replica (None: unknown)."""
+        ...
 
 
 def engine_for(spec_text: str, driver: str | None) -> Engine:

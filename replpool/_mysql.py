@@ -490,7 +490,7 @@ class MySQLEngine:
         finally:
             cur.close()
 
-    def is_retryable_read(self, exc: BaseException, conn: Any) -> bool:
+    def is_retryable_read(self, exc: BaseException, conn: Any, on_replica: bool | None = None) -> bool:
         """A read that may run again elsewhere: its connection died (server gone, or
         cut by the monitor because the server hung). MariaDB and MySQL replicas do not
         cancel queries that conflict with replication, as PostgreSQL's do."""

@@ -74,6 +74,22 @@ class _ConnectErrors(logging.Filter):
 _CONNECT_ERRORS = _ConnectErrors()
 logging.getLogger("psycopg.pool").addFilter(_CONNECT_ERRORS)
 
+# A standby cancelled a statement that conflicted with replay (see is_recovery_conflict).
+_RECOVERY_CONFLICT_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+def _on_standby(conn: Any, on_replica: bool | None) -> bool:
+    """Whether ``conn``'s server is a standby: as it says (``in_hot_standby``), else as
+    the caller knows (``on_replica``), else no."""
+    try:
+        reported = conn.info.parameter_status("in_hot_standby") if conn is not None else None
+    except Exception:  # a closed connection, or not a psycopg one
+        reported = None
+    if reported is not None:
+        return str(reported) == "on"
+    return bool(on_replica)
+
+
 # Arguments of psycopg_pool.ConnectionPool that Cluster sets itself.
 _OWN_POOL_ARGS = frozenset({"conninfo", "min_size", "max_size", "open", "name"})
 
@@ -428,11 +444,11 @@ class PostgresEngine:
         cur = conn.execute(query, params)
         return cur.fetchall() if cur.description is not None else []
 
-    def is_retryable_read(self, exc: BaseException, conn: Any) -> bool:
+    def is_retryable_read(self, exc: BaseException, conn: Any, on_replica: bool | None = None) -> bool:
         """A read that may run again elsewhere: its connection died (server gone, or
         cut by the monitor because the server hung), or a standby cancelled it to
-        apply the primary's changes (SQLSTATE 40001, "conflict with recovery")."""
-        return self.is_disconnect(exc, conn) or self.is_recovery_conflict(exc)
+        apply the primary's changes (see :meth:`is_recovery_conflict`)."""
+        return self.is_disconnect(exc, conn) or self.is_recovery_conflict(exc, conn, on_replica)
 
     def is_disconnect(self, exc: BaseException, conn: Any) -> bool:
         return isinstance(exc, psycopg.OperationalError) and bool(getattr(conn, "broken", False))
@@ -440,5 +456,22 @@ class PostgresEngine:
     def is_read_only_error(self, exc: BaseException) -> bool:
         return isinstance(exc, psycopg.errors.ReadOnlySqlTransaction)
 
-    def is_recovery_conflict(self, exc: BaseException) -> bool:
-        return isinstance(exc, psycopg.errors.SerializationFailure) and "recovery" in str(exc)
+    def is_recovery_conflict(
+        self, exc: BaseException, conn: Any = None, on_replica: bool | None = None
+    ) -> bool:
+        """A standby cancelled the statement to replay the primary's changes: decided
+        from the SQLSTATE and the member's role, never from the message (which the
+        server translates, ``lc_messages``).
+
+        PostgreSQL cancels such a statement with SQLSTATE 40001 (serialization_failure),
+        or 40P01 (deadlock_detected) for a buffer pin deadlock with the startup process
+        (``ProcessInterrupts`` in postgres.c, ``CheckRecoveryConflictDeadlock`` in
+        standby.c). On a standby nothing else raises them (it runs no serializable
+        transaction and takes no lock a read could deadlock on); on a primary they are
+        the caller's own concurrency errors, which replpool never runs again. The role is
+        what the server reports on the connection (``in_hot_standby``, sent to every
+        client by PostgreSQL 14 and later, updated at promotion), else ``on_replica``
+        (where replpool sent the statement)."""
+        if getattr(exc, "sqlstate", None) not in _RECOVERY_CONFLICT_SQLSTATES:
+            return False
+        return _on_standby(conn, on_replica)
