@@ -208,7 +208,11 @@ class Cluster:
         answered or failed its first poll, so the first requests already know the
         topology."""
         if self._closed:
-            raise Error(f"cluster {self.name!r} is closed; make a new one", cluster=self.name)
+            raise Error(
+                f"cluster {self.name!r} is closed, and a closed cluster cannot be opened "
+                "again: make a new Cluster",
+                cluster=self.name,
+            )
         if self._opened:
             return self
         other = _session.registered(self.name)
@@ -494,10 +498,15 @@ class Cluster:
     # -- leases: the checkout path shared by connection() and the Django engines ------------
 
     def _check_open(self) -> None:
-        if not self._opened or self._closed:
+        if self._closed:
             raise Error(
-                f"cluster {self.name!r} is {'closed' if self._closed else 'not open'}: use "
-                "'with cluster:' or cluster.open()",
+                f"cluster {self.name!r} is closed, and a closed cluster cannot be opened "
+                "again: make a new Cluster (or keep this one open until the application stops)",
+                cluster=self.name,
+            )
+        if not self._opened:
+            raise Error(
+                f"cluster {self.name!r} is not open: use 'with cluster:' or cluster.open()",
                 cluster=self.name,
             )
 

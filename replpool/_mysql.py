@@ -242,6 +242,10 @@ class MySQLEngine:
             args["password"] = password
         return args
 
+    def pool_option_names(self) -> frozenset[str]:
+        """What ``pool_options`` may set: replpool's MySQL pool's arguments."""
+        return _POOL_ARGS
+
     def check_pool_options(self, options: Mapping[str, Any]) -> None:
         for key in options:
             if key in _OWN_POOL_ARGS:

@@ -261,6 +261,10 @@ class PostgresEngine:
             params=shown,
         )
 
+    def pool_option_names(self) -> frozenset[str]:
+        """What ``pool_options`` may set: psycopg_pool's arguments but those replpool sets."""
+        return _pool_arg_names()
+
     def check_pool_options(self, options: Mapping[str, Any]) -> None:
         allowed = _pool_arg_names()
         for key in options:

@@ -332,7 +332,9 @@ class session:  # noqa: N801 (a function to its callers)
         with replpool.session() as s: ...
 
     ``after``: a token from :func:`current_token`; reads in the scope observe at least
-    the writes it names. A bad token raises :class:`~replpool.TokenError`.
+    the writes it names. None or ``""`` (an empty header or cookie) is no token: both
+    start a session with nothing more to observe. A bad token raises
+    :class:`~replpool.TokenError`.
 
     A session starts with everything the code around it must observe: the enclosing
     session's requirements, explicit or implicit (a request handled in the thread of a
@@ -358,7 +360,7 @@ class session:  # noqa: N801 (a function to its callers)
         parent = _current.get()
         self._outer = parent[0] if parent is not None and parent[1] else None
         s = Session(parent[0].snapshot() if parent is not None else None)
-        if self.after is not None:
+        if self.after:  # None and "" alike: no token
             adopt(s, self.after)
         self._session = s
         self._ctx = _current.set((s, True))
