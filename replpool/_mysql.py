@@ -108,7 +108,11 @@ _URL_OPTIONS = frozenset(DEFAULT_CONFIGURATION) | {
     "connect_timeout", "ssl_ca", "ssl_cert", "ssl_key", "ssl_verify_cert",
     "ssl_verify_identity", "ssl_disabled", "tls_versions", "tls_ciphersuites",
     "read_timeout", "write_timeout", "init_command", "local_infile",
+    # The driver's own reading of option files (my.cnf): ?option_files=/path/my.cnf
+    # &option_groups=client,client-mariadb; what the URL sets wins over the files.
+    "option_files", "option_groups",
 }
+_LIST_OPTIONS = frozenset({"option_files", "option_groups"})
 # Arguments of MySQLPool that Cluster sets itself.
 _OWN_POOL_ARGS = frozenset({"conninfo", "min_size", "max_size", "open", "name"})
 _POOL_ARGS = frozenset({
@@ -186,6 +190,8 @@ def _parse_url(text: str, what: str) -> tuple[str, dict[str, Any], str | None]:
             )
         elif key == "use_pure" and not _option_value(value):
             raise ConfigurationError(f"{what}: replpool uses the pure-Python driver (use_pure)")
+        elif key in _LIST_OPTIONS:
+            args[key] = [part for part in value.split(",") if part]
         else:
             args[key] = _option_value(value)
     return scheme, args, password

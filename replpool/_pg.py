@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 import inspect
 import logging
 import os
@@ -12,6 +13,7 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import psycopg
@@ -207,6 +209,33 @@ def _watch(conn: psycopg.Connection[Any]) -> _Watch:
     return watch
 
 
+def service_files() -> list[Path]:
+    """libpq's connection service files, in the order it reads them: ``PGSERVICEFILE``
+    (else ``~/.pg_service.conf``), then ``pg_service.conf`` in ``PGSYSCONFDIR`` (else
+    ``/etc/postgresql-common``, where Debian's libpq looks)."""
+    user = os.environ.get("PGSERVICEFILE") or os.path.expanduser("~/.pg_service.conf")
+    system = Path(os.environ.get("PGSYSCONFDIR") or "/etc/postgresql-common") / "pg_service.conf"
+    return [Path(user), system]
+
+
+def service_params(name: str, what: str) -> dict[str, str]:
+    """The keywords of service ``name`` from the first service file that defines it
+    (as libpq does), for naming the member; libpq itself reads them to connect.
+    ConfigurationError if no file defines it."""
+    for path in service_files():
+        parser = configparser.ConfigParser(interpolation=None, strict=False)
+        try:
+            found = parser.read(path, encoding="utf-8")
+        except (configparser.Error, UnicodeDecodeError) as exc:
+            raise ConfigurationError(f"{what}: cannot read the service file {path}: {exc}") from None
+        if found and parser.has_section(name):
+            return {k: v for k, v in parser.items(name) if k != "password"}
+    raise ConfigurationError(
+        f"{what} names the service {name!r}, which none of the service files defines "
+        f"({', '.join(str(p) for p in service_files())})"
+    )
+
+
 def _pool_arg_names() -> frozenset[str]:
     params = inspect.signature(psycopg_pool.ConnectionPool.__init__).parameters
     return frozenset(p for p in params if p != "self") - _OWN_POOL_ARGS
@@ -242,6 +271,11 @@ class PostgresEngine:
             raise ConfigurationError(
                 f"{what} is not a valid PostgreSQL connection string: {_sanitize(str(exc))}"
             ) from None
+        service = params.get("service") or os.environ.get("PGSERVICE")
+        if service:
+            # libpq's order: the string's own keywords, then the service's, then PG*
+            # variables; the member's name must come from where libpq will connect.
+            params = {**service_params(str(service), what), **params}
         host = str(params.get("host") or params.get("hostaddr") or os.environ.get("PGHOST") or "localhost")
         if "," in host:
             raise ConfigurationError(
