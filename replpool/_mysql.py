@@ -45,7 +45,12 @@ from ._engine import MemberSpec, Replication, Sample
 from ._episodes import Episodes
 from ._errors import ConfigurationError
 from ._mysqlpool import (
-    Connection, MySQLPool, add_client_flag, close_quietly, shut_socket, socket_ok,
+    Connection,
+    MySQLPool,
+    add_client_flag,
+    close_quietly,
+    shut_socket,
+    socket_ok,
 )
 from ._positions import MariaDBGTID, MySQLGTIDSet
 from ._roles import Source

@@ -22,7 +22,12 @@ from replpool import _tokens
 from replpool._engine import engine_for
 from replpool._errors import ConfigurationError
 from replpool._mysql import (
-    MySQLEngine, mariadb_sample, mysql_sample, server_flavor, sources_from_status, status_hint,
+    MySQLEngine,
+    mariadb_sample,
+    mysql_sample,
+    server_flavor,
+    sources_from_status,
+    status_hint,
 )
 from replpool._mysqlpool import Connection, MySQLPool
 from replpool._positions import MariaDBGTID, MySQLGTIDSet
@@ -281,13 +286,15 @@ def test_read_only_errors(errno, message, expected):
     [
         (mysql_error(2013, "Lost connection to MySQL server during query"), True),
         (mysql_error(2006, "MySQL server has gone away"), True),
-        (mysql_error(2055, "Lost connection to MySQL server at '127.0.0.1:3306', system error: 104 Connection reset by peer"), True),
+        (mysql_error(2055, "Lost connection to MySQL server at '127.0.0.1:3306', system error: 104 "
+                     "Connection reset by peer"), True),
         (mysql_error(2003, "Can't connect to MySQL server on '127.0.0.1:3306' (111)"), True),
         (mysql_error(4031, "The client was disconnected by the server because of inactivity.", "HY000"), True),
         (mysql_error(1927, "Connection was killed", "70100"), True),
         (mysql_error(1053, "Server shutdown in progress", "08S01"), True),
         (mysql_errors.ReadTimeoutError(errno=3024), True),
-        (mysql_error(3024, "Query execution was interrupted, maximum statement execution time exceeded", "HY000"), False),
+        (mysql_error(3024, "Query execution was interrupted, maximum statement execution time "
+                     "exceeded", "HY000"), False),
         (mysql_error(1064, "You have an error in your SQL syntax", "42000"), False),
         (mysql_error(1213, "Deadlock found when trying to get lock", "40001"), False),
         (ValueError("not a driver error"), False),

@@ -151,7 +151,7 @@ class MariaDBLab(Lab):
     def start(self, member: LabMember | str | None = None) -> MariaDBLab:
         if member is None:
             # Fail before making folders if the binaries, account or driver are missing.
-            self.bins
+            _ = self.bins
             self._account()
             _driver()
         super().start(member)

@@ -128,7 +128,7 @@ class PostgresLab(Lab):
 
     def start(self, member: LabMember | str | None = None) -> PostgresLab:
         if member is None:
-            self.bins  # fail before making folders if the binaries are missing
+            _ = self.bins  # fail before making folders if the binaries are missing
             self._account()
         super().start(member)
         return self
