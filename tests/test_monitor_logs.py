@@ -14,7 +14,7 @@ from tests.labtools import wait_until
 
 pytestmark = pytest.mark.lab
 
-FAST = {"monitor_interval": 0.02, "probe_timeout": 0.5, "connect_timeout": 2}
+FAST = {"monitor_interval": 0.02, "monitor_idle_interval": 0.02, "probe_timeout": 0.5, "connect_timeout": 2}
 
 
 def lines(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
