@@ -63,7 +63,9 @@ def test_json_describes_every_member(postgres_lab):
         proc = run_status("--json", "--name", "ops", *urls(lab))
     finally:
         lab.query(lab.primary, "DROP TABLE rp_status_t")
-    assert proc.returncode == 0, proc.stderr
+    # Degraded: the paused replica is behind what the primary had when the command
+    # started (the cluster's floor), so it serves no reads.
+    assert proc.returncode == 1, proc.stderr
     assert lab.password not in proc.stdout + proc.stderr
     data = json.loads(proc.stdout)
     assert data["name"] == "ops" and data["engine"] == "postgresql"
@@ -78,6 +80,7 @@ def test_json_describes_every_member(postgres_lab):
     # The paused replica received the insert but did not apply it.
     assert paused["lag_bytes"] > 0 and paused["position"] != paused["received"]
     assert data["monitor_rounds"] >= 1 and data["poll_errors"] == 0
+    assert data["health"] == {"code": 1, "reason": f"{member_name(lab.replicas[0])} is lagging"}
 
 
 @pytest.mark.lab
