@@ -474,7 +474,7 @@ def test_a_read_in_a_block_does_not_go_to_a_dead_replica(cluster, table, lab, en
                 assert rows(conn, f"SELECT count(*) FROM {table}") == [(0,)]
     assert reason_count(cluster, "primary", Reason.MEMBER_DOWN) + reason_count(
         cluster, "primary", Reason.NO_REPLICA
-    ) == 5
+    ) == 5, routed(cluster)
 
 
 def test_a_lagging_replica_serves_no_reads(lab, table, engine):
