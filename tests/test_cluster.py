@@ -467,14 +467,18 @@ def test_a_read_in_a_block_does_not_go_to_a_dead_replica(cluster, table, lab, en
     with replpool.session():
         for _ in range(5):
             on_replica(cluster, engine)  # every replica pool now holds idle connections
+        on_replicas = sum(m.reads for m in cluster.status().members[1:])
         for r in lab.replicas:
             lab.kill(r)
         for _ in range(5):
             with cluster.connection(read_only=True) as conn:
                 assert rows(conn, f"SELECT count(*) FROM {table}") == [(0,)]
+    # All five on the primary (the first ones for member_down or no_replica; a read the
+    # primary answered binds the session, so the next may go there as position_pending).
+    assert sum(m.reads for m in cluster.status().members[1:]) == on_replicas, routed(cluster)
     assert reason_count(cluster, "primary", Reason.MEMBER_DOWN) + reason_count(
         cluster, "primary", Reason.NO_REPLICA
-    ) == 5, routed(cluster)
+    ) >= 1, routed(cluster)
 
 
 def test_a_lagging_replica_serves_no_reads(lab, table, engine):

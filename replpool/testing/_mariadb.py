@@ -182,6 +182,11 @@ class MariaDBLab(Lab):
     def _pidfile(self, m: LabMember) -> Path:
         return m.directory / "mariadbd.pid"
 
+    @property
+    def _tmpdir(self) -> Path:
+        assert self.directory is not None
+        return self.directory / "tmp"
+
     def _build(self) -> None:
         assert self.directory is not None
         account = self._account()
@@ -192,9 +197,14 @@ class MariaDBLab(Lab):
         template = self.directory / "template"
         template.mkdir(mode=0o700)
         account.own(template)
+        # A temporary folder of the lab's own: in a /tmp shared with other machines'
+        # processes (containers), a file named after a PID may be someone else's.
+        self._tmpdir.mkdir(mode=0o700)
+        account.own(self._tmpdir)
         run(
             [
                 self.bins["mariadb-install-db"], "--no-defaults", f"--datadir={template}",
+                f"--tmpdir={self._tmpdir}",
                 "--auth-root-authentication-method=normal", "--skip-test-db", "--force",
                 *_INNODB_OPTIONS,
             ],
@@ -244,6 +254,7 @@ class MariaDBLab(Lab):
             f"--port={m.port}",
             f"--bind-address={m.host}",
             f"--socket={m.socket}",
+            f"--tmpdir={self._tmpdir}",
             f"--pid-file={self._pidfile(m)}",
             f"--log-error={m.log_file}",
             f"--server-id={m.server_id}",
