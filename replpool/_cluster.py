@@ -22,7 +22,7 @@ from ._errors import ConfigurationError, Error, NoPrimaryAvailable, PoolTimeout,
 from ._monitor import Monitor
 from ._positions import Position
 from ._routing import SELECTIONS, WAITABLE, Decision, Reason, Role, Selector, resolve_from, route_read
-from ._session import SESSION, Consistency, Level, make_consistency
+from ._session import SESSION, STRONG, Consistency, Level, make_consistency
 from ._status import ClusterStatus, MemberStatus, PoolStatus
 
 logger = logging.getLogger("replpool")
@@ -202,8 +202,8 @@ class Cluster:
         self._monitor.on_member_up = self._member_up
         self._monitor.pool_stats = self._pool_snapshots
         self._stats_lock = threading.Lock()
-        self._routes: Counter[tuple[int, str, Reason]] = Counter()
-        self._levels: Counter[tuple[Level, str]] = Counter()
+        # Checkouts by (member index, "primary" or "replica", reason, level of a read).
+        self._routes: Counter[tuple[int, str, Reason, Level | None]] = Counter()
         self._opened = False
         self._closed = False
 
@@ -363,7 +363,10 @@ class Cluster:
                 break
             self._monitor.demand()
             topo = self._monitor.wait_for_change(topo.version, left)
-            d = self._route(self._requirement(level), avoid, level)
+            req = self._requirement(level)
+            if req is not None and req.pending_since is not None:
+                req = self._resolve(req) or req
+            d = self._route(req, avoid, level)
             if d.member is not None:
                 d = Decision(d.member, Reason.WAITED_REPLICA, d.needed)
                 break
@@ -507,11 +510,10 @@ class Cluster:
             self._monitor.report_failure(m.index, f"connection lost: {type(exc).__name__}")
 
     def _count(self, index: int, role: str, reason: Reason, level: Consistency | None = None) -> None:
-        with self._stats_lock:
-            self._routes[(index, role, reason)] += 1
-            if level is not None:
-                self._levels[(level.level, role)] += 1
         lvl = level.level if level is not None else None
+        key = (index, role, reason, lvl)
+        with self._stats_lock:
+            self._routes[key] += 1
         for o in _observe._observers:
             o.routed(self.name, self._members[index].spec.name, role, reason, lvl)
 
@@ -532,30 +534,32 @@ class Cluster:
 
     def _requirement(self, level: Consistency) -> _session.Requirement | None:
         """What a read at ``level`` must observe on this cluster: the session's floor
-        at the session level (a pending observation resolved first, from what the
-        monitor has sampled, and remembered), nothing at the others."""
+        and pending observation at the session level, nothing at the others."""
         if level is not SESSION:
             return None
-        current = _session.current_session()
+        current = _session._current.get() or _session._implicit.session
         if current is None:
             return None
         req = current._reqs.get(self.name)
-        if req is None:
-            return None
-        if req.engine != self.engine_name:
+        if req is not None and req.engine != self.engine_name:
             raise TokenError(
                 f"this session must observe a {req.engine} position on cluster {self.name!r}, "
                 f"which is {self.engine_name}: the token came from another cluster",
                 cluster=self.name,
             )
-        if req.pending_since is not None:
-            found = self.resolve_sampled(req)
-            if found is not None:
-                # Pin the pending observation to the first sample after it, once: a
-                # later sample would ask more of the replicas than it needs.
-                current.note_resolution(self.name, found[1], found[0], found[2], found[3])
-                req = current._reqs.get(self.name)
         return req
+
+    def _resolve(self, req: _session.Requirement) -> _session.Requirement | None:
+        """``req`` with its pending observation resolved from what the monitor has
+        sampled, pinned to the first sample after it and remembered in the session (a
+        later sample would ask more of the replicas than it needs); None if nothing
+        resolves it yet."""
+        found = self.resolve_sampled(req)
+        current = _session.current_session()
+        if found is None or current is None:
+            return None
+        current.note_resolution(self.name, found[1], found[0], found[2], found[3])
+        return current._reqs.get(self.name)
 
     def decide_read(self, avoid: frozenset[int] = frozenset(), level: Consistency | None = None) -> Decision:
         """Where a read of the current session should go now, at ``level`` (default:
@@ -566,7 +570,17 @@ class Cluster:
         if len(self._members) == 1:
             # No replica to choose (a cluster of one database): the primary, at no cost.
             return _PINNED if level.level is Level.STRONG else _NO_REPLICA
-        decision = self._route(self._requirement(level), avoid, level)
+        req = self._requirement(level)
+        if req is not None and req.pending_since is not None:
+            if req.pending_on is not None:
+                # Pending on a replica, which may serve again as it is: the common case.
+                decision = self._route(req, avoid, level)
+                if decision.member == req.pending_on:
+                    return decision
+            # Resolved by the first sample after it, and remembered: the session then
+            # reads wherever that position is.
+            req = self._resolve(req) or req
+        decision = self._route(req, avoid, level)
         if decision.member is None and decision.reason in WAITABLE and self.causal_wait > 0:
             decision = self._wait_for_replica(level, decision, avoid)
         return decision
@@ -634,10 +648,10 @@ class Cluster:
         after this read, can tell."""
         if reason in WAITABLE:
             self._monitor.demand()
-        lvl = level.level
-        if lvl is Level.SESSION or lvl is Level.STRONG:
+        if level is SESSION or level is STRONG:
+            session = _session._current.get() or _session._implicit.session or _session.writing_session()
             life = self._monitor.topology.members[member].life if member is not None else 0
-            _session.writing_session().observe(self.name, self.engine_name, time.monotonic_ns(), member, life)
+            session.observe(self.name, self._engine.name, time.monotonic_ns(), member, life)
 
     # -- hooks from the monitor -------------------------------------------------------------
 
@@ -724,11 +738,14 @@ class Cluster:
         """A snapshot of every member: role, health, positions, lag, pool, routing."""
         topo = self._monitor.topology
         with self._stats_lock:
-            routes = dict(self._routes)
-            levels = dict(self._levels)
+            counted = dict(self._routes)
+        routes: Counter[tuple[int, str, Reason]] = Counter()
         by_level: dict[str, dict[str, int]] = {}
-        for (lvl, role), n in sorted(levels.items()):
-            by_level.setdefault(lvl.value, {})[role] = n
+        for (index, role, reason, lvl), n in counted.items():
+            routes[(index, role, reason)] += n
+            if lvl is not None:
+                levels = by_level.setdefault(lvl.value, {})
+                levels[role] = levels.get(role, 0) + n
         routing: dict[str, dict[str, int]] = {}
         reads: Counter[int] = Counter()
         writes: Counter[int] = Counter()

@@ -141,8 +141,11 @@ class Monitor:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=len(self.members) + 1, thread_name_prefix=f"replpool-{self.cluster}-poll"
         )
+        demanded = self._demanded
+        # Dropped without stop(): wake the thread, which then finds the monitor gone.
+        ref = weakref.ref(self, lambda _: demanded.set())
         self._thread = threading.Thread(
-            target=_run, args=(weakref.ref(self), self._stop, self._demanded),
+            target=_run, args=(ref, self._stop, demanded),
             name=f"replpool-{self.cluster}-monitor", daemon=True,
         )
         self._thread.start()

@@ -187,18 +187,21 @@ def route_read(
         if not eligible:
             return Decision(None, Reason.NO_FRESH_REPLICA)
     elif level.level is Level.SESSION and requirement is not None:
-        if requirement.pending_since is not None:
-            requirement = resolve_from(topology, requirement)
         needed = requirement.floor
         if requirement.pending_since is not None:
-            # Pending: only the replica the pending reads were made on may serve.
+            # Pending on a replica: that replica may serve again, as it is (it only
+            # moves forward within a life). Else resolve, or go to the primary.
             on = requirement.pending_on
-            for m in eligible:
-                if m.index == on and m.life == requirement.pending_life and (
-                    needed is None or (m.position is not None and m.position.covers(needed))
-                ):
-                    return Decision(on, found, needed)
-            return Decision(None, Reason.POSITION_PENDING)
+            if on is not None:
+                for m in eligible:
+                    if m.index == on and m.life == requirement.pending_life and (
+                        needed is None or (m.position is not None and m.position.covers(needed))
+                    ):
+                        return Decision(on, found, needed)
+            requirement = resolve_from(topology, requirement)
+            needed = requirement.floor
+            if requirement.pending_since is not None:
+                return Decision(None, Reason.POSITION_PENDING)
         if needed is not None:
             eligible = [m for m in eligible if m.position is not None and m.position.covers(needed)]
             if not eligible:

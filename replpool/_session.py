@@ -247,6 +247,12 @@ class Session:
             if old is None:
                 self._reqs[cluster] = Requirement(engine, None, ended_ns, member, life if member is not None else 0)
                 return
+            if member is not None and old.pending_on == member and old.pending_life == life and old.engine == engine:
+                # Another read on the replica it reads (the common case, kept short).
+                since = old.pending_since
+                if since is None or ended_ns > since:
+                    self._reqs[cluster] = Requirement(engine, old.floor, ended_ns, member, life)
+                return
             if old.engine != engine:
                 # A token named this cluster with another engine's position (it was not
                 # open to check then): that position means nothing here.
