@@ -10,7 +10,6 @@ from replpool import _session
 from replpool.testing._base import created_directories
 from replpool.testing._process import cmdline
 
-
 # Property tests judge the code, not the machine: on two CPUs shared with lab servers a
 # strategy may draw slowly, and an example may take long, without anything being wrong.
 settings.register_profile("replpool", deadline=None, suppress_health_check=[HealthCheck.too_slow])
