@@ -9,18 +9,16 @@ import threading
 import time
 
 from asgiref.sync import sync_to_async
-
 from django.core import signing
 from django.db import connection, connections, transaction
 from django.http import HttpResponse
 from django.test import AsyncClient, Client, SimpleTestCase, TransactionTestCase, override_settings
 
 import replpool
+from legacy.models import Customer, Order
 from replpool import _session, _tokens
 from replpool.django._signing import CookieSetter, TokenSigner
 from replpool.django.middleware import SALT
-
-from legacy.models import Customer, Order
 from shop import lab
 from shop.models import Item
 

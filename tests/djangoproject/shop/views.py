@@ -22,7 +22,7 @@ def item(request, pk):
     try:
         found = Item.objects.get(pk=pk)
     except Item.DoesNotExist:
-        raise Http404("no such item (yet?)")
+        raise Http404("no such item (yet?)") from None
     return HttpResponse(found.name)
 
 
@@ -36,7 +36,7 @@ async def async_item(request, pk):
     try:
         found = await Item.objects.aget(pk=pk)
     except Item.DoesNotExist:
-        raise Http404("no such item (yet?)")
+        raise Http404("no such item (yet?)") from None
     return HttpResponse(found.name)
 
 
