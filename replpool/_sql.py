@@ -443,6 +443,7 @@ _PUNCTUATION = frozenset({"(", ")", ",", ";", ".", "[", "]", ":", "::"})
 _OPEN, _CLOSE, _DOT, _NONE = ("o", "("), ("o", ")"), ("o", "."), ("", "")
 
 _MODIFYING = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE", "REPLACE"})
+_QUERY_HEADS = frozenset({"SELECT", "WITH", "VALUES", "TABLE"})
 _LOCK_AFTER_FOR = frozenset({"UPDATE", "SHARE", "NO", "KEY"})
 
 
@@ -668,8 +669,8 @@ class _Dialect:
         """EXPLAIN [options] statement: the kind of the statement (EXPLAIN ANALYZE runs it;
         without ANALYZE it does not, but judging it the same way stays on the safe side)."""
         j, n = i + 1, len(st)
-        if j < n and st[j] == _OPEN:  # PostgreSQL: EXPLAIN (ANALYZE, BUFFERS) ...
-            j = _matching(st, j) + 1
+        if j + 1 < n and st[j] == _OPEN and st[j + 1] != _OPEN and st[j + 1][1] not in _QUERY_HEADS:
+            j = _matching(st, j) + 1  # PostgreSQL: EXPLAIN (ANALYZE, BUFFERS) statement
         while j < n and st[j][0] == "w" and st[j][1] in self.explain_options:
             j += 1
             if j + 1 < n and st[j] == ("o", "="):  # MySQL: FORMAT = JSON

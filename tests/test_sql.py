@@ -53,6 +53,9 @@ POSTGRESQL = (
         SELECT "update", "nextval", t.lastval FROM t
         EXPLAIN SELECT 1
         EXPLAIN (ANALYZE, BUFFERS) SELECT 1
+        EXPLAIN (ANALYZE true, TIMING false, FORMAT text) SELECT 1
+        EXPLAIN (SELECT 1) UNION (SELECT 2)
+        EXPLAIN ANALYZE VERBOSE SELECT 1
     """)
     + examples(PG, CONTROL, """
         BEGIN
@@ -145,6 +148,7 @@ POSTGRESQL = (
         COPY t FROM STDIN
         VACUUM t
         ANALYZE t
+        EXPLAIN ANALYZE INSERT INTO t VALUES (1)
         PREPARE TRANSACTION 'x'
         COMMIT PREPARED 'x'
         ROLLBACK PREPARED 'x'
@@ -230,6 +234,8 @@ MYSQL = (
         EXPLAIN t
         EXPLAIN SELECT 1
         EXPLAIN FORMAT=JSON SELECT 1
+        EXPLAIN (SELECT 1) UNION (SELECT 2)
+        ANALYZE FORMAT=JSON SELECT 1
     """.replace("DATABASE() AND 0", "'app'"))
     + examples(MY, CONTROL, """
         BEGIN
