@@ -61,3 +61,11 @@ def test_the_django_views_benchmark_runs_and_prints_ratios():
     for kind in ("read view", "write view", "report view"):
         assert re.search(rf"{kind}.*\n.*\n  django pool \(primary\)\s+\d+\s+[\d.]+\s+1\.000x", proc.stdout), kind
     assert re.search(r"replpool, 2 replicas\s+\d+\s+[\d.]+\s+[\d.]+x", proc.stdout)
+
+
+def test_the_classifier_benchmark_prints_its_cost_per_statement():
+    proc = run("benchmarks/sql_classify.py", "--repeat", "1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for dialect in ("postgresql", "mysql"):
+        for what in ("one ORM SELECT", "ORM reads"):
+            assert re.search(rf"{dialect}: {what}\s+\d+\s+\d+\s+[\d.]+\s+[\d.]+\s+[\d.]+", proc.stdout), proc.stdout
