@@ -717,6 +717,12 @@ _review(LOCKING, """
     pg_advisory_xact_lock pg_advisory_xact_lock_shared pg_try_advisory_xact_lock
     pg_try_advisory_xact_lock_shared
 """)
+# Read the session's state (9.17 currval/lastval; 9.27.10 unlocks act on the session's
+# locks; 9.27.1 settings; 9.26 Session Information Functions, Transaction ID and Snapshot
+# Information Functions) or the server's own, which differs between a primary and its
+# replicas (9.26 server start and configuration, 9.27.4 Recovery Control, 9.27.9 Generic
+# File Access, 9.27.3 WAL positions, 28.2 statistics, 9.26 Committed Transaction
+# Information, replication slots, the server's installed extensions).
 _review(SESSION_READ, """
     currval lastval pg_advisory_unlock pg_advisory_unlock_shared pg_advisory_unlock_all
     current_setting pg_show_all_settings show_limit
@@ -740,8 +746,9 @@ _review(SESSION_READ, """
     pg_sequence_last_value
 """)
 # Act on the server (9.27.2 Server Signaling, 9.27.3 Backup Control, 9.27.4 Recovery
-# Control, 28.2.24 statistics functions), assign a transaction ID (9.26 Transaction ID and
-# Snapshot Information), notify (9.27.? pg_notify, NOTIFY), or touch large objects (35.4).
+# Control, 28.2 statistics reset functions), assign a transaction ID (9.26, Transaction ID
+# and Snapshot Information Functions), notify (NOTIFY, whose pg_notify form it documents),
+# or touch large objects (35.4 Server-Side Functions).
 _review(WRITE, """
     pg_cancel_backend pg_terminate_backend pg_reload_conf pg_rotate_logfile
     pg_rotate_logfile_old pg_promote pg_wal_replay_pause pg_wal_replay_resume
