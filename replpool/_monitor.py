@@ -14,7 +14,6 @@ so the thread comes back.
 
 from __future__ import annotations
 
-import bisect
 import concurrent.futures
 import logging
 import threading
@@ -416,10 +415,11 @@ class Monitor:
         )
         self.changed.notify_all()
 
-    def resolve(self, finished_ns: int) -> tuple[int, Position] | None:
-        """The first primary sample sent after ``finished_ns`` (a write's end): its
-        position covers that write. None if the monitor has sampled none since."""
-        return first_sent_after(self._primary_samples, finished_ns)
+    @property
+    def primary_samples(self) -> list[tuple[int, Position]]:
+        """Recent primary samples as ``(sent_ns, position)``, oldest first (a list that
+        is replaced, never changed in place: safe to read without the lock)."""
+        return self._primary_samples
 
     def raise_floor(self, position: Position) -> None:
         """From now on, replicas that have not replayed ``position`` serve no reads."""
@@ -448,15 +448,6 @@ def newest_covered(samples: list[tuple[int, Position]], position: Position) -> i
         else:
             hi = mid
     return samples[lo - 1][0] if lo else None
-
-
-def first_sent_after(samples: list[tuple[int, Position]], t_ns: int) -> tuple[int, Position] | None:
-    """The first of ``samples`` (``(sent_ns, position)``, in increasing ``sent_ns``)
-    sent after ``t_ns``, or None."""
-    if not samples or samples[-1][0] <= t_ns:
-        return None  # the common case: a write that just finished
-    i = bisect.bisect_right(samples, t_ns, key=lambda s: s[0])
-    return samples[i]
 
 
 def _describe(exc: BaseException) -> str:
