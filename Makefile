@@ -34,6 +34,7 @@ bench: venv servers
 	$(PY) benchmarks/overhead_mariadb.py
 	$(PY) benchmarks/django_views.py
 	$(PY) benchmarks/offload.py
+	$(PY) benchmarks/sql_classify.py
 
 venv: $(STAMP)
 

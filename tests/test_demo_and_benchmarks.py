@@ -68,3 +68,11 @@ def test_the_mariadb_poll_benchmark_runs_and_prints_each_variant():
     assert proc.returncode == 0, proc.stderr
     for variant in ("poll ", "poll + SHOW ALL SLAVES STATUS", "poll + status counters"):
         assert variant in proc.stdout
+
+
+def test_the_classifier_benchmark_prints_its_cost_per_statement():
+    proc = run("benchmarks/sql_classify.py", "--repeat", "1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for dialect in ("postgresql", "mysql"):
+        for what in ("one ORM SELECT", "ORM reads"):
+            assert re.search(rf"{dialect}: {what}\s+\d+\s+\d+\s+[\d.]+\s+[\d.]+\s+[\d.]+", proc.stdout), proc.stdout

@@ -64,11 +64,13 @@ def legacy_customers(request):
 
 
 def _on_replica():
-    """Whether this alias's reads run on a replica now: the statement is a plain read,
-    routed like any other."""
+    """Whether this alias's reads run on a replica now: a plain read, routed like any
+    other, and the cluster's count of replica reads says where it went. (Asking the server
+    whether it is a replica, pg_is_in_recovery() or @@read_only, reads the state of the
+    server the session is on: the engines run that on the primary.)"""
+    cluster = connection.replpool_cluster()
+    before = sum(cluster.status().routing.get("replica", {}).values())
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("SELECT pg_is_in_recovery()")
-        else:  # MariaDB: the lab runs its replicas, and only them, read-only
-            cursor.execute("SELECT @@read_only")
-        return bool(cursor.fetchone()[0])
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+    return sum(cluster.status().routing.get("replica", {}).values()) > before
