@@ -35,6 +35,8 @@ bench: venv servers
 	$(PY) benchmarks/django_views.py
 	$(PY) benchmarks/offload.py
 	$(PY) benchmarks/sql_classify.py
+	$(PY) benchmarks/freshness.py
+	$(PY) benchmarks/monitor_cost.py
 
 venv: $(STAMP)
 

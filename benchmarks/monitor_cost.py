@@ -85,7 +85,10 @@ def phase(lab: Any, engine: str, procs: list[subprocess.Popen[str]], seconds: fl
         rate = (after[name][0] - before[name][0]) / elapsed
         polls = after[name][1]
         poll_rate = (polls - before[name][1]) / elapsed if polls is not None else None  # type: ignore[operator]
-        shown = f"{poll_rate:>9.1f} {poll_rate / per_process:>16.2f}" if poll_rate is not None else f"{'-':>9} {'-':>16}"
+        if poll_rate is None:
+            shown = f"{'-':>9} {'-':>16}"
+        else:
+            shown = f"{poll_rate:>9.1f} {poll_rate / per_process:>16.2f}"
         conns = after[name][2]
         print(f"  {name:<8} {rate:>9.1f} {shown} {conns:>12} {conns / per_process:>12.2f}")
     return procs

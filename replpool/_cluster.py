@@ -22,7 +22,15 @@ from ._errors import ConfigurationError, Error, NoPrimaryAvailable, PoolTimeout,
 from ._monitor import Monitor
 from ._positions import Position
 from ._routing import (
-    SELECTIONS, WAITABLE, Decision, Reason, Role, Selector, decide_read, resolve_pending, route_read,
+    SELECTIONS,
+    WAITABLE,
+    Decision,
+    Reason,
+    Role,
+    Selector,
+    decide_read,
+    resolve_pending,
+    route_read,
 )
 from ._session import SESSION, Consistency, Level, make_consistency
 from ._status import ClusterStatus, MemberStatus, PoolStatus
@@ -95,6 +103,11 @@ class Cluster:
         writes before it goes to the primary (0: never wait).
     :param replica_selection: among fresh replicas, ``"least_lag"`` (default),
         ``"round_robin"``, ``"random"`` or ``"least_busy"``.
+    :param replica_lock_timeout: seconds a read on a replica may wait for a lock before
+        it gives up and runs elsewhere (0.5; MariaDB/MySQL round it up to whole
+        seconds): a replica that replayed a TRUNCATE or ALTER but not its commit holds
+        the table's lock until it does, forever while replay is paused. The replica then
+        serves no reads until its position moves. None: wait as long as the server says.
     :param failover_wait: seconds a request that needs the primary waits for one to be
         found when none is reachable, before :class:`NoPrimaryAvailable` (5).
     :param probe_timeout: seconds a member may take to answer a poll before it is taken
@@ -119,6 +132,7 @@ class Cluster:
         monitor_demand_interval: float | None = 0.005,
         causal_wait: float = 0.0,
         replica_selection: str = "least_lag",
+        replica_lock_timeout: float | None = 0.5,
         failover_wait: float = 5.0,
         probe_timeout: float = 1.0,
         connect_timeout: float = 3.0,
@@ -183,6 +197,10 @@ class Cluster:
                 f"monitor_interval ({monitor_interval:g} s): it is the slower pace of an idle cluster"
             )
         self.causal_wait = _number("causal_wait", causal_wait, minimum=0)
+        self.replica_lock_timeout = (
+            None if replica_lock_timeout is None
+            else _number("replica_lock_timeout", replica_lock_timeout, minimum=0.001)
+        )
         self.failover_wait = _number("failover_wait", failover_wait, minimum=0)
         self.probe_timeout = _number("probe_timeout", probe_timeout, minimum=0.01)
         self.connect_timeout = _number("connect_timeout", connect_timeout, minimum=0.1)
@@ -299,26 +317,34 @@ class Cluster:
         Routed like :meth:`connection`. A read (``read_only=True``) that fails because
         its replica died, hung, or cancelled it for a conflict with recovery is run once
         more elsewhere, which :meth:`connection` cannot do for statements inside its
-        block. Writes are never retried.
+        block; one that gave up waiting for a lock that replay holds (see
+        ``replica_lock_timeout``) runs elsewhere again, past every replica holding one.
+        Writes are never retried.
         """
         checkout = self.connection(read_only, timeout, consistency=consistency, max_staleness=max_staleness)
-        try:
-            with checkout as conn:
-                return self._engine.run(conn, query, params)
-        except Exception as exc:
-            failed = checkout.failed_member
-            if not read_only or failed is None or not self._engine.is_retryable_read(
-                exc, checkout.failed_conn, checkout.failed_on_replica
-            ):
-                raise
-            logger.info(
-                "cluster %r: read failed on %s (%s); running it once more elsewhere",
-                self.name, self._members[failed].spec.name, type(exc).__name__,
-            )
-        retry = _Checkout(self, True, self.checkout_timeout if timeout is None else timeout,
-                          checkout.level, avoid=frozenset({failed}))
-        with retry as conn:
-            return self._engine.run(conn, query, params)
+        avoid: frozenset[int] = frozenset()
+        while True:
+            try:
+                with checkout as conn:
+                    return self._engine.run(conn, query, params)
+            except Exception as exc:
+                failed = checkout.failed_member
+                if not read_only or failed is None or not self._engine.is_retryable_read(
+                    exc, checkout.failed_conn, checkout.failed_on_replica
+                ):
+                    raise
+                lock = checkout.failed_on_replica and self._engine.is_lock_timeout(exc)
+                if lock:
+                    self.replica_stalled(failed)
+                elif avoid:
+                    raise  # one more try for a member that failed; any number past locks
+                logger.info(
+                    "cluster %r: read failed on %s (%s); running it once more elsewhere",
+                    self.name, self._members[failed].spec.name, type(exc).__name__,
+                )
+                avoid = avoid | {failed}
+            checkout = _Checkout(self, True, self.checkout_timeout if timeout is None else timeout,
+                                 checkout.level, avoid=avoid)
 
     def connection(
         self, read_only: bool = False, timeout: float | None = None, *,
@@ -474,11 +500,19 @@ class Cluster:
             assert m.pool is not None
             m.pool.putconn(conn)
             return None
-        if self._guard_replicas:
-            # A MariaDB/MySQL replica may run with read_only off: its read-only
-            # checkouts refuse writes all the same (the session keeps the mode, so
-            # this costs one statement per connection, not per checkout).
-            self._engine.set_read_only(conn, True)
+        try:
+            if self._guard_replicas:
+                # A MariaDB/MySQL replica may run with read_only off: its read-only
+                # checkouts refuse writes all the same (the session keeps the mode, so
+                # this costs one statement per connection, not per checkout).
+                self._engine.set_read_only(conn, True)
+            # Reads give up waiting behind replay (kept by the session, as above).
+            self._engine.set_lock_timeout(conn, self.replica_lock_timeout)
+        except BaseException:
+            m.out.pop(id(conn), None)
+            assert m.pool is not None
+            m.pool.putconn(conn)
+            raise
         return conn
 
     def _checkout_primary(self, timeout: float, read_only: bool) -> tuple[_Member, Any]:
@@ -490,6 +524,7 @@ class Cluster:
                 break
         try:
             self._engine.set_read_only(conn, read_only)
+            self._engine.set_lock_timeout(conn, None)  # a replica's connection before a failover
         except BaseException:
             m.pool.putconn(conn)  # type: ignore[union-attr]
             raise
@@ -627,11 +662,25 @@ class Cluster:
             self._count(m.index, "primary", Reason.WRITE)
         return Lease(self, m, conn, False, False, Reason.WRITE, SESSION)
 
-    def release(self, lease: Lease, exc: BaseException | None = None) -> None:
+    def release(self, lease: Lease, exc: BaseException | None = None, *, reset_session: bool = False) -> None:
         """Give a leased connection back to its pool (it must not be in a transaction;
-        the pool rolls back one that is). A connection error takes the member out."""
+        the pool rolls back one that is). A connection error takes the member out.
+        ``reset_session``: the caller changed the session's state (settings, temporary
+        objects, session locks, ...); it is reset first, so nobody else inherits it."""
+        if reset_session:
+            self._engine.reset_session(lease.conn, lease.member.pool)
         self._checkin(lease.member, lease.conn, lease.on_replica,
                       lease.read_only and not lease.on_replica, exc)
+
+    def replica_stalled(self, index: int) -> None:
+        """A read on replica ``index`` gave up waiting for a lock that replay holds: it
+        serves no reads until the monitor sees its position move."""
+        logger.info(
+            "cluster %r: a read on %s waited %g s for a lock that replay holds; it serves no "
+            "reads until replay moves on", self.name, self._members[index].spec.name,
+            self.replica_lock_timeout or 0,
+        )
+        self._monitor.report_stalled(index)
 
     def note_write(self) -> None:
         """The current session completed a write on this cluster just now."""

@@ -117,6 +117,23 @@ class Engine(Protocol):
 
     def set_read_only(self, conn: Any, read_only: bool) -> None: ...
 
+    def reset_session(self, conn: Any, pool: Any) -> None:
+        """Bring a connection's session back to what its pool set up (settings,
+        temporary objects, prepared statements, session locks, ... all gone), before
+        the pool hands it to anyone else; a connection that cannot be reset is closed
+        (the pool replaces it)."""
+        ...
+
+    def set_lock_timeout(self, conn: Any, seconds: float | None) -> None:
+        """Make the session's statements give up waiting for a lock after ``seconds``
+        (None: the server's default). Remembered on the connection: a change costs a
+        statement, a checkout that needs none costs nothing."""
+        ...
+
+    def is_lock_timeout(self, exc: BaseException) -> bool:
+        """The statement gave up waiting for a lock (see :meth:`set_lock_timeout`)."""
+        ...
+
     def run(self, conn: Any, query: Any, params: Any) -> list[Any]: ...
 
     def is_disconnect(self, exc: BaseException, conn: Any) -> bool: ...

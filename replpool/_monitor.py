@@ -67,6 +67,10 @@ class MemberState:
     back_at: float = 0.0
     # Grows each time that happens: what a replica had replayed before may be lost.
     life: int = 0
+    # A read gave up waiting for a lock replay holds there (at stall_ns): no reads until
+    # a sample shows replay moved past where the first sample after that found it.
+    stall_ns: int | None = None
+    stalled_at: Position | None = None
 
 
 class Monitor:
@@ -290,6 +294,7 @@ class Monitor:
 
     def _member_failed(self, m: MemberState, now: float, error: str, hung: bool = False) -> None:
         m.sample = None  # a member that failed may come back with an older state
+        m.stall_ns = m.stalled_at = None
         m.lag_seconds = m.lag_bytes = None
         m.failed_ns = time.monotonic_ns()
         if m.health.failed(now, error):
@@ -298,6 +303,14 @@ class Monitor:
             # looked at the member's connections then sees it down (see _Checkout).
             self._publish()
             self.on_member_down(m.index, hung)
+
+    def report_stalled(self, index: int) -> None:
+        """A read on member ``index`` gave up waiting for a lock that replay holds: it
+        serves no reads until a sample shows its position past the one it has now."""
+        with self.lock:
+            m = self.members[index]
+            m.stall_ns, m.stalled_at = time.monotonic_ns(), None
+            self._publish()
 
     def report_failure(self, index: int, error: str, opened_at: float | None = None) -> None:
         """A request found a member broken: take it out of rotation now.
@@ -478,7 +491,7 @@ class Monitor:
                 ) and (
                     self.max_lag_bytes is None or m.lag_bytes is None
                     or m.lag_bytes <= self.max_lag_bytes
-                ) and (floor is None or s.position.covers(floor))
+                ) and (floor is None or s.position.covers(floor)) and not self._stalled(m, s)
             views.append(
                 MemberView(
                     index=m.index,
@@ -510,6 +523,21 @@ class Monitor:
         """Recent primary samples as ``(sent_ns, position)``, oldest first (a list that
         is replaced, never changed in place: safe to read without the lock)."""
         return self._primary_samples
+
+    @staticmethod
+    def _stalled(m: MemberState, sample: Sample) -> bool:
+        """Whether ``m`` is still held behind replay (see :meth:`report_stalled`): until
+        a sample shows it past where the first sample sent after the stall found it."""
+        if m.stall_ns is None or sample.position is None:
+            return False
+        if m.stalled_at is None:
+            if sample.sent_ns > m.stall_ns:
+                m.stalled_at = sample.position
+            return True
+        if m.stalled_at.covers(sample.position):
+            return True
+        m.stall_ns = m.stalled_at = None  # replay moved on
+        return False
 
     def raise_floor(self, position: Position) -> None:
         """From now on, replicas that have not replayed ``position`` serve no reads."""

@@ -102,6 +102,7 @@ _DISCONNECT_ERRNOS = frozenset({
     4031,  # ER_CLIENT_INTERACTION_TIMEOUT (MySQL: disconnected after wait_timeout)
 })
 _READ_ONLY_OPTION = 1290  # ER_OPTION_PREVENTS_STATEMENT: --read-only, --super-read-only
+_LOCK_WAIT_TIMEOUT = 1205  # ER_LOCK_WAIT_TIMEOUT (metadata and row locks)
 _READ_ONLY_TRANSACTION = 1792  # ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION
 # Not allowed to read the replication status (no SLAVE MONITOR / REPLICATION CLIENT).
 _NO_PRIVILEGE_ERRNOS = frozenset({1227, 1142, 1044})
@@ -497,6 +498,30 @@ class MySQLEngine:
         kind, and the reset when a read-only checkout ends, cost nothing."""
         conn.rp_set_read_only(read_only)
 
+    def set_lock_timeout(self, conn: Any, seconds: float | None) -> None:
+        """``lock_wait_timeout`` (metadata locks, whole seconds, at least 1) for the
+        session: a replica's reads give up waiting behind a replicated DDL statement
+        (error 1205). None: the server's default, read when the connection set it."""
+        wanted = None if seconds is None else max(1, math.ceil(seconds))
+        current = getattr(conn, "_rp_lock_timeout", None)
+        if current == wanted:
+            return
+        if wanted is None:
+            conn.rp_execute("SET SESSION lock_wait_timeout = DEFAULT")
+        else:
+            conn.rp_execute(f"SET SESSION lock_wait_timeout = {int(wanted)}")
+        conn._rp_lock_timeout = wanted
+
+    def is_lock_timeout(self, exc: BaseException) -> bool:
+        return isinstance(exc, mysql_errors.Error) and exc.errno == _LOCK_WAIT_TIMEOUT
+
+    def reset_session(self, conn: Any, pool: Any) -> None:
+        """Have the pool reset the session when it gets the connection back
+        (``COM_RESET_CONNECTION``, which also ends ``GET_LOCK`` locks, table locks and
+        temporary tables, then the connection's set-up), as it does for every change
+        the server flags; some (named locks) it does not flag."""
+        conn._rp_dirty = True
+
     def run(self, conn: Any, query: Any, params: Any) -> list[Any]:
         cur = conn.cursor()
         try:
@@ -507,9 +532,11 @@ class MySQLEngine:
 
     def is_retryable_read(self, exc: BaseException, conn: Any, on_replica: bool | None = None) -> bool:
         """A read that may run again elsewhere: its connection died (server gone, or
-        cut by the monitor because the server hung). MariaDB and MySQL replicas do not
-        cancel queries that conflict with replication, as PostgreSQL's do."""
-        return self.is_disconnect(exc, conn)
+        cut by the monitor because the server hung), or on a replica it gave up waiting
+        for a lock that replication holds (:meth:`set_lock_timeout`). MariaDB and MySQL
+        replicas do not cancel queries that conflict with replication, as PostgreSQL's
+        do."""
+        return self.is_disconnect(exc, conn) or (on_replica is True and self.is_lock_timeout(exc))
 
     def is_disconnect(self, exc: BaseException, conn: Any) -> bool:
         if isinstance(exc, (mysql_errors.ReadTimeoutError, mysql_errors.WriteTimeoutError)):

@@ -116,6 +116,7 @@ class Connection(MySQLConnection):
     _rp_dirty: bool = False  # the caller changed the session's state
     _rp_want_ro: bool = False  # the access mode the current checkout needs
     _rp_session_ro: bool = False  # the access mode the session has now
+    _rp_lock_timeout: int | None = None  # lock_wait_timeout set for a replica's reads
     _rp_pool: MySQLPool | None = None
     _rp_created: float = 0.0
     _rp_expires: float = float("inf")
@@ -855,6 +856,7 @@ class MySQLPool:
             autocommit, sql_mode, time_zone, database = conn._rp_baseline
             conn._autocommit, conn._sql_mode, conn._time_zone = autocommit, sql_mode, time_zone
             conn._rp_want_ro = conn._rp_session_ro = False  # the reset makes it read-write
+            conn._rp_lock_timeout = None  # and gives lock_wait_timeout its default back
             if not conn.cmd_reset_connection():
                 raise mysql_errors.OperationalError("the server refused COM_RESET_CONNECTION")
             if database:

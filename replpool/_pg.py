@@ -337,7 +337,7 @@ class PostgresEngine:
             if user_configure is not None:
                 user_configure(conn)
 
-        return _POOL_CLASS(
+        pool = _POOL_CLASS(
             spec.conninfo,
             kwargs=kwargs,
             min_size=min_size,
@@ -347,6 +347,8 @@ class PostgresEngine:
             configure=configure,
             **opts,
         )
+        pool._replpool_configure = user_configure  # type: ignore[attr-defined]  # again after a reset
+        return pool
 
     def _watch_farewell(self, conn: psycopg.Connection[Any]) -> None:
         """A server that shuts down or loses its postmaster sends a FATAL message to
@@ -482,15 +484,57 @@ class PostgresEngine:
             conn.execute("SET default_transaction_read_only = off")
             self._ro_sessions.discard(conn)
 
+    def set_lock_timeout(self, conn: psycopg.Connection[Any], seconds: float | None) -> None:
+        """``lock_timeout`` for the session: a replica's reads give up waiting behind
+        replay (a replayed TRUNCATE or ALTER holds an ACCESS EXCLUSIVE lock until its
+        commit is replayed: forever while replay is paused), with SQLSTATE 55P03."""
+        value = "0" if seconds is None else f"{max(1, round(seconds * 1000))}ms"
+        if getattr(conn, "_replpool_lock_timeout", "0") == value:
+            return
+        idle = conn.pgconn.transaction_status == _IDLE
+        conn.execute("SELECT set_config('lock_timeout', %s, false)", (value,))
+        if idle and conn.pgconn.transaction_status != _IDLE:
+            conn.commit()  # not autocommit: keep it, end the transaction it opened
+        conn._replpool_lock_timeout = value  # type: ignore[attr-defined]
+
+    def is_lock_timeout(self, exc: BaseException) -> bool:
+        return isinstance(exc, psycopg.errors.LockNotAvailable)
+
+    def reset_session(self, conn: psycopg.Connection[Any], pool: Any) -> None:
+        """``DISCARD ALL`` (settings, temporary objects, prepared statements, cursors,
+        LISTEN, advisory locks: PostgreSQL's own reset of a session for a pooler), then
+        the pool's set-up again (Django's time zone and role). psycopg forgets its
+        prepared statements when it sees ``DISCARD ALL``."""
+        if conn.closed or conn.broken:
+            return
+        try:
+            if conn.pgconn.transaction_status != _IDLE:
+                conn.rollback()
+            autocommit = conn.autocommit
+            conn.autocommit = True  # DISCARD ALL cannot run inside a transaction
+            conn.execute("DISCARD ALL")
+            self._ro_sessions.discard(conn)
+            conn._replpool_lock_timeout = "0"  # type: ignore[attr-defined]
+            configure = getattr(pool, "_replpool_configure", None)
+            if configure is not None:
+                configure(conn)
+            conn.autocommit = autocommit
+        except Exception:
+            conn.close()  # the pool replaces a closed connection
+
     def run(self, conn: psycopg.Connection[Any], query: Any, params: Any) -> list[Any]:
         cur = conn.execute(query, params)
         return cur.fetchall() if cur.description is not None else []
 
     def is_retryable_read(self, exc: BaseException, conn: Any, on_replica: bool | None = None) -> bool:
         """A read that may run again elsewhere: its connection died (server gone, or
-        cut by the monitor because the server hung), or a standby cancelled it to
-        apply the primary's changes (see :meth:`is_recovery_conflict`)."""
-        return self.is_disconnect(exc, conn) or self.is_recovery_conflict(exc, conn, on_replica)
+        cut by the monitor because the server hung), a standby cancelled it to apply
+        the primary's changes (see :meth:`is_recovery_conflict`), or on a replica it
+        gave up waiting for a lock that replay holds (:meth:`set_lock_timeout`)."""
+        return (
+            self.is_disconnect(exc, conn) or self.is_recovery_conflict(exc, conn, on_replica)
+            or (on_replica is True and self.is_lock_timeout(exc))
+        )
 
     def is_disconnect(self, exc: BaseException, conn: Any) -> bool:
         return isinstance(exc, psycopg.OperationalError) and bool(getattr(conn, "broken", False))

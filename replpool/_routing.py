@@ -27,6 +27,7 @@ class Reason(str, enum.Enum):
     PINNED = "pinned"                      # inside pinned_to_master()
     IN_TRANSACTION = "in_transaction"      # a read inside the caller's transaction
     LOCKING_READ = "locking_read"          # SELECT ... FOR UPDATE/SHARE outside one
+    SESSION_STATE = "session_state"        # reads or changes session state, or its connection holds some
     FRESH_REPLICA = "fresh_replica"        # a replica fresh enough for the read's level
     POSITION_PENDING = "position_pending"  # the session's last write is not sampled yet
     NO_FRESH_REPLICA = "no_fresh_replica"  # every usable replica is behind what the read needs

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import replpool
-from replpool import Reason
+from replpool import Reason, _session
 from tests.engines import CLUSTER_LABS, EngineOps, rows
 from tests.labtools import wait_until
 
@@ -741,3 +741,76 @@ def test_a_session_that_read_a_child_row_finds_its_parent(lab, engine):
         c.query(f"DROP TABLE {parents}")
     assert sum(child for child, _ in outcomes) >= 10, outcomes  # round robin: about half
     assert [o for o in outcomes if o == (True, False)] == []
+
+
+def _hold_replay_lock(lab: Any, engine: EngineOps, replica: Any, table: str) -> Any:
+    """Make ``replica`` hold a lock on ``table`` that its readers must wait for, as
+    replay does. PostgreSQL: the replica applies commits 3 s late, so it replays the
+    TRUNCATE's ACCESS EXCLUSIVE lock at once and holds it until the commit is due.
+    MariaDB delays whole transactions, so there the lock is taken on the replica
+    itself (LOCK TABLES ... WRITE by the superuser), which readers wait for the same way;
+    the returned function releases it."""
+    if engine.name == "postgresql":
+        lab.set_apply_delay(replica, 3.0)
+        lab.query(lab.primary, f"TRUNCATE {table}")
+        return lambda: None
+    import mysql.connector
+
+    conn = mysql.connector.connect(**lab.member(replica).admin_connect_kwargs())
+    conn.cursor().execute(f"LOCK TABLES {table} WRITE")
+    return conn.close
+
+
+def test_a_read_does_not_wait_long_behind_a_lock_that_replay_holds(lab, engine, table):
+    replica = lab.replicas[0]
+    name = f"{replica.host}:{replica.port}"
+    only = replpool.Cluster(lab.primary.url, [replica.url], **FAST, name="one_replica", replica_lock_timeout=0.2)
+    with only as c:
+        c.query(f"SELECT count(*) FROM {table}", read_only=True)  # a pooled connection set up
+        release = _hold_replay_lock(lab, engine, replica, table)
+        try:
+            start = time.monotonic()
+            with replpool.consistency("eventual"):
+                assert c.query(f"SELECT count(*) FROM {table}", read_only=True) == [(0,)]
+            took = time.monotonic() - start
+            # The lock timeout (MariaDB counts whole seconds), then the primary.
+            assert took < (0.2 if engine.name == "postgresql" else 1.0) + 0.8, took
+            assert not c.status().member(name).eligible
+            with replpool.consistency("eventual"):  # nothing more waits on that replica
+                start = time.monotonic()
+                c.query(f"SELECT count(*) FROM {table}", read_only=True)
+                assert time.monotonic() - start < 0.2
+        finally:
+            release()
+            lab.heal()
+        # Replay moved on: the replica serves reads again.
+        if engine.name == "mariadb":
+            lab.query(lab.primary, f"INSERT INTO {table} VALUES (99, 'moves replay on')")
+        wait_until(lambda: c.status().member(name).eligible, 10)
+
+
+def test_a_new_cluster_reads_no_schema_older_than_the_primarys_when_it_opened(lab, engine, table):
+    """A process started right after a migration (a new web worker after a deploy) must
+    not read a replica that has not replayed it: the cluster's floor is the primary's
+    position when it opened."""
+    for r in lab.replicas:
+        lab.pause_replication(r)
+    lab.query(lab.primary, f"ALTER TABLE {table} ADD COLUMN flag integer")
+    with make_cluster(lab, name="after_deploy") as c:
+        for _ in range(5):
+            assert c.query(f"SELECT flag FROM {table}", read_only=True, consistency="eventual") == []
+        assert all(not m.eligible for m in c.status().members if m.role == "replica")
+        assert c.status().reads_by_level["eventual"] == {"primary": 5}
+    lab.heal()
+
+
+def test_raise_floor_keeps_reads_off_replicas_that_have_not_replayed_it(cluster, lab, table):
+    for r in lab.replicas:
+        lab.pause_replication(r)
+    cluster.query(f"ALTER TABLE {table} ADD COLUMN flag integer")
+    floor = cluster.raise_floor()
+    assert cluster.floor == floor
+    with replpool.consistency("eventual"), replpool.session():
+        assert cluster.query(f"SELECT flag FROM {table}", read_only=True) == []
+    lab.heal()
+    wait_until(lambda: all(m.eligible for m in cluster.status().members if m.role == "replica"), 5)

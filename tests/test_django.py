@@ -132,6 +132,27 @@ def test_migrate_inspectdb_and_dbshell_work(django_lab):
     assert check.returncode == 0, check.stderr
 
 
+def test_migrate_twice_in_a_row_with_lagging_replicas(django_lab):
+    """Each migrate is a process of its own: the second must see what the first
+    recorded, though no replica has applied it yet (the cluster's floor is the primary's
+    position when the process opened it)."""
+    first = manage(django_lab, "migrate", "--noinput")
+    assert first.returncode == 0, first.stdout + first.stderr
+    unapply = manage(django_lab, "migrate", "--noinput", "shop", "zero")
+    assert unapply.returncode == 0, unapply.stdout + unapply.stderr
+    django_lab.wait_until_caught_up()
+    paused, delayed = django_lab.replicas
+    django_lab.pause_replication(paused)
+    django_lab.set_apply_delay(delayed, 5)
+    try:
+        for _ in range(2):
+            proc = manage(django_lab, "migrate", "--noinput", "shop")
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "No migrations to apply" in proc.stdout, proc.stdout
+    finally:
+        django_lab.heal()
+
+
 def test_djangos_own_tests_pass_as_with_djangos_backend() -> None:
     """A few modules of Django's own test suite (scripts/django_suite.py runs more)."""
     proc = subprocess.run(

@@ -9,10 +9,9 @@ from hypothesis import strategies as st
 
 from replpool._health import Health
 from replpool._lag import PrimaryHistory
-from replpool._positions import Position
+from replpool._positions import LSN, MariaDBGTID, Position
 from replpool._routing import Topology, resolve_pending
 from replpool._session import Requirement
-from replpool._positions import LSN, MariaDBGTID
 
 common = settings(deadline=None, max_examples=100)
 

@@ -12,7 +12,12 @@ from hypothesis import strategies as st
 
 from replpool import _sqlnames
 from replpool._sql import (
-    _MYSQL_EXTRA, _MYSQL_REVIEWED, _PG_REVIEWED, _PG_SYNTAX, Kind, classify,
+    _MYSQL_EXTRA,
+    _MYSQL_REVIEWED,
+    _PG_REVIEWED,
+    _PG_SYNTAX,
+    Kind,
+    classify,
 )
 
 READ, CONTROL, LOCKING = Kind.READ, Kind.CONTROL, Kind.LOCKING

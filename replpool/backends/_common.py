@@ -3,23 +3,26 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
 from django.db.backends.base.base import NO_DB_ALIAS, BaseDatabaseWrapper
+from django.db.models.signals import post_migrate
 
 from .._cluster import Cluster
 from .._engine import engine_for
-from .._errors import ConfigurationError
+from .._errors import ConfigurationError, Error
 from ..django._routed import RoutedConnection, RoutingCursor
 
 # OPTIONS keys that belong to replpool, not to the driver.
 CLUSTER_OPTIONS = (
     "max_replica_lag", "max_replica_lag_bytes", "monitor_interval", "monitor_idle_interval",
-    "monitor_demand_interval", "causal_wait", "replica_selection", "failover_wait",
-    "probe_timeout", "connect_timeout",
+    "monitor_demand_interval", "causal_wait", "replica_selection", "replica_lock_timeout",
+    "failover_wait", "probe_timeout", "connect_timeout",
 )
 REPLPOOL_OPTIONS = ("replicas", "pool", *CLUSTER_OPTIONS)
 # What a replica entry may set; everything else is the primary's (a physical replica
@@ -232,3 +235,30 @@ def base_init_connection_state(wrapper: Any) -> None:
     """Django's generic connection setup (the version check), skipping the engine's
     per-connection configuration, which the pools run on each new connection."""
     BaseDatabaseWrapper.init_connection_state(wrapper)
+
+
+# -- migrate raises the cluster's floor ----------------------------------------------------
+
+logger = logging.getLogger("replpool.django")
+# The apps registry of the last migrate seen per alias: post_migrate comes once per app.
+_migrated: dict[str, int] = {}
+
+
+def raise_floor_after_migrate(sender: Any, using: str = "default", apps: Any = None, **kwargs: Any) -> None:
+    """``migrate`` ended on ``using``: from now on this process reads no replica that has
+    not replayed it (``Cluster.raise_floor``), so no request reads a schema older than
+    the one it just migrated to. Once per migrate, not once per app."""
+    key = id(apps)
+    if _migrated.get(using) == key:
+        return
+    _migrated[using] = key
+    wrapper = connections[using]
+    if not isinstance(wrapper, ClusterWrapperMixin) or not wrapper.routed:
+        return
+    try:
+        wrapper.replpool_cluster().raise_floor()
+    except Error as exc:
+        logger.warning("DATABASES[%r]: could not raise the floor after migrate: %s", using, exc)
+
+
+post_migrate.connect(raise_floor_after_migrate, dispatch_uid="replpool.raise_floor_after_migrate")

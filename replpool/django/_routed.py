@@ -49,6 +49,10 @@ class RoutedConnection:
         self._autocommit = True
         self.dirty = False  # the current transaction wrote
         self.touched = False  # the current transaction ran something on the primary
+        # The primary connection holds session state (a setting, a temporary table, a
+        # session lock, ...): every statement runs there until Django closes the
+        # connection, and the session is reset before the pool hands it to anyone else.
+        self.stateful = False
         self.closed = False
 
     # -- leases ----------------------------------------------------------------------------
@@ -158,7 +162,8 @@ class RoutedConnection:
                     lease.conn.rollback()
                 except Exception:
                     pass  # a broken connection: the pool discards it
-            lease.cluster.release(lease)
+            lease.cluster.release(lease, reset_session=self.stateful)
+        self.stateful = False
 
     def __getattr__(self, name: str) -> Any:
         # Anything else Django or psycopg asks of the connection (info, adapters,
@@ -224,25 +229,36 @@ class RoutingCursor:
     def execute(self, sql: Any, params: Any = None) -> Any:
         kind = statement_kind(sql, self._dialect)
         in_transaction = self._in_transaction()
-        if kind is Kind.READ and not in_transaction:
+        rc = self._rc
+        if kind is Kind.READ and not in_transaction and not rc.stateful:
             return self._read(sql, params)
-        if kind is Kind.CONTROL or kind is Kind.SESSION or kind is Kind.SESSION_READ:
-            # Session state is the primary's; not counted as a write.
+        if kind.sets_session_state:
+            rc.stateful = True  # before it runs: a failed SET may still have done something
+        if kind is Kind.CONTROL:
             return self._on_primary("execute", sql, params, None, False)
         if kind.writes:
-            reason = Reason.WRITE
-        else:
-            reason = Reason.IN_TRANSACTION if in_transaction else Reason.LOCKING_READ
-        return self._on_primary("execute", sql, params, reason, kind.writes)
+            return self._on_primary("execute", sql, params, Reason.WRITE, True)
+        if kind is Kind.SESSION:  # changes the session, reads nothing
+            return self._on_primary("execute", sql, params, Reason.SESSION_STATE, False, read=False)
+        if in_transaction:
+            reason = Reason.IN_TRANSACTION
+        elif kind is Kind.LOCKING:
+            reason = Reason.LOCKING_READ
+        else:  # reads the session's state, or a read of a connection that holds some
+            reason = Reason.SESSION_STATE
+        return self._on_primary("execute", sql, params, reason, False)
 
     def executemany(self, sql: Any, param_list: Sequence[Any]) -> Any:
+        if statement_kind(sql, self._dialect).sets_session_state:
+            self._rc.stateful = True
         return self._on_primary("executemany", sql, param_list, Reason.WRITE, True)
 
     def callproc(self, procname: str, params: Any = None) -> Any:
+        self._rc.stateful = True  # a procedure may change anything, the session included
         return self._on_primary("callproc", procname, params, Reason.WRITE, True)
 
     def _on_primary(
-        self, method: str, sql: Any, params: Any, reason: Reason | None, writes: bool
+        self, method: str, sql: Any, params: Any, reason: Reason | None, writes: bool, read: bool = True
     ) -> Any:
         rc = self._rc
         cur = self._cursor_on(rc.primary())
@@ -254,7 +270,7 @@ class RoutingCursor:
             if reason is not None:
                 assert rc._primary is not None
                 level = _session.current_consistency()
-                rc.cluster._count(rc._primary.index, "primary", reason, None if writes else level)
+                rc.cluster._count(rc._primary.index, "primary", reason, level if read and not writes else None)
                 # What the statement saw, or wrote, binds the session: an error too (a
                 # unique violation says the row exists).
                 if self._in_transaction():
@@ -262,7 +278,7 @@ class RoutingCursor:
                     rc.dirty = rc.dirty or (writes and ok)
                 elif writes and ok:
                     rc.cluster.note_write()
-                else:
+                elif read or writes:
                     rc.cluster.observed(None, level, reason)
         return result
 
@@ -285,9 +301,13 @@ class RoutingCursor:
                     # A read that writes (SELECT setval(...)): the replica refused it
                     # before doing anything; run it where it can write.
                     return self._on_primary("execute", sql, params, Reason.WRITE, True)
-                if not avoid and self._is_retryable_read(exc, lease.conn):
-                    # The replica died or cancelled the read (conflict with recovery);
-                    # nothing of a transaction is involved: run it once more elsewhere.
+                lock = rc.cluster._engine.is_lock_timeout(exc)
+                if (lock or not avoid) and self._is_retryable_read(exc, lease.conn):
+                    # The replica died, cancelled the read (conflict with recovery), or
+                    # it gave up waiting behind replay; nothing of a transaction is
+                    # involved: run it once more elsewhere (past every locked replica).
+                    if lock:
+                        rc.cluster.replica_stalled(lease.index)
                     self._close_current()
                     rc.drop_replica(exc)
                     avoid = avoid | {lease.index}

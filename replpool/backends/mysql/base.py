@@ -228,4 +228,4 @@ class DatabaseWrapper(ClusterWrapperMixin, connector_base.DatabaseWrapper):
         return _ENGINE.is_read_only_error(exc)
 
     def is_retryable_read(self, exc: BaseException, conn: Any) -> bool:
-        return _ENGINE.is_retryable_read(exc, conn)
+        return _ENGINE.is_retryable_read(exc, conn, True)  # the cursor asks for replica reads

@@ -44,6 +44,7 @@ def database(name):
         "max_replica_lag": 10.0,
         "monitor_interval": 0.05,
         "probe_timeout": 0.5,
+        "replica_lock_timeout": 0.2,
     }
     if ENGINE == "mariadb":
         # Django's advice for MySQL and MariaDB (PostgreSQL reads committed already).

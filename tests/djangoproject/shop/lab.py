@@ -72,6 +72,34 @@ def _maria_status(replica):
     return rows[0] if rows else {}
 
 
+class held_lock:
+    """Another client holds a session lock on the primary for the ``with`` block:
+    ``pg_advisory_lock(42)`` in database ``dbname`` on PostgreSQL (advisory locks are per
+    database), ``GET_LOCK('replpool-42', 0)`` on MariaDB."""
+
+    def __init__(self, dbname):
+        self.dbname = dbname
+
+    def __enter__(self):
+        if ENGINE == "postgresql":
+            import psycopg
+
+            dsn = LAB["admin"][LAB["primary_name"]].replace("dbname=app", f"dbname={self.dbname}")
+            self.conn = psycopg.connect(dsn, autocommit=True)
+            self.conn.execute("SELECT pg_advisory_lock(42)")
+        else:
+            import mysql.connector
+
+            self.conn = mysql.connector.connect(**LAB["admin"][LAB["primary_name"]], autocommit=True)
+            cursor = self.conn.cursor()
+            cursor.execute("SELECT GET_LOCK('replpool-42', 0)")
+            assert cursor.fetchall() == [(1,)]
+        return self
+
+    def __exit__(self, *exc):
+        self.conn.close()
+
+
 def on_primary(sql, dbname):
     """Run ``sql`` on the primary as another client would (the lab's superuser)."""
     if ENGINE == "postgresql":

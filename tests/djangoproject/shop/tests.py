@@ -197,6 +197,122 @@ def same_second(make):
     raise AssertionError("three tries all straddled a second")
 
 
+def scalar(sql, params=None):
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()[0]
+
+
+class OneSessionTests(TransactionTestCase):
+    """A Django connection behaves as one database session, whatever the routing:
+    statements that create, read or depend on session state run on the primary, the
+    connection stays there once it holds some, and nobody inherits it afterwards."""
+
+    databases = {"default", "legacy_db"}
+
+    def setUp(self):
+        lab.heal()
+        connection.close()
+
+    def tearDown(self):
+        connection.close()
+        lab.heal()
+
+    def test_a_session_lock_is_taken_on_the_primary(self):
+        with lab.held_lock(connection.settings_dict["NAME"]):
+            if lab.ENGINE == "postgresql":
+                self.assertIs(scalar("SELECT pg_try_advisory_lock(42)"), False)
+            else:
+                self.assertEqual(scalar("SELECT GET_LOCK('replpool-42', 0)"), 0)
+
+    def test_a_session_setting_applies_to_the_statements_after_it(self):
+        if lab.ENGINE == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("CREATE SCHEMA tenant_a")
+                cursor.execute("CREATE TABLE tenant_a.items (name text)")
+                cursor.execute("CREATE TABLE public.items (name text)")
+                cursor.execute("INSERT INTO tenant_a.items VALUES ('tenant a')")
+                cursor.execute("INSERT INTO public.items VALUES ('public')")
+            lab.heal()  # every replica has both tables
+            connection.close()
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SET search_path TO tenant_a, public")
+                for _ in range(5):
+                    self.assertEqual(scalar("SELECT name FROM items"), "tenant a")
+            finally:
+                connection.close()
+                with connection.cursor() as cursor:
+                    cursor.execute("DROP SCHEMA tenant_a CASCADE")
+                    cursor.execute("DROP TABLE public.items")
+        else:
+            with connection.cursor() as cursor:
+                cursor.execute("SET @tenant = 'a'")
+            for _ in range(5):
+                self.assertEqual(scalar("SELECT @tenant"), "a")
+
+    def test_a_temporary_table_stays_readable(self):
+        temporary = "TEMP" if lab.ENGINE == "postgresql" else "TEMPORARY"
+        with connection.cursor() as cursor:
+            cursor.execute(f"CREATE {temporary} TABLE tmp AS SELECT 1 AS x")
+        time.sleep(0.5)  # the monitor has sampled that write since
+        self.assertEqual(scalar("SELECT x FROM tmp"), 1)
+
+    def test_the_last_inserted_id_is_this_sessions(self):
+        item = Item.objects.create(name="last")
+        time.sleep(0.5)
+        last = "lastval()" if lab.ENGINE == "postgresql" else "LAST_INSERT_ID()"
+        self.assertEqual(scalar(f"SELECT {last}"), item.pk)
+
+    def test_session_state_never_reaches_another_request(self):
+        if lab.ENGINE == "postgresql":
+            set_it = "SELECT set_config('app.tenant', 'a', false)"
+            read_it = "SELECT current_setting('app.tenant', true)"
+        else:
+            set_it, read_it = "SET @tenant = 'a'", "SELECT @tenant"
+        with connection.cursor() as cursor:
+            cursor.execute(set_it)
+        self.assertEqual(scalar(read_it), "a")
+        connection.close()  # the end of the request
+        seen = set()
+        for _ in range(20):  # later requests, on whichever pooled connection they get
+            seen.add(scalar(read_it))
+            connection.close()
+        self.assertNotIn("a", seen)
+
+    def test_a_read_does_not_wait_behind_a_lock_that_replay_holds(self):
+        if lab.ENGINE != "postgresql":
+            self.skipTest("MariaDB replays a transaction whole (the cluster tests hold a lock there)")
+        Item.objects.create(name="truncated")
+        lab.heal()
+        for replica in lab.REPLICAS:  # each replays the TRUNCATE's lock, and its commit 3 s late
+            lab.delay(replica, 3)
+        lab.on_primary("TRUNCATE shop_item CASCADE", connection.settings_dict["NAME"])
+        time.sleep(0.3)
+        start = time.monotonic()
+        as_stranger(lambda: Item.objects.count())  # a clean session: replicas may serve it
+        # replica_lock_timeout (0.2 s) on each replica, then the primary; not 3 s.
+        self.assertLess(time.monotonic() - start, 1.5)
+        # The replica that made it wait serves no reads until replay moves on.
+        status = connections["default"].replpool_cluster().status()
+        self.assertTrue(any(not m.eligible for m in status.members if m.role == "replica"), status)
+
+    def test_the_reset_is_paid_only_by_connections_whose_session_changed(self):
+        if lab.ENGINE != "postgresql":
+            self.skipTest("MariaDB's pool resets what the server flags; its own tests cover it")
+
+        def last_statement_after_close(*statements):
+            with connection.cursor() as cursor:
+                for statement in statements:
+                    cursor.execute(statement)
+            pid = scalar("SELECT pg_backend_pid()")  # reads session state: on the primary
+            connection.close()
+            return lab._pg(lab.LAB["primary_name"], f"SELECT query FROM pg_stat_activity WHERE pid = {pid}")[0][0]
+
+        self.assertEqual(last_statement_after_close("SELECT 1"), "SELECT pg_backend_pid()")
+        self.assertNotEqual(last_statement_after_close("SET search_path TO public"), "SELECT pg_backend_pid()")
+
+
 class SigningTests(SimpleTestCase):
     """The middleware signs and sets its cookie with work done once per process; the
     results must be what Django's own TimestampSigner and set_cookie give."""
