@@ -230,7 +230,7 @@ def resolve_pending(
         sent, position = primary_samples[i]
         return sent, position, None, 0
     on = requirement.pending_on
-    if on is not None and on < len(topology.members):
+    if on is not None and 0 <= on < len(topology.members):
         m = topology.members[on]
         if m.position is not None and m.sampled_ns > since and m.life == requirement.pending_life:
             return m.sampled_ns, m.position, on, m.life
@@ -266,7 +266,7 @@ def resolve_from(topology: Topology, requirement: Requirement) -> Requirement:
     sample, or the latest sample of the replica its pending reads were made on."""
     r = requirement.resolved_with(topology.primary_position, topology.primary_sampled_ns)
     on = r.pending_on
-    if r.pending_since is not None and on is not None and on < len(topology.members):
+    if r.pending_since is not None and on is not None and 0 <= on < len(topology.members):
         m = topology.members[on]
         if m.position is not None:
             r = r.resolved_with(m.position, m.sampled_ns, on, m.life)

@@ -271,7 +271,8 @@ def scenarios(draw: st.DrawFn) -> tuple[Topology, Requirement | None, frozenset[
     )
     req = draw(
         st.none()
-        | st.builds(Requirement, st.just(engine), st.none() | positions, st.none() | st.integers(0, 6))
+        | st.builds(Requirement, st.just(engine), st.none() | positions, st.none() | st.integers(0, 6),
+                    st.none(), st.just(0))
     )
     avoid = frozenset(draw(st.sets(st.integers(0, n - 1), max_size=2)))
     return topo, req, avoid, draw(st.booleans()), draw(st.sampled_from(SELECTIONS)), engine
