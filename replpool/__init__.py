@@ -14,6 +14,7 @@ from __future__ import annotations
 from ._cluster import Cluster
 from ._errors import ConfigurationError, Error, NoPrimaryAvailable, PoolTimeout, TokenError
 from ._positions import LSN, MariaDBGTID, MySQLGTIDSet
+from ._placement import partition_hash, shard_for
 from ._routing import Reason
 from ._session import (
     Session,
@@ -23,6 +24,15 @@ from ._session import (
     pinned_to_primary,
     session,
 )
+from ._shardmap import (
+    DirectoryPlacement,
+    HashPlacement,
+    RangePlacement,
+    ShardIds,
+    ShardKeyError,
+    ShardMap,
+)
+from ._shards import ShardError, ShardRow, ShardSet
 from ._status import ClusterStatus, MemberStatus, PoolStatus
 
 __all__ = [
@@ -30,19 +40,30 @@ __all__ = [
     "Cluster",
     "ClusterStatus",
     "ConfigurationError",
+    "DirectoryPlacement",
     "Error",
+    "HashPlacement",
     "MariaDBGTID",
     "MemberStatus",
     "MySQLGTIDSet",
     "NoPrimaryAvailable",
     "PoolStatus",
     "PoolTimeout",
+    "RangePlacement",
     "Reason",
     "Session",
+    "ShardError",
+    "ShardIds",
+    "ShardKeyError",
+    "ShardMap",
+    "ShardRow",
+    "ShardSet",
     "TokenError",
     "current_session",
     "current_token",
+    "partition_hash",
     "pinned_to_master",
     "pinned_to_primary",
     "session",
+    "shard_for",
 ]

@@ -1,0 +1,205 @@
+"""Where PostgreSQL's ``PARTITION BY HASH`` puts a key: the partition hash and its
+remainder, computed in Python, bit for bit as the server computes them.
+
+The rule (PostgreSQL 11 and later; ``src/backend/partitioning/partbounds.c``,
+``compute_partition_hash_value`` and ``satisfies_hash_partition``): a row's hash
+starts at 0 and, for each key column, is combined with the column type's *extended*
+hash of the value, seeded with ``HASH_PARTITION_SEED`` (0x7A5B22367996DCFD), by
+``hash_combine64`` (``src/include/common/hashfn.h``). The row belongs to the partition
+``(modulus m, remainder r)`` for which ``hash % m == r``, the hash taken as an unsigned
+64-bit number.
+
+The type's extended hash function (``src/backend/access/hash/hashfunc.c``,
+``src/backend/utils/adt/uuid.c``):
+
+- ``smallint``, ``integer``, ``bigint``: ``hashint2extended``, ``hashint4extended``,
+  ``hashint8extended``, which agree for equal values (built for cross-type hash joins):
+  the two 32-bit halves of the 64-bit value are folded into one (the high half, or its
+  complement for a negative value, XORed into the low half), then hashed as a 32-bit
+  word by ``hash_bytes_uint32_extended``.
+- ``text``, ``varchar`` (deterministic collations), ``bytea``: ``hash_bytes_extended`` of
+  the value's bytes (for text, its UTF-8 encoding: the database encoding must be UTF8).
+- ``uuid``: ``hash_bytes_extended`` of its 16 bytes.
+
+``hash_bytes_extended`` is Bob Jenkins' 2006 ``lookup3`` hash (``src/common/hashfn.c``),
+returning its ``b`` and ``c`` words as one 64-bit value, with the seed mixed in first.
+PostgreSQL reads the bytes as little-endian words on little-endian machines (x86-64,
+ARM64) and as big-endian ones on big-endian machines, so string placements differ
+between the two; this module computes the little-endian result, the one of every
+server this library is likely to meet.
+
+Every function here is pure; ``tests/test_placement.py`` checks them against a real
+server's ``satisfies_hash_partition``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+HASH_PARTITION_SEED = 0x7A5B22367996DCFD
+_COMBINE = 0x49A0F4DD15E5A8E3  # hash_combine64's constant
+_GOLDEN = 0x9E3779B9  # lookup3's initial value, before the length
+_M32 = 0xFFFFFFFF
+_M64 = 0xFFFFFFFFFFFFFFFF
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
+
+
+def _rot(x: int, k: int) -> int:
+    return ((x << k) | (x >> (32 - k))) & _M32
+
+
+def _mix(a: int, b: int, c: int) -> tuple[int, int, int]:
+    # lookup3's mix(): six rounds of subtract, rotate-XOR, add, on 32-bit words.
+    a = ((a - c) & _M32) ^ _rot(c, 4)
+    c = (c + b) & _M32
+    b = ((b - a) & _M32) ^ _rot(a, 6)
+    a = (a + c) & _M32
+    c = ((c - b) & _M32) ^ _rot(b, 8)
+    b = (b + a) & _M32
+    a = ((a - c) & _M32) ^ _rot(c, 16)
+    c = (c + b) & _M32
+    b = ((b - a) & _M32) ^ _rot(a, 19)
+    a = (a + c) & _M32
+    c = ((c - b) & _M32) ^ _rot(b, 4)
+    b = (b + a) & _M32
+    return a, b, c
+
+
+def _final(a: int, b: int, c: int) -> tuple[int, int, int]:
+    # lookup3's final(): seven XOR-subtract-rotate steps that spread every bit.
+    c = ((c ^ b) - _rot(b, 14)) & _M32
+    a = ((a ^ c) - _rot(c, 11)) & _M32
+    b = ((b ^ a) - _rot(a, 25)) & _M32
+    c = ((c ^ b) - _rot(b, 16)) & _M32
+    a = ((a ^ c) - _rot(c, 4)) & _M32
+    b = ((b ^ a) - _rot(a, 14)) & _M32
+    c = ((c ^ b) - _rot(b, 24)) & _M32
+    return a, b, c
+
+
+def _seeded(length: int, seed: int) -> tuple[int, int, int]:
+    a = b = c = (_GOLDEN + length + 3923095) & _M32
+    if seed:
+        # The seed counts as a first 12-byte block: its high word, its low word, zeros.
+        a = (a + (seed >> 32)) & _M32
+        b = (b + (seed & _M32)) & _M32
+        a, b, c = _mix(a, b, c)
+    return a, b, c
+
+
+def hash_bytes_extended(data: bytes, seed: int) -> int:
+    """PostgreSQL's ``hash_bytes_extended(data, len, seed)`` (little-endian): an
+    unsigned 64-bit hash of ``data``."""
+    n = len(data)
+    a, b, c = _seeded(n, seed)
+    # Whole 12-byte blocks, three little-endian words each. PostgreSQL's loop runs while
+    # 12 bytes or more remain (lookup3's own keeps a last full block for its tail), so
+    # a key of 12 bytes has an empty tail.
+    whole = n // 12 * 12
+    for i in range(0, whole, 12):
+        a = (a + int.from_bytes(data[i : i + 4], "little")) & _M32
+        b = (b + int.from_bytes(data[i + 4 : i + 8], "little")) & _M32
+        c = (c + int.from_bytes(data[i + 8 : i + 12], "little")) & _M32
+        a, b, c = _mix(a, b, c)
+    tail = data[whole:]
+    if tail:
+        # Up to 11 bytes: the first 4 into a, the next 4 into b, the rest into c
+        # shifted up one byte (c's lowest byte is lookup3's, for the length).
+        a = (a + int.from_bytes(tail[0:4], "little")) & _M32
+        b = (b + int.from_bytes(tail[4:8], "little")) & _M32
+        c = (c + (int.from_bytes(tail[8:11], "little") << 8)) & _M32
+    a, b, c = _final(a, b, c)
+    return (b << 32) | c
+
+
+def hash_uint32_extended(k: int, seed: int) -> int:
+    """PostgreSQL's ``hash_bytes_uint32_extended(k, seed)``: a 32-bit word's 64-bit
+    hash (what ``hash_bytes_extended`` gives for its four bytes, without the bytes)."""
+    a, b, c = _seeded(4, seed)
+    a = (a + (k & _M32)) & _M32
+    a, b, c = _final(a, b, c)
+    return (b << 32) | c
+
+
+def hashint8extended(value: int, seed: int) -> int:
+    """PostgreSQL's ``hashint8extended`` (also ``hashint4extended`` and
+    ``hashint2extended`` for values in their ranges, which it agrees with)."""
+    lo = value & _M32
+    hi = (value >> 32) & _M32  # an arithmetic shift, as C's on a signed int64
+    lo ^= hi if value >= 0 else (~hi & _M32)
+    return hash_uint32_extended(lo, seed)
+
+
+def hash_combine64(a: int, b: int) -> int:
+    """PostgreSQL's ``hash_combine64(a, b)`` on unsigned 64-bit values."""
+    return (a ^ ((b + _COMBINE + (a << 54) + (a >> 7)) & _M64)) & _M64
+
+
+def key_bytes(key: Any) -> tuple[str, int | bytes]:
+    """``("int", value)`` or ``("bytes", data)``: how a key is hashed, after checking it.
+
+    Raises :class:`TypeError` for a key of another type (``bool`` included: PostgreSQL
+    hashes booleans as one byte, and ``True == 1`` in Python would make the two
+    ambiguous), :class:`ValueError` for an integer outside bigint's range or a string
+    that has no UTF-8 form (lone surrogates)."""
+    if isinstance(key, bool):
+        raise TypeError("a shard key may be an int, str, bytes or uuid.UUID, not a bool")
+    if isinstance(key, int):
+        if not _INT64_MIN <= key <= _INT64_MAX:
+            raise ValueError(
+                f"shard key {key} is outside PostgreSQL's bigint range "
+                f"({_INT64_MIN} .. {_INT64_MAX})"
+            )
+        return "int", key
+    if isinstance(key, str):
+        try:
+            return "bytes", key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"shard key {key[:40]!r} cannot be encoded in UTF-8 (it holds a lone surrogate)"
+            ) from None
+    if isinstance(key, uuid.UUID):
+        return "bytes", key.bytes
+    if isinstance(key, (bytes, bytearray, memoryview)):
+        return "bytes", bytes(key)
+    raise TypeError(
+        f"a shard key may be an int, str, bytes or uuid.UUID, not {type(key).__name__}"
+    )
+
+
+def partition_hash(key: Any) -> int:
+    """The unsigned 64-bit hash PostgreSQL's ``PARTITION BY HASH`` computes for a
+    one-column key holding ``key``:
+
+    - ``int``: a ``smallint``, ``integer`` or ``bigint`` column (they agree);
+    - ``str``: a ``text`` or ``varchar`` column with a deterministic collation, in a
+      UTF8 database;
+    - ``uuid.UUID``: a ``uuid`` column;
+    - ``bytes`` (``bytearray``, ``memoryview``): a ``bytea`` column.
+
+    Raises :class:`TypeError` for other types and :class:`ValueError` for values the
+    column could not hold (see :func:`key_bytes`)."""
+    kind, value = key_bytes(key)
+    if kind == "int":
+        assert isinstance(value, int)
+        h = hashint8extended(value, HASH_PARTITION_SEED)
+    else:
+        assert isinstance(value, bytes)
+        h = hash_bytes_extended(value, HASH_PARTITION_SEED)
+    return hash_combine64(0, h)
+
+
+def shard_for(key: Any, modulus: int) -> int:
+    """The remainder, in ``range(modulus)``, of the hash partition PostgreSQL stores
+    ``key`` in when a table is ``PARTITION BY HASH`` on a column of the key's type with
+    partitions ``FOR VALUES WITH (MODULUS modulus, REMAINDER r)``; equivalently, the
+    ``r`` for which the server's ``satisfies_hash_partition(parent, modulus, r, key)``
+    is true.
+
+    ``modulus``: a whole number >= 1 (PostgreSQL accepts up to 2**31 - 1). Keys: see
+    :func:`partition_hash`. Raises :class:`ValueError` for a bad modulus."""
+    if isinstance(modulus, bool) or not isinstance(modulus, int) or modulus < 1:
+        raise ValueError(f"modulus must be a whole number >= 1, not {modulus!r}")
+    return partition_hash(key) % modulus
