@@ -32,7 +32,7 @@ from ._shardmap import (
     ShardKeyError,
     ShardMap,
 )
-from ._shards import ShardError, ShardRow, ShardSet
+from ._shards import Misplaced, ShardError, ShardRow, ShardSet
 from ._status import ClusterStatus, MemberStatus, PoolStatus
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "HashPlacement",
     "MariaDBGTID",
     "MemberStatus",
+    "Misplaced",
     "MySQLGTIDSet",
     "NoPrimaryAvailable",
     "PoolStatus",

@@ -203,3 +203,47 @@ def shard_for(key: Any, modulus: int) -> int:
     if isinstance(modulus, bool) or not isinstance(modulus, int) or modulus < 1:
         raise ValueError(f"modulus must be a whole number >= 1, not {modulus!r}")
     return partition_hash(key) % modulus
+
+
+# -- the same, computed by the server ------------------------------------------------------
+
+# PostgreSQL's extended hash function of each key type shard_for() supports, and the
+# type its argument is cast to (int2 and int4 hash as int8: see hashint8extended).
+POSTGRESQL_HASH_FUNCTIONS = {
+    "smallint": ("hashint8extended", "int8"),
+    "integer": ("hashint8extended", "int8"),
+    "bigint": ("hashint8extended", "int8"),
+    "text": ("hashtextextended", "text"),
+    "character varying": ("hashtextextended", "text"),
+    "uuid": ("uuid_hash_extended", "uuid"),
+}
+# bytea's (hashvarlenaextended) takes an "internal" argument: SQL cannot call it.
+
+
+def postgresql_remainder_sql(column: str, column_type: str, modulus: int) -> str:
+    """A PostgreSQL expression giving, for each row, the remainder ``shard_for(column,
+    modulus)`` would give, computed by the server's own hash function of the column's
+    type and ``HASH_PARTITION_SEED``, combined and reduced as partbounds.c does (in
+    ``numeric``, since SQL has no unsigned 64-bit type).
+
+    ``column``: an SQL expression, already quoted; ``column_type``: its type as
+    ``format_type`` names it (``bigint``, ``text``, ``character varying``, ``uuid``,
+    ``bytea``...). ValueError for a type whose hash function SQL cannot call (bytea:
+    compute its remainders with shard_for() instead) or that shard_for() does not place."""
+    base = column_type.split("(")[0].strip()
+    if base not in POSTGRESQL_HASH_FUNCTIONS:
+        raise ValueError(
+            f"no SQL-callable hash function for a {column_type} column (there is one for "
+            f"{', '.join(POSTGRESQL_HASH_FUNCTIONS)})"
+        )
+    if isinstance(modulus, bool) or not isinstance(modulus, int) or modulus < 1:
+        raise ValueError(f"modulus must be a whole number >= 1, not {modulus!r}")
+    function, cast = POSTGRESQL_HASH_FUNCTIONS[base]
+    two64 = 1 << 64
+    # The hash comes back as a signed bigint: its unsigned value is hash mod 2**64, and
+    # hash_combine64(0, h) is (h + _COMBINE) mod 2**64.
+    # mod() rather than %, so that the expression goes into parametrized queries as is.
+    return (
+        f"mod(mod({function}(({column})::{cast}, {HASH_PARTITION_SEED})::numeric + {two64 + _COMBINE}, "
+        f"{two64}), {modulus})::int"
+    )

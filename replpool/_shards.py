@@ -43,6 +43,24 @@ class ShardError(Error):
         self.results = dict(results)
 
 
+class Misplaced(NamedTuple):
+    """What :meth:`ShardSet.misplaced` found on one shard cluster: how many rows of the
+    table it holds whose key belongs on another cluster, and a few of them as
+    ``(key, logical shard, the cluster it belongs on)``."""
+
+    shard: str
+    rows: int
+    examples: list[tuple[Any, int, str]]
+
+
+def _quote(engine: str, name: str) -> str:
+    """A table or column name (``schema.table`` allowed) quoted for the engine."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise ConfigurationError(f"not a table or column name: {name!r}")
+    q = '"' if engine == "postgresql" else "`"
+    return ".".join(q + part.replace(q, q + q) + q for part in name.split("."))
+
+
 class ShardSet:
     """Clusters that share the rows of one data set by a shard key.
 
@@ -319,6 +337,77 @@ class ShardSet:
         after the others have finished."""
         per_shard = self.each(lambda c: c.query(query, params, **kwargs), shards)
         return [ShardRow(name, row) for name, rows in per_shard.items() for row in rows]
+
+    # -- checking placement -------------------------------------------------------------------
+
+    def misplaced(self, table: str, column: str, *, examples: int = 10) -> dict[str, Misplaced]:
+        """Rows of ``table`` stored on the wrong shard cluster, by the shard key in
+        ``column``: ``{cluster name: Misplaced}`` for every cluster, read on each
+        primary, concurrently.
+
+        On PostgreSQL, with a :class:`HashPlacement` and a ``smallint``, ``integer``,
+        ``bigint``, ``text``, ``varchar`` or ``uuid`` column, the server computes each
+        row's logical shard with its own hash function (what ``PARTITION BY HASH``
+        uses) and sends back only the misplaced rows. Otherwise (MariaDB/MySQL, range
+        and directory placements, ``bytea`` keys) the keys are read and placed by
+        replpool. Raises :class:`ShardError` if a shard fails (no such table...)."""
+        from ._placement import POSTGRESQL_HASH_FUNCTIONS, postgresql_remainder_sql
+        from ._session import pinned_to_master
+        from ._shardmap import HashPlacement
+
+        shard_map = self._map
+
+        def check(c: Cluster) -> Misplaced:
+            engine = "postgresql" if c.engine_name == "postgresql" else "mysql"
+            t, col = _quote(engine, table), _quote(engine, column)
+            mine = list(shard_map.shards_of(c.name))
+            with pinned_to_master():  # what the primary holds, not a replica's past
+                column_type = None
+                if engine == "postgresql" and isinstance(shard_map.placement, HashPlacement):
+                    rows = c.query(
+                        "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+                        "WHERE a.attrelid = %s::regclass AND a.attname = %s AND NOT a.attisdropped",
+                        (t, column), read_only=True,
+                    )
+                    if not rows:
+                        raise ConfigurationError(f"{table} has no column {column!r}", cluster=c.name)
+                    column_type = rows[0][0]
+                if column_type is not None and column_type.split("(")[0] in POSTGRESQL_HASH_FUNCTIONS:
+                    expr = postgresql_remainder_sql(col, column_type, shard_map.shards)
+                    rows = c.query(
+                        f"SELECT {col}, {expr}, count(*) OVER () FROM {t} "
+                        f"WHERE NOT ({expr} = ANY(%s)) LIMIT %s",
+                        (mine, max(1, examples)), read_only=True,
+                    )
+                    found = [(k, n, shard_map.cluster_of_shard(n)) for k, n, _ in rows]
+                    return Misplaced(c.name, int(rows[0][2]) if rows else 0, found[:examples])
+                return self._misplaced_by_reading(c, t, col, set(mine), examples)
+
+        return self.each(check)
+
+    def _misplaced_by_reading(self, c: Cluster, table: str, column: str, mine: set[int], examples: int) -> Misplaced:
+        shard_map = self._map
+        count = 0
+        found: list[tuple[Any, int, str]] = []
+        with c.connection(read_only=True) as conn:
+            cur = conn.cursor()
+            try:
+                cur.execute(f"SELECT {column} FROM {table}")
+                while True:
+                    batch = cur.fetchmany(5000)
+                    if not batch:
+                        break
+                    for (key,) in batch:
+                        if isinstance(key, (bytearray, memoryview)):
+                            key = bytes(key)
+                        n = shard_map.logical_shard(key)
+                        if n not in mine:
+                            count += 1
+                            if len(found) < examples:
+                                found.append((key, n, shard_map.cluster_of_shard(n)))
+            finally:
+                cur.close()
+        return Misplaced(c.name, count, found)
 
     # -- state ----------------------------------------------------------------------------------
 

@@ -123,3 +123,32 @@ def test_rows_inserted_into_a_partitioned_table_land_in_the_predicted_partition(
     assert len(rows) == len(keys)
     for customer, partition in rows:
         assert partition == f"placement.orders_{replpool.shard_for(customer, 5)}", customer
+
+
+SQL_TYPES = {
+    "int8": ("bigint", int_keys(63)),
+    "int4": ("integer", int_keys(31)),
+    "text": ("text", pg_text),
+    "varchar": ("character varying", pg_text),
+    "uuid": ("uuid", st.uuids()),
+}
+
+
+@pytest.mark.parametrize("column_type", list(SQL_TYPES))
+def test_the_servers_hash_functions_give_the_same_remainders_in_sql(pg, column_type):
+    """postgresql_remainder_sql (what the shard verifier runs) agrees with shard_for."""
+    from replpool._placement import postgresql_remainder_sql
+
+    type_name, keys = SQL_TYPES[column_type]
+
+    @server
+    @given(st.lists(keys, min_size=1, max_size=30), st.one_of(st.integers(1, 64), st.integers(1, (1 << 31) - 1)))
+    def check(values, modulus):
+        expr = postgresql_remainder_sql("k", type_name, modulus)
+        rows = pg.execute(
+            f"SELECT {expr} FROM unnest(%s::{column_type}[]) WITH ORDINALITY AS t(k, i) ORDER BY i",
+            (values,),
+        ).fetchall()
+        assert [r for (r,) in rows] == [replpool.shard_for(v, modulus) for v in values]
+
+    check()
