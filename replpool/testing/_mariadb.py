@@ -184,12 +184,17 @@ class MariaDBLab(Lab):
         self._save_state()
         # mariadb-install-db takes a second or two; copying its result takes milliseconds.
         template = self.directory / "template"
-        template.mkdir(mode=0o700)
-        account.own(template)
+        # Temporary files go to folders of the lab's own: a MariaDB server removes every
+        # "#sql" file in its tmpdir when it starts, so with a shared /tmp, a lab starting
+        # next to this one (another shard's) would delete the bootstrap's temporary tables.
+        for folder in (template, template.with_name("template-tmp"), *(m.directory / "tmp" for m in self.members)):
+            folder.mkdir(mode=0o700)
+            account.own(folder)
         run(
             [
                 self.bins["mariadb-install-db"], "--no-defaults", f"--datadir={template}",
                 "--auth-root-authentication-method=normal", "--skip-test-db", "--force",
+                f"--tmpdir={template.with_name('template-tmp')}",
                 *_INNODB_OPTIONS,
             ],
             account=account,
@@ -206,6 +211,7 @@ class MariaDBLab(Lab):
             for m in self.members
         ])
         shutil.rmtree(template)
+        shutil.rmtree(template.with_name("template-tmp"))
         self._start_member(primary)
         primary.state = "running"
         # Made on the primary with the binary log on, so the replicas get them by
@@ -240,6 +246,7 @@ class MariaDBLab(Lab):
             f"--socket={m.socket}",
             f"--pid-file={self._pidfile(m)}",
             f"--log-error={m.log_file}",
+            f"--tmpdir={m.directory / 'tmp'}",
             f"--server-id={m.server_id}",
             f"--log-bin={m.name}-bin",
             "--log-slave-updates",
