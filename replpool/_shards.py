@@ -340,30 +340,39 @@ class ShardSet:
 
     # -- checking placement -------------------------------------------------------------------
 
-    def misplaced(self, table: str, column: str, *, examples: int = 10) -> dict[str, Misplaced]:
+    def misplaced(
+        self, table: str, column: str, *, ids: bool = False, examples: int = 10
+    ) -> dict[str, Misplaced]:
         """Rows of ``table`` stored on the wrong shard cluster, by the shard key in
-        ``column``: ``{cluster name: Misplaced}`` for every cluster, read on each
-        primary, concurrently.
+        ``column`` (or, with ``ids=True``, by the logical shard the ids in ``column``
+        carry): ``{cluster name: Misplaced}`` for every cluster, read on each primary,
+        concurrently.
 
-        On PostgreSQL, with a :class:`HashPlacement` and a ``smallint``, ``integer``,
-        ``bigint``, ``text``, ``varchar`` or ``uuid`` column, the server computes each
-        row's logical shard with its own hash function (what ``PARTITION BY HASH``
-        uses) and sends back only the misplaced rows. Otherwise (MariaDB/MySQL, range
-        and directory placements, ``bytea`` keys) the keys are read and placed by
-        replpool. Raises :class:`ShardError` if a shard fails (no such table...)."""
+        The server computes each row's logical shard and sends back only the misplaced
+        rows when it can: ids on any engine (bit operations), and keys on PostgreSQL
+        under a :class:`HashPlacement` in a ``smallint``, ``integer``, ``bigint``,
+        ``text``, ``varchar`` or ``uuid`` column, with its own hash function (what
+        ``PARTITION BY HASH`` uses). Otherwise (MariaDB/MySQL keys, range and directory
+        placements, ``bytea`` keys) the keys are read and placed by replpool. Raises
+        :class:`ShardError` if a shard fails (no such table...)."""
         from ._placement import POSTGRESQL_HASH_FUNCTIONS, postgresql_remainder_sql
         from ._session import pinned_to_master
         from ._shardmap import HashPlacement
 
-        shard_map = self._map
+        shard_map, layout = self._map, self.ids
+        if ids and layout is None:
+            raise ConfigurationError("misplaced(ids=True) needs ShardSet(..., ids=ShardIds())")
 
         def check(c: Cluster) -> Misplaced:
             engine = "postgresql" if c.engine_name == "postgresql" else "mysql"
             t, col = _quote(engine, table), _quote(engine, column)
             mine = list(shard_map.shards_of(c.name))
             with pinned_to_master():  # what the primary holds, not a replica's past
-                column_type = None
-                if engine == "postgresql" and isinstance(shard_map.placement, HashPlacement):
+                expr = None
+                if ids:
+                    assert layout is not None
+                    expr = f"(({col} >> {layout.sequence_bits}) & {layout.max_shards - 1})"
+                elif engine == "postgresql" and isinstance(shard_map.placement, HashPlacement):
                     rows = c.query(
                         "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
                         "WHERE a.attrelid = %s::regclass AND a.attname = %s AND NOT a.attisdropped",
@@ -371,17 +380,20 @@ class ShardSet:
                     )
                     if not rows:
                         raise ConfigurationError(f"{table} has no column {column!r}", cluster=c.name)
-                    column_type = rows[0][0]
-                if column_type is not None and column_type.split("(")[0] in POSTGRESQL_HASH_FUNCTIONS:
-                    expr = postgresql_remainder_sql(col, column_type, shard_map.shards)
-                    rows = c.query(
-                        f"SELECT {col}, {expr}, count(*) OVER () FROM {t} "
-                        f"WHERE NOT ({expr} = ANY(%s)) LIMIT %s",
-                        (mine, max(1, examples)), read_only=True,
-                    )
-                    found = [(k, n, shard_map.cluster_of_shard(n)) for k, n, _ in rows]
-                    return Misplaced(c.name, int(rows[0][2]) if rows else 0, found[:examples])
-                return self._misplaced_by_reading(c, t, col, set(mine), examples)
+                    if rows[0][0].split("(")[0] in POSTGRESQL_HASH_FUNCTIONS:
+                        expr = postgresql_remainder_sql(col, rows[0][0], shard_map.shards)
+                if expr is None:
+                    return self._misplaced_by_reading(c, t, col, set(mine), examples)
+                where = f"NOT ({expr} = ANY(%s))" if engine == "postgresql" else (
+                    f"{expr} NOT IN ({', '.join(map(str, mine))})" if mine else "TRUE"
+                )
+                params: tuple[Any, ...] = (mine, max(1, examples)) if engine == "postgresql" else (max(1, examples),)
+                rows = c.query(
+                    f"SELECT {col}, {expr}, count(*) OVER () FROM {t} WHERE {where} LIMIT %s",
+                    params, read_only=True,
+                )
+                found = [(k, int(n), shard_map.cluster_of_shard(int(n))) for k, n, _ in rows]
+                return Misplaced(c.name, int(rows[0][2]) if rows else 0, found[:examples])
 
         return self.each(check)
 

@@ -40,6 +40,11 @@ class ShardLab:
         cls = _lab_class(engine)
         self.engine = engine
         self.shards: list[Lab] = [cls(replicas, **options) for _ in range(shards)]
+        # One password for the application user on every shard, as an application
+        # configured once for all its shards would have it.
+        self.password = self.shards[0].password
+        for lab in self.shards:
+            lab.password = self.password
 
     def start(self) -> Self:
         """Start every shard's lab at once; if one fails, stop them all and raise."""
