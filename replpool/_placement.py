@@ -34,6 +34,8 @@ server's ``satisfies_hash_partition``.
 
 from __future__ import annotations
 
+import functools
+import struct
 import uuid
 from typing import Any
 
@@ -44,42 +46,43 @@ _M32 = 0xFFFFFFFF
 _M64 = 0xFFFFFFFFFFFFFFFF
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
-
-
-def _rot(x: int, k: int) -> int:
-    return ((x << k) | (x >> (32 - k))) & _M32
+_WORDS3 = struct.Struct("<3I").unpack_from
 
 
 def _mix(a: int, b: int, c: int) -> tuple[int, int, int]:
-    # lookup3's mix(): six rounds of subtract, rotate-XOR, add, on 32-bit words.
-    a = ((a - c) & _M32) ^ _rot(c, 4)
+    # lookup3's mix(): six rounds of subtract, rotate-XOR, add, on 32-bit words (the
+    # rotations written out: this runs once per 12 bytes of key).
+    a = ((a - c) & _M32) ^ (((c << 4) | (c >> 28)) & _M32)
     c = (c + b) & _M32
-    b = ((b - a) & _M32) ^ _rot(a, 6)
+    b = ((b - a) & _M32) ^ (((a << 6) | (a >> 26)) & _M32)
     a = (a + c) & _M32
-    c = ((c - b) & _M32) ^ _rot(b, 8)
+    c = ((c - b) & _M32) ^ (((b << 8) | (b >> 24)) & _M32)
     b = (b + a) & _M32
-    a = ((a - c) & _M32) ^ _rot(c, 16)
+    a = ((a - c) & _M32) ^ (((c << 16) | (c >> 16)) & _M32)
     c = (c + b) & _M32
-    b = ((b - a) & _M32) ^ _rot(a, 19)
+    b = ((b - a) & _M32) ^ (((a << 19) | (a >> 13)) & _M32)
     a = (a + c) & _M32
-    c = ((c - b) & _M32) ^ _rot(b, 4)
+    c = ((c - b) & _M32) ^ (((b << 4) | (b >> 28)) & _M32)
     b = (b + a) & _M32
     return a, b, c
 
 
-def _final(a: int, b: int, c: int) -> tuple[int, int, int]:
-    # lookup3's final(): seven XOR-subtract-rotate steps that spread every bit.
-    c = ((c ^ b) - _rot(b, 14)) & _M32
-    a = ((a ^ c) - _rot(c, 11)) & _M32
-    b = ((b ^ a) - _rot(a, 25)) & _M32
-    c = ((c ^ b) - _rot(b, 16)) & _M32
-    a = ((a ^ c) - _rot(c, 4)) & _M32
-    b = ((b ^ a) - _rot(a, 14)) & _M32
-    c = ((c ^ b) - _rot(b, 24)) & _M32
-    return a, b, c
+def _final(a: int, b: int, c: int) -> tuple[int, int]:
+    # lookup3's final(): seven XOR-subtract-rotate steps that spread every bit; returns
+    # (b, c), the words the 64-bit hash is made of.
+    c = ((c ^ b) - (((b << 14) | (b >> 18)) & _M32)) & _M32
+    a = ((a ^ c) - (((c << 11) | (c >> 21)) & _M32)) & _M32
+    b = ((b ^ a) - (((a << 25) | (a >> 7)) & _M32)) & _M32
+    c = ((c ^ b) - (((b << 16) | (b >> 16)) & _M32)) & _M32
+    a = ((a ^ c) - (((c << 4) | (c >> 28)) & _M32)) & _M32
+    b = ((b ^ a) - (((a << 14) | (a >> 18)) & _M32)) & _M32
+    c = ((c ^ b) - (((b << 24) | (b >> 8)) & _M32)) & _M32
+    return b, c
 
 
+@functools.lru_cache(maxsize=512)
 def _seeded(length: int, seed: int) -> tuple[int, int, int]:
+    """The state after the length and the seed (the same for every key of a length)."""
     a = b = c = (_GOLDEN + length + 3923095) & _M32
     if seed:
         # The seed counts as a first 12-byte block: its high word, its low word, zeros.
@@ -99,18 +102,15 @@ def hash_bytes_extended(data: bytes, seed: int) -> int:
     # a key of 12 bytes has an empty tail.
     whole = n // 12 * 12
     for i in range(0, whole, 12):
-        a = (a + int.from_bytes(data[i : i + 4], "little")) & _M32
-        b = (b + int.from_bytes(data[i + 4 : i + 8], "little")) & _M32
-        c = (c + int.from_bytes(data[i + 8 : i + 12], "little")) & _M32
-        a, b, c = _mix(a, b, c)
-    tail = data[whole:]
-    if tail:
+        x, y, z = _WORDS3(data, i)
+        a, b, c = _mix((a + x) & _M32, (b + y) & _M32, (c + z) & _M32)
+    if whole < n:
         # Up to 11 bytes: the first 4 into a, the next 4 into b, the rest into c
         # shifted up one byte (c's lowest byte is lookup3's, for the length).
-        a = (a + int.from_bytes(tail[0:4], "little")) & _M32
-        b = (b + int.from_bytes(tail[4:8], "little")) & _M32
-        c = (c + (int.from_bytes(tail[8:11], "little") << 8)) & _M32
-    a, b, c = _final(a, b, c)
+        tail = data[whole:]
+        x, y, z = _WORDS3(tail[:8].ljust(8, b"\0") + b"\0" + tail[8:].ljust(3, b"\0"))
+        a, b, c = (a + x) & _M32, (b + y) & _M32, (c + z) & _M32
+    b, c = _final(a, b, c)
     return (b << 32) | c
 
 
@@ -118,8 +118,7 @@ def hash_uint32_extended(k: int, seed: int) -> int:
     """PostgreSQL's ``hash_bytes_uint32_extended(k, seed)``: a 32-bit word's 64-bit
     hash (what ``hash_bytes_extended`` gives for its four bytes, without the bytes)."""
     a, b, c = _seeded(4, seed)
-    a = (a + (k & _M32)) & _M32
-    a, b, c = _final(a, b, c)
+    b, c = _final((a + (k & _M32)) & _M32, b, c)
     return (b << 32) | c
 
 
@@ -169,6 +168,9 @@ def key_bytes(key: Any) -> tuple[str, int | bytes]:
     )
 
 
+_INT_STATE = _seeded(4, HASH_PARTITION_SEED)
+
+
 def partition_hash(key: Any) -> int:
     """The unsigned 64-bit hash PostgreSQL's ``PARTITION BY HASH`` computes for a
     one-column key holding ``key``:
@@ -181,6 +183,14 @@ def partition_hash(key: Any) -> int:
 
     Raises :class:`TypeError` for other types and :class:`ValueError` for values the
     column could not hold (see :func:`key_bytes`)."""
+    if type(key) is int and _INT64_MIN <= key <= _INT64_MAX:
+        # The common key, inlined: hashint8extended's fold, the seeded state of a 4-byte
+        # key (the same for every int), final(), and hash_combine64(0, h) = h + constant.
+        lo = key & _M32
+        hi = (key >> 32) & _M32
+        lo ^= hi if key >= 0 else hi ^ _M32
+        b, c = _final((_INT_STATE[0] + lo) & _M32, _INT_STATE[1], _INT_STATE[2])
+        return (((b << 32) | c) + _COMBINE) & _M64
     kind, value = key_bytes(key)
     if kind == "int":
         assert isinstance(value, int)

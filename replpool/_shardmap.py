@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ._errors import ConfigurationError, Error
-from ._placement import shard_for
+from ._placement import partition_hash
 
 
 class ShardKeyError(Error, LookupError):
@@ -74,7 +74,7 @@ class HashPlacement:
 
     def logical_shard(self, key: Any) -> int:
         """Raises TypeError or ValueError for a key of an unsupported type or range."""
-        return shard_for(key, self._shards)
+        return partition_hash(key) % self._shards  # shard_for(key, shards), checked once
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, HashPlacement) and other._shards == self._shards

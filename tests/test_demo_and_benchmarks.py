@@ -61,3 +61,14 @@ def test_the_django_views_benchmark_runs_and_prints_ratios():
     for kind in ("read view", "write view", "report view"):
         assert re.search(rf"{kind}.*\n.*\n  django pool \(primary\)\s+\d+\s+[\d.]+\s+1\.000x", proc.stdout), kind
     assert re.search(r"replpool, 2 replicas\s+\d+\s+[\d.]+\s+[\d.]+x", proc.stdout)
+
+
+def test_the_sharding_benchmark_runs_and_prints_its_figures():
+    proc = run("benchmarks/sharding.py", "--seconds", "0.05", "--rounds", "1", "--shards", "2",
+               "--fan-outs", "2", "--sleep-ms", "1", "2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"routed by key\s+\d+\s+[\d.]+\s+[\d.]+x", proc.stdout)
+    assert re.search(r"shards.query\(key\)\s+\d+\s+[\d.]+\s+[\d.]+x", proc.stdout)
+    assert re.search(r"ShardRouter: the shard of filter\(id=k\)\s+[\d.]+ us", proc.stdout)
+    assert re.search(r"fan-out\s+[\d.]+\s+[\d.]+x", proc.stdout)
+    assert "is down" not in proc.stderr  # every cluster closed before its servers stopped

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -66,7 +67,7 @@ from django.db.models.query import (
     NamedValuesListIterable,
     ValuesIterable,
 )
-from django.db.models.sql.where import AND, OR, WhereNode
+from django.db.models.sql.where import AND, OR, NothingNode, WhereNode
 from django.utils.module_loading import import_string
 
 from .. import _session
@@ -191,6 +192,7 @@ class Sharding:
             )
         self._roots = dict(roots)
         self._locators: dict[type[models.Model], tuple[Locator, ...]] | None = None
+        self._by_attname: dict[type[models.Model], dict[str, Locator]] = {}
         self._lock = threading.Lock()
 
     # -- models -----------------------------------------------------------------------------
@@ -342,39 +344,51 @@ class Sharding:
     def aliases_for_query(self, query: Any, model: type[models.Model]) -> set[str] | None:
         """The shards a query's WHERE clause confines it to by its key columns (an
         empty set: no row can match), or None if it names no key."""
-        locs = {loc.attname: loc for loc in self.locators(model) or ()}
+        locs = self._by_attname.get(model)
+        if locs is None:
+            locs = self._by_attname[model] = {loc.attname: loc for loc in self.locators(model) or ()}
         if not locs:
             return None
         base = query.base_table
         return self._walk(query.where, locs, base)
 
     def _walk(self, node: Any, locs: dict[str, Locator], base: Any) -> set[str] | None:
+        # Runs once per query of a sharded model: plain loops, no exceptions.
         if isinstance(node, WhereNode):
             if node.negated:
                 return None
-            parts = [self._walk(child, locs, base) for child in node.children]
-            if node.connector == AND:
-                known = [p for p in parts if p is not None]
-                if not known:
+            both = node.connector == AND
+            if not both and node.connector != OR:
+                return None  # XOR
+            out: set[str] | None = None
+            for child in node.children:
+                part = self._walk(child, locs, base)
+                if both:
+                    if part is not None:
+                        out = part if out is None else out & part
+                elif part is None:
                     return None
-                out = set(known[0])
-                for p in known[1:]:
-                    out &= p
-                return out
-            if node.connector == OR and parts and all(p is not None for p in parts):
-                return set().union(*parts)  # type: ignore[arg-type]
-            return None
+                else:
+                    out = part if out is None else out | part
+            return out
         name = getattr(node, "lookup_name", None)
-        lhs = getattr(node, "lhs", None)
-        if name not in ("exact", "in") or not isinstance(lhs, Col) or lhs.alias != base:
+        if name != "exact" and name != "in":
+            return set() if isinstance(node, NothingNode) else None  # none(): no row anywhere
+        lhs = node.lhs
+        if not isinstance(lhs, Col) or lhs.alias != base:
             return None
-        loc = locs.get(getattr(lhs.target, "attname", None))  # type: ignore[arg-type]
+        loc = locs.get(lhs.target.attname)
         if loc is None:
             return None
         rhs = node.rhs
-        if hasattr(rhs, "resolve_expression") or hasattr(rhs, "as_sql"):
-            return None
-        values = [rhs] if name == "exact" else list(rhs)
+        if name == "exact":
+            if not isinstance(rhs, _PLAIN) and hasattr(rhs, "resolve_expression"):
+                return None  # F(), a subquery...
+            values: Iterable[Any] = (rhs,)
+        elif isinstance(rhs, (list, tuple, set, frozenset)):
+            values = rhs
+        else:
+            return None  # a subquery
         out = set()
         for v in values:
             if v is None:
@@ -386,6 +400,9 @@ class Sharding:
             except (TypeError, ValueError, LookupError) as exc:
                 raise ShardKeyRequired(f"cannot place {loc.attname} {v!r}: {exc}") from None
         return out
+
+
+_PLAIN = (int, str, bytes, uuid.UUID)
 
 
 def _field_name(model: type[models.Model], attname: str) -> str:
@@ -565,25 +582,38 @@ class ShardedQuerySet(QuerySet):  # type: ignore[type-arg]
 
     # -- where it runs ----------------------------------------------------------------------
 
+    # The shards this queryset runs on, worked out once (Django asks for ``db`` several
+    # times per query); a clone starts without it, as does a change of hints.
+    _shard_targets: list[str] | None = None
+
+    def _add_hints(self, **hints: Any) -> None:
+        self._shard_targets = None
+        super()._add_hints(**hints)
+
     def _targets(self) -> list[str]:
         if self._db is not None:
             return [self._db]
-        if not configured():
-            return [QuerySet.db.fget(self)]  # type: ignore[attr-defined]
-        s = sharding()
-        if not s.is_sharded(self.model):
-            return [QuerySet.db.fget(self)]  # type: ignore[attr-defined]
+        found = self._shard_targets
+        if found is None:
+            s = _sharding if _sharding is not None else sharding() if configured() else None
+            if s is None or s.locators(self.model) is None:
+                # Not sharded: wherever the routers say (for reads or writes), each time.
+                return [QuerySet.db.fget(self)]  # type: ignore[attr-defined]
+            found = self._shard_targets = self._find_targets(s)
+        return found
+
+    def _find_targets(self, s: Sharding) -> list[str]:
         instance = self._hints.get("instance")
         if instance is not None:
             alias = s.alias_of_instance(instance)
             if alias is not None:
                 return [alias]
-        if self.query.is_empty():
-            return [s.aliases[0]]
         found = s.aliases_for_query(self.query, self.model)
         if found is None:
             if self._all_shards:
                 return list(s.aliases)
+            if self.query.is_empty():
+                return [s.aliases[0]]  # none(): no query will run
             raise ShardKeyRequired(s.no_key_message(self.model))
         if not found:
             return [s.aliases[0]]  # no key can match: any shard answers "nothing"
