@@ -23,6 +23,7 @@ bench: venv servers
 	$(PY) benchmarks/overhead_mariadb.py
 	$(PY) benchmarks/django_views.py
 	$(PY) benchmarks/offload.py
+	$(PY) benchmarks/sharding.py
 
 venv: $(STAMP)
 

@@ -10,9 +10,10 @@ shard alone, side by side on one shard lab (4 PostgreSQL clusters) in one proces
      against ``Account.objects.using("shard1").filter(id=k)``;
    - plain Python: ``shards.query(k, ...)`` against ``cluster.query(...)``.
    Every key lives on shard1, so both variants do the same database work (each Django
-   query is followed by the end-of-request close, as in a view). The added
-   cost is the difference of the times per query; it is also measured without any
-   query (what deciding the shard costs: ``queryset.db``, ``shards.cluster_for(k)``).
+   query is followed by the end-of-request close, as in a view). What routing adds is
+   the difference of the client's CPU time per query (this thread's, waiting for the
+   server excluded: the servers' work is the same); wall-clock time per query is shown
+   too. It is also measured without any query: what deciding the shard costs.
 2. Fan-out: one statement on every shard at once, each shard sleeping its own time
    (``pg_sleep``, so that the CPUs are not what is measured), against the slowest
    shard's statement alone, and against running the shards one after the other.
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import interleaved, pin_cpus, table  # noqa: E402
+from _common import pin_cpus  # noqa: E402
 
 import replpool  # noqa: E402
 from replpool.testing import ShardLab  # noqa: E402
@@ -57,6 +58,32 @@ def configure(lab: ShardLab) -> None:
         REPLPOOL_SHARDING={"databases": aliases, "logical_shards": LOGICAL, "models": {"benchapp.Account": "id"}},
     )
     django.setup()
+
+
+def cpu_interleaved(
+    variants: dict[str, Any], *, rounds: int, seconds: float
+) -> dict[str, tuple[float, float]]:
+    """Each variant in turn, round after round (rotating which goes first), in this
+    thread: ``{name: (wall us per call, this thread's CPU us per call)}``, medians over
+    the rounds. The CPU time is what the client spends on a query, waiting excluded,
+    which is where routing adds anything: on a busy machine it holds still where
+    wall-clock time does not."""
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+    items = list(variants.items())
+    for _, op in items:  # warm up
+        for _ in range(50):
+            op()
+    for r in range(rounds):
+        for name, op in items[r % len(items):] + items[: r % len(items)]:
+            n, wall0, cpu0 = 0, time.perf_counter(), time.thread_time()
+            while time.perf_counter() - wall0 < seconds:
+                op()
+                n += 1
+            samples[name].append(((time.perf_counter() - wall0) / n * 1e6, (time.thread_time() - cpu0) / n * 1e6))
+    return {
+        name: (statistics.median(w for w, _ in s), statistics.median(c for _, c in s))
+        for name, s in samples.items()
+    }
 
 
 class _EveryMember:
@@ -136,16 +163,19 @@ def main(argv: list[str] | None = None) -> int:
                 assert len(shard1.query(sql, (key(),))) == 1
 
             with replpool.session():
-                dj = interleaved({"using('shard1')": django_using, "routed by key": django_routed},
-                                 rounds=args.rounds, seconds=args.seconds, threads=1)
-                py = interleaved({"cluster.query()": python_cluster, "shards.query(key)": python_routed},
-                                 rounds=args.rounds, seconds=args.seconds, threads=1)
-            print(table("Django, one-row SELECT by key", dj, "using('shard1')"))
-            added = 1e6 / dj["routed by key"].rate - 1e6 / dj["using('shard1')"].rate
-            print(f"  routing adds {added:+.1f} us per query\n")
-            print(table("plain Python, one-row SELECT by key", py, "cluster.query()"))
-            added_py = 1e6 / py["shards.query(key)"].rate - 1e6 / py["cluster.query()"].rate
-            print(f"  routing adds {added_py:+.1f} us per query\n")
+                dj = cpu_interleaved({"using('shard1')": django_using, "routed by key": django_routed},
+                                     rounds=args.rounds, seconds=args.seconds)
+                py = cpu_interleaved({"cluster.query()": python_cluster, "shards.query(key)": python_routed},
+                                     rounds=args.rounds, seconds=args.seconds)
+            for title, results, base in (("Django, one-row SELECT by key", dj, "using('shard1')"),
+                                         ("plain Python, one-row SELECT by key", py, "cluster.query()")):
+                print(title)
+                print(f"  {'variant':<22} {'wall us/query':>14} {'client CPU us/query':>20}")
+                for name, (wall, cpu) in results.items():
+                    print(f"  {name:<22} {wall:>14.1f} {cpu:>20.1f}")
+                other = next(n for n in results if n != base)
+                print(f"  routing adds {results[other][1] - results[base][1]:+.1f} us of client CPU per query "
+                      f"({results[other][0] - results[base][0]:+.1f} us wall, noisier)\n")
 
             k0 = keys[0]
             prepared = Account.objects.filter(id=k0)

@@ -5,7 +5,7 @@ outside transactions go to replicas, and fan-outs run on connections of their ow
 import contextvars
 import uuid
 
-from django.db import connections
+from django.db import connections, transaction
 from hypothesis import HealthCheck, given, settings
 from hypothesis.extra.django import TransactionTestCase as HypothesisTransactionTestCase
 from hypothesis import strategies as st
@@ -146,6 +146,22 @@ class RoutingTests(ShardedTestCase):
         for m in made:
             self.assertIn(m.id, stored(shard_of(m.id), "tenants_customer"))
 
+    def test_update_or_create_and_bulk_update_work_on_each_rows_shard(self):
+        cid = next(u for u in (uuid.uuid4() for _ in range(1000)) if shard_of(u) == "shard2")
+        c, created = Customer.objects.update_or_create(id=cid, defaults={"name": "first"})
+        self.assertTrue(created)
+        c, created = Customer.objects.update_or_create(id=cid, defaults={"name": "second"})
+        self.assertFalse(created)
+        self.assertEqual(Customer.objects.get(id=cid).name, "second")
+        many = [customer_on(alias, "old") for alias in SHARDS]
+        for m in many:
+            m.name = "new"
+        self.assertEqual(Customer.objects.bulk_update(many, ["name"]), 3)
+        self.assertEqual(
+            sorted(Customer.objects.filter(id__in=[m.id for m in many]).values_list("name", flat=True)),
+            ["new", "new", "new"],
+        )
+
     def test_changing_the_key_of_a_saved_row_is_refused(self):
         a, b = customer_on("shard1"), customer_on("shard2")
         order = Order.objects.create(customer=a)
@@ -207,6 +223,18 @@ class AllShardsTests(ShardedTestCase):
         deleted, _ = qs.filter(name__in=["alpha", "echo"]).delete()
         self.assertEqual(deleted, 2)
         self.assertEqual(qs.count(), 6)
+
+    def test_all_shards_gives_values_dicts(self):
+        rows = list(Customer.objects.all_shards().exclude(name=None).order_by("-name").values("name"))
+        self.assertEqual(rows, [{"name": n} for n in sorted((n for n in self.names if n), reverse=True)])
+
+    def test_a_fan_out_inside_a_transaction_sees_its_uncommitted_rows(self):
+        with transaction.atomic(using="shard2"):
+            customer_on("shard2", "uncommitted")
+            # Run on one thread, shard after shard: shard2's part on the connection
+            # that holds the transaction.
+            self.assertEqual(Customer.objects.all_shards().filter(name="uncommitted").count(), 1)
+            self.assertEqual(Customer.objects.all_shards().count(), 9)
 
     def test_an_aggregate_over_several_shards_is_refused(self):
         from django.db.models import Count
