@@ -85,7 +85,7 @@ def test_the_shard_projects_own_tests_pass_with_manage_py_test(lab):
     for alias in ("default", "shard1", "shard2", "shard3"):
         assert f"Creating test database for alias '{alias}'" in output, output[-3000:]
     ran = [line for line in output.splitlines() if line.startswith("Ran ")]
-    assert ran and int(ran[0].split()[1]) >= 15, ran
+    assert ran and int(ran[0].split()[1]) >= 25, ran
 
 
 def test_migrate_runs_on_every_shard_and_a_failure_names_its_shard(lab):

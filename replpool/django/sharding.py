@@ -330,10 +330,18 @@ class Sharding:
                         return alias
         return None
 
-    def no_key_message(self, model: type[models.Model]) -> str:
+    def no_key_message(self, model: type[models.Model], *, plain: bool = False) -> str:
+        """What to do about a query of ``model`` that names no shard key (``plain``: it
+        came from a manager that is not a ShardedManager, so it reached the router)."""
         locs = self.locators(model) or ()
         names = sorted({_field_name(model, loc.attname) for loc in locs})
         how = f"filter by {' or '.join(names)} (exact or __in)" if names else "reach it through its parent"
+        if plain:
+            return (
+                f"{model._meta.label} is sharded, and this query came from a manager that is not a "
+                f"ShardedManager: query it through one (objects = ShardedManager()) and {how}, or "
+                f"use(alias) (shards: {', '.join(self.aliases)})"
+            )
         return (
             f"{model._meta.label} is sharded: {how}, use .all_shards() to ask every shard, "
             f"or .using(alias) (shards: {', '.join(self.aliases)})"
@@ -463,7 +471,7 @@ class ShardRouter:
             alias = s.alias_of_instance(instance, strict=True)
             if alias is not None:
                 return alias
-        raise ShardKeyRequired(s.no_key_message(model))
+        raise ShardKeyRequired(s.no_key_message(model, plain=True))
 
     def db_for_read(self, model: type[models.Model], **hints: Any) -> str | None:
         return self._db(model, hints)

@@ -9,7 +9,8 @@ from django.db import connections, transaction
 from hypothesis import HealthCheck, given, settings
 from hypothesis.extra.django import TransactionTestCase as HypothesisTransactionTestCase
 from hypothesis import strategies as st
-from django.test import Client, TransactionTestCase
+from django.core.exceptions import ImproperlyConfigured
+from django.test import Client, SimpleTestCase, TransactionTestCase, override_settings
 
 import replpool
 from replpool import _tokens
@@ -49,6 +50,41 @@ def stored(alias, table):
 def fresh(func, *args, **kwargs):
     """Run in an empty context: no session of the test's thread comes along."""
     return contextvars.Context().run(func, *args, **kwargs)
+
+
+class ConfigurationTests(SimpleTestCase):
+    """A wrong REPLPOOL_SHARDING fails with a message saying what to change."""
+
+    def config(self, **changes):
+        from django.conf import settings
+
+        return {**settings.REPLPOOL_SHARDING, **changes}
+
+    def test_an_unknown_shard_alias_is_named(self):
+        with override_settings(REPLPOOL_SHARDING=self.config(databases=["shard1", "shard9"])):
+            with self.assertRaisesMessage(ImproperlyConfigured, "names the shard 'shard9', which is not in DATABASES"):
+                sharding()
+
+    def test_the_number_of_logical_shards_is_required(self):
+        config = self.config()
+        del config["logical_shards"]
+        with override_settings(REPLPOOL_SHARDING=config):
+            with self.assertRaisesMessage(ImproperlyConfigured, "['logical_shards'] must be a whole number >= 1"):
+                sharding()
+
+    def test_a_model_that_is_not_installed_is_named(self):
+        with override_settings(REPLPOOL_SHARDING=self.config(models={"tenants.Invoice": "id"})):
+            with self.assertRaisesMessage(ImproperlyConfigured, "names 'tenants.Invoice', which is not an installed model"):
+                sharding().sharded_models()
+
+    def test_a_key_field_the_model_lacks_is_named(self):
+        with override_settings(REPLPOOL_SHARDING=self.config(models={"tenants.Customer": "tenant"})):
+            with self.assertRaisesMessage(ImproperlyConfigured, "tenants.Customer has no field 'tenant'"):
+                sharding().sharded_models()
+
+    def test_a_model_without_a_sharded_manager_is_told_to_get_one(self):
+        with self.assertRaisesMessage(ShardKeyRequired, "a manager that is not a ShardedManager"):
+            OrderLine._base_manager.filter(quantity=1).count()
 
 
 class ShardedTestCase(TransactionTestCase):
