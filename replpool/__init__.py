@@ -17,7 +17,11 @@ from ._positions import LSN, MariaDBGTID, MySQLGTIDSet
 from ._placement import partition_hash, shard_for
 from ._routing import Reason
 from ._session import (
+    Consistency,
+    Level,
     Session,
+    consistency,
+    current_consistency,
     current_session,
     current_token,
     pinned_to_master,
@@ -40,9 +44,11 @@ __all__ = [
     "Cluster",
     "ClusterStatus",
     "ConfigurationError",
+    "Consistency",
     "DirectoryPlacement",
     "Error",
     "HashPlacement",
+    "Level",
     "MariaDBGTID",
     "MemberStatus",
     "Misplaced",
@@ -60,6 +66,8 @@ __all__ = [
     "ShardRow",
     "ShardSet",
     "TokenError",
+    "consistency",
+    "current_consistency",
     "current_session",
     "current_token",
     "partition_hash",
