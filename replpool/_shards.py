@@ -24,6 +24,23 @@ from ._status import ClusterStatus
 T = TypeVar("T")
 
 
+def in_callers_session(func: Callable[..., T], *args: Any) -> Callable[[], T]:
+    """``func(*args)``, ready to run in another thread as if in the calling one: in a
+    copy of the caller's context (made now: its pins, consistency scope, explicit
+    session), with the caller's session current, so that what the call observes is
+    recorded there. Implicit sessions belong to threads, so the caller gets one now if it
+    has none."""
+    s = _session.writing_session()
+    ctx = contextvars.copy_context()
+
+    def run() -> T:
+        # In the copy only, which is dropped after the call: nothing to reset.
+        _session._current.set(s)
+        return func(*args)
+
+    return lambda: ctx.run(run)
+
+
 class ShardRow(NamedTuple):
     """One row of a fan-out, and the name of the shard cluster it came from."""
 
@@ -201,7 +218,7 @@ class ShardSet:
     def open(self) -> ShardSet:
         """Open every cluster, concurrently (each waits for its first monitor round). If
         one fails to open, the others are closed again and its error is raised."""
-        results, errors = self._run(lambda c: c.open(), list(self._clusters))
+        results, errors = self._run(lambda c: c.open(), list(self._clusters), share_session=False)
         if errors:
             self.close()
             raise next(iter(errors.values()))
@@ -277,20 +294,27 @@ class ShardSet:
         return executor
 
     def _run(
-        self, func: Callable[[Cluster], T], names: list[str]
+        self, func: Callable[[Cluster], T], names: list[str], *, share_session: bool = True
     ) -> tuple[dict[str, T], dict[str, Exception]]:
         """``func`` on the named clusters at once: the caller's thread runs the first,
-        the pool the others, each in a copy of the caller's context."""
+        the pool the others, each as if in the caller's thread (see
+        :func:`in_callers_session`; without ``share_session``, in a copy of its context)."""
+        def prepared(c: Cluster) -> Callable[[], T]:
+            if share_session:
+                return in_callers_session(func, c)
+            ctx = contextvars.copy_context()
+            return lambda: ctx.run(func, c)
+
         futures: dict[str, Future[T]] = {}
         pool = self._pool() if len(names) > 1 else None
         for n in names[1:]:
             assert pool is not None
-            futures[n] = pool.submit(contextvars.copy_context().run, func, self._clusters[n])
+            futures[n] = pool.submit(prepared(self._clusters[n]))
         results: dict[str, T] = {}
         errors: dict[str, Exception] = {}
         if names:
             try:
-                results[names[0]] = contextvars.copy_context().run(func, self._clusters[names[0]])
+                results[names[0]] = prepared(self._clusters[names[0]])()
             except Exception as exc:
                 errors[names[0]] = exc
         for n, f in futures.items():
@@ -313,9 +337,6 @@ class ShardSet:
         for n in names:
             if n not in self._clusters:
                 raise ConfigurationError(f"no shard cluster named {n!r} ({', '.join(self._clusters)})")
-        # The calls share the caller's session object: make sure there is one to share
-        # (an implicit session made inside a copied context would be lost with it).
-        _session.writing_session()
         results, errors = self._run(func, names)
         if errors:
             failed = "; ".join(f"{n!r}: {type(e).__name__}: {e}" for n, e in errors.items())

@@ -60,8 +60,24 @@ def clean(shards: replpool.ShardSet, lab: Any, replpool_shared_labs: Any) -> Ite
 
 
 def fresh(func: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call in an empty context: no session of the test's thread comes along."""
-    return contextvars.Context().run(func, *args, **kwargs)
+    """Call in a thread of its own, in an empty context: no session of the test's
+    thread (implicit sessions belong to threads) comes along."""
+    result: list[Any] = []
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(func(*args, **kwargs))
+        except BaseException as exc:  # re-raised in the test's thread
+            error.append(exc)
+
+    t = threading.Thread(target=contextvars.Context().run, args=(run,))
+    t.start()
+    t.join(60)
+    if error:
+        raise error[0]
+    assert result, "the call in a thread of its own did not finish"
+    return result[0]
 
 
 def key_on(shards: replpool.ShardSet, name: str, skip: int = 0) -> int:
@@ -155,6 +171,24 @@ def test_fan_out_writes_are_recorded_in_the_callers_session(shards):
     s = fresh(write)
     assert s is not None
     assert set(s.snapshot()) == {"shard1", "shard2", "shard3"}
+
+
+def test_keyword_arguments_reach_the_shards_cluster(shards, lab):
+    """consistency= (and any other argument of Cluster.query/connection) passes through."""
+    k = key_on(shards, "shard3")
+    lab.shards[2].pause_replication(lab.shards[2].replicas[0])
+    fresh(shards.query, k, "INSERT INTO accounts (id, owner) VALUES (%s, 'kw')", (k,))
+    read = "SELECT owner FROM accounts WHERE id = %s"
+    assert fresh(shards.query, k, read, (k,), read_only=True, consistency="eventual") == []
+    assert fresh(shards.query, k, read, (k,), read_only=True, consistency="strong") == [("kw",)]
+
+    def with_connection() -> list[Any]:
+        with shards.connection(k, read_only=True, consistency="strong") as conn:
+            return conn.execute(read, (k,)).fetchall()
+
+    assert fresh(with_connection) == [("kw",)]
+    rows = fresh(shards.fan_out, "SELECT count(*) FROM accounts", read_only=True, consistency="strong")
+    assert [(r.shard, r.row[0]) for r in rows] == [("shard1", 0), ("shard2", 0), ("shard3", 1)]
 
 
 # -- sessions and tokens -------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import contextvars
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -52,7 +53,24 @@ def clean(shards: replpool.ShardSet, lab: ShardLab) -> Iterator[None]:
 
 
 def fresh(func: Any, *args: Any, **kwargs: Any) -> Any:
-    return contextvars.Context().run(func, *args, **kwargs)
+    """Call in a thread of its own, in an empty context: no session of the test's
+    thread (implicit sessions belong to threads) comes along."""
+    result: list[Any] = []
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(func(*args, **kwargs))
+        except BaseException as exc:  # re-raised in the test's thread
+            error.append(exc)
+
+    t = threading.Thread(target=contextvars.Context().run, args=(run,))
+    t.start()
+    t.join(60)
+    if error:
+        raise error[0]
+    assert result, "the call in a thread of its own did not finish"
+    return result[0]
 
 
 def test_rows_go_to_the_mariadb_shard_their_key_hashes_to(shards, lab):

@@ -46,7 +46,6 @@ What the router and the manager do:
 
 from __future__ import annotations
 
-import contextvars
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -70,7 +69,7 @@ from django.db.models.query import (
 from django.db.models.sql.where import AND, OR, NothingNode, WhereNode
 from django.utils.module_loading import import_string
 
-from .. import _session
+from .._shards import in_callers_session
 from .._errors import Error
 from .._shardmap import HashPlacement, ShardIds, ShardKeyError, ShardMap
 
@@ -533,7 +532,6 @@ def on_each(aliases: Sequence[str], func: Callable[[str], Any]) -> dict[str, Any
     The first error is raised once all have finished."""
     if len(aliases) <= 1 or any(connections[a].in_atomic_block for a in aliases):
         return {a: func(a) for a in aliases}
-    _session.writing_session()  # one session, shared by every call, kept by the caller
 
     def worker(alias: str) -> Any:
         try:
@@ -542,12 +540,12 @@ def on_each(aliases: Sequence[str], func: Callable[[str], Any]) -> dict[str, Any
             connections[alias].close()
 
     futures: dict[str, Future[Any]] = {
-        a: _pool().submit(contextvars.copy_context().run, worker, a) for a in aliases[1:]
+        a: _pool().submit(in_callers_session(worker, a)) for a in aliases[1:]
     }
     results: dict[str, Any] = {}
     error: BaseException | None = None
     try:
-        results[aliases[0]] = contextvars.copy_context().run(func, aliases[0])
+        results[aliases[0]] = in_callers_session(func, aliases[0])()
     except BaseException as exc:
         error = exc
     for a, f in futures.items():

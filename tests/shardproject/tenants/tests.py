@@ -3,6 +3,7 @@ PostgreSQL's PARTITION BY HASH places the customer's id. TransactionTestCases: r
 outside transactions go to replicas, and fan-outs run on connections of their own."""
 
 import contextvars
+import threading
 import uuid
 
 from django.db import connections, transaction
@@ -48,8 +49,24 @@ def stored(alias, table):
 
 
 def fresh(func, *args, **kwargs):
-    """Run in an empty context: no session of the test's thread comes along."""
-    return contextvars.Context().run(func, *args, **kwargs)
+    """Run in a thread of its own, in an empty context: no session of the test's thread
+    (implicit sessions belong to threads) comes along."""
+    result, error = [], []
+
+    def run():
+        try:
+            result.append(func(*args, **kwargs))
+        except BaseException as exc:  # re-raised in the test's thread
+            error.append(exc)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=contextvars.Context().run, args=(run,))
+    thread.start()
+    thread.join(60)
+    if error:
+        raise error[0]
+    return result[0]
 
 
 class ConfigurationTests(SimpleTestCase):

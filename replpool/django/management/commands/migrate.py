@@ -10,7 +10,6 @@ calls it so for each shard's test database).
 
 from __future__ import annotations
 
-import contextvars
 import io
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -19,7 +18,7 @@ from django.core.management import CommandError, call_command
 from django.core.management.commands.migrate import Command as DjangoMigrate
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from .... import _session
+from ...._shards import in_callers_session
 from ...sharding import configured, sharding
 
 # The migrate options a shard's run takes from the command's own.
@@ -62,7 +61,6 @@ class Command(DjangoMigrate):
         jobs = max(1, int(options.get("shard_jobs") or 1))
         passed = {k: options[k] for k in _PASSED if options.get(k) is not None}
         verbosity = options.get("verbosity", 1)
-        _session.writing_session()
 
         def migrate(alias: str) -> tuple[str, BaseException | None]:
             out = io.StringIO()
@@ -80,7 +78,7 @@ class Command(DjangoMigrate):
         if verbosity >= 1:
             self.stdout.write(f"Migrating {len(shards)} shards at once: {', '.join(shards)}")
         with ThreadPoolExecutor(min(jobs, len(shards)), thread_name_prefix="replpool-migrate") as pool:
-            futures = {a: pool.submit(contextvars.copy_context().run, migrate, a) for a in shards}
+            futures = {a: pool.submit(in_callers_session(migrate, a)) for a in shards}
             results = {a: f.result() for a, f in futures.items()}
         failed = []
         for alias, (output, exc) in results.items():
