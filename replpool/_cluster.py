@@ -21,8 +21,10 @@ from ._engine import Engine, MemberSpec, Pool, engine_for
 from ._errors import ConfigurationError, Error, NoPrimaryAvailable, PoolTimeout, TokenError
 from ._monitor import Monitor
 from ._positions import Position
-from ._routing import SELECTIONS, WAITABLE, Decision, Reason, Role, Selector, resolve_from, route_read
-from ._session import SESSION, STRONG, Consistency, Level, make_consistency
+from ._routing import (
+    SELECTIONS, WAITABLE, Decision, Reason, Role, Selector, decide_read, resolve_pending, route_read,
+)
+from ._session import SESSION, Consistency, Level, make_consistency
 from ._status import ClusterStatus, MemberStatus, PoolStatus
 
 logger = logging.getLogger("replpool")
@@ -85,8 +87,10 @@ class Cluster:
     :param max_replica_lag_bytes: bytes of log; the same, by size (None: no limit).
     :param monitor_interval: seconds between two polls of every member while the
         cluster serves traffic (0.1).
-    :param monitor_idle_interval: seconds between two polls while it serves none (1);
-        reads that need fresher positions than the monitor has ask for a poll at once.
+    :param monitor_idle_interval: seconds between two polls while it serves none (1).
+    :param monitor_demand_interval: reads that need fresher positions than the monitor
+        has ask for a poll at once; at most one such poll every this many seconds
+        (0.005). None: never (reads then wait for the monitor's own pace).
     :param causal_wait: seconds a read may wait for a replica to apply the session's
         writes before it goes to the primary (0: never wait).
     :param replica_selection: among fresh replicas, ``"least_lag"`` (default),
@@ -112,6 +116,7 @@ class Cluster:
         max_replica_lag_bytes: int | None = None,
         monitor_interval: float = 0.1,
         monitor_idle_interval: float = 1.0,
+        monitor_demand_interval: float | None = 0.005,
         causal_wait: float = 0.0,
         replica_selection: str = "least_lag",
         failover_wait: float = 5.0,
@@ -168,6 +173,10 @@ class Cluster:
         self.max_replica_lag_bytes = max_replica_lag_bytes
         self.monitor_interval = _number("monitor_interval", monitor_interval, minimum=0.005)
         self.monitor_idle_interval = _number("monitor_idle_interval", monitor_idle_interval, minimum=0.005)
+        self.monitor_demand_interval = (
+            None if monitor_demand_interval is None
+            else _number("monitor_demand_interval", monitor_demand_interval, minimum=0.001)
+        )
         if self.monitor_idle_interval < self.monitor_interval:
             raise ConfigurationError(
                 f"monitor_idle_interval ({monitor_idle_interval:g} s) must not be shorter than "
@@ -185,6 +194,8 @@ class Cluster:
         self.checkout_timeout = float(self.pool_options.get("timeout", 30.0))
 
         self._members = [_Member(i, s) for i, s in enumerate(specs)]
+        # PostgreSQL standbys refuse writes themselves; MariaDB/MySQL replicas may not.
+        self._guard_replicas = self._engine.name != "postgresql"
         self._selector = Selector(replica_selection)
         roles: list[Role] = ["primary"]
         roles += ["replica"] * (len(specs) - 1)
@@ -195,6 +206,7 @@ class Cluster:
             max_lag=self.max_replica_lag,
             max_lag_bytes=max_replica_lag_bytes,
             idle_interval=self.monitor_idle_interval,
+            demand_interval=self.monitor_demand_interval,
         )
         self._monitor.on_member_down = self._member_down
         self._monitor.on_member_up = self._member_up
@@ -219,7 +231,11 @@ class Cluster:
         answered or failed its first poll, so the first requests already know the
         topology."""
         if self._closed:
-            raise Error(f"cluster {self.name!r} is closed; make a new one", cluster=self.name)
+            raise Error(
+                f"cluster {self.name!r} is closed, and a closed cluster cannot be opened "
+                "again: make a new Cluster",
+                cluster=self.name,
+            )
         if self._opened:
             return self
         other = _session.registered(self.name)
@@ -291,7 +307,9 @@ class Cluster:
                 return self._engine.run(conn, query, params)
         except Exception as exc:
             failed = checkout.failed_member
-            if not read_only or failed is None or not self._engine.is_retryable_read(exc, checkout.failed_conn):
+            if not read_only or failed is None or not self._engine.is_retryable_read(
+                exc, checkout.failed_conn, checkout.failed_on_replica
+            ):
                 raise
             logger.info(
                 "cluster %r: read failed on %s (%s); running it once more elsewhere",
@@ -328,18 +346,6 @@ class Cluster:
     def _busy(self, index: int) -> int:
         return len(self._members[index].out)
 
-    def _route(
-        self, requirement: _session.Requirement | None, avoid: frozenset[int], level: Consistency
-    ) -> Decision:
-        if requirement is None and not avoid and level is SESSION:
-            # The common read: no requirement, nothing to avoid.
-            return route_read(self._monitor.topology, None, self._selector, busy=self._busy)
-        return route_read(
-            self._monitor.topology, requirement, self._selector, level=level,
-            now_ns=time.monotonic_ns() if level.level is Level.BOUNDED else 0,
-            avoid=avoid, busy=self._busy,
-        )
-
     def _wait_for_replica(
         self, level: Consistency, first: Decision, avoid: frozenset[int]
     ) -> Decision:
@@ -355,10 +361,11 @@ class Cluster:
                 break
             self._monitor.demand()
             topo = self._monitor.wait_for_change(topo.version, left)
-            req = self._requirement(level)
-            if req is not None and req.pending_since is not None:
-                req = self._resolve(req) or req
-            d = self._route(req, avoid, level)
+            d = decide_read(
+                topo, self._requirement(level), self._selector, self._resolve, level=level,
+                now_ns=time.monotonic_ns() if level.level is Level.BOUNDED else 0,
+                avoid=avoid, busy=self._busy,
+            )
             if d.member is not None:
                 d = Decision(d.member, Reason.WAITED_REPLICA, d.needed)
                 break
@@ -467,6 +474,11 @@ class Cluster:
             assert m.pool is not None
             m.pool.putconn(conn)
             return None
+        if self._guard_replicas:
+            # A MariaDB/MySQL replica may run with read_only off: its read-only
+            # checkouts refuse writes all the same (the session keeps the mode, so
+            # this costs one statement per connection, not per checkout).
+            self._engine.set_read_only(conn, True)
         return conn
 
     def _checkout_primary(self, timeout: float, read_only: bool) -> tuple[_Member, Any]:
@@ -507,17 +519,22 @@ class Cluster:
     # -- leases: the checkout path shared by connection() and the Django engines ------------
 
     def _check_open(self) -> None:
-        if not self._opened or self._closed:
+        if self._closed:
             raise Error(
-                f"cluster {self.name!r} is {'closed' if self._closed else 'not open'}: use "
-                "'with cluster:' or cluster.open()",
+                f"cluster {self.name!r} is closed, and a closed cluster cannot be opened "
+                "again: make a new Cluster (or keep this one open until the application stops)",
+                cluster=self.name,
+            )
+        if not self._opened:
+            raise Error(
+                f"cluster {self.name!r} is not open: use 'with cluster:' or cluster.open()",
                 cluster=self.name,
             )
 
     def _requirement(self, level: Consistency) -> _session.Requirement | None:
         """What a read at ``level`` must observe on this cluster: the session's floor
         and pending observation at the session level, nothing at the others."""
-        if level is not SESSION:
+        if level.level is not Level.SESSION:
             return None
         current = _session._current.get() or _session._implicit.session
         if current is None:
@@ -553,16 +570,14 @@ class Cluster:
             # No replica to choose (a cluster of one database): the primary, at no cost.
             return _PINNED if level.level is Level.STRONG else _NO_REPLICA
         req = self._requirement(level)
-        if req is not None and req.pending_since is not None:
-            if req.pending_on is not None:
-                # Pending on a replica, which may serve again as it is: the common case.
-                decision = self._route(req, avoid, level)
-                if decision.member == req.pending_on:
-                    return decision
-            # Resolved by the first sample after it, and remembered: the session then
-            # reads wherever that position is.
-            req = self._resolve(req) or req
-        decision = self._route(req, avoid, level)
+        if req is None and not avoid and level is SESSION:
+            # The common read: no requirement, nothing to avoid.
+            return route_read(self._monitor.topology, None, self._selector, busy=self._busy)
+        decision = decide_read(
+            self._monitor.topology, req, self._selector, self._resolve, level=level,
+            now_ns=time.monotonic_ns() if level.level is Level.BOUNDED else 0,
+            avoid=avoid, busy=self._busy,
+        )
         if decision.member is None and decision.reason in WAITABLE and self.causal_wait > 0:
             decision = self._wait_for_replica(level, decision, avoid)
         return decision
@@ -591,7 +606,7 @@ class Cluster:
                 return Lease(self, self._members[decision.member], conn, True, True, decision.reason, level)
             # Nothing of the caller has run yet: try elsewhere, once per member.
             avoid = avoid | {decision.member}
-            decision = self._route(self._requirement(level), avoid, level)
+            decision = self.decide_read(avoid, level)
         m, conn = self._checkout_primary(timeout, read_only=True)
         self._count(m.index, "primary", decision.reason, level)
         return Lease(self, m, conn, False, True, decision.reason, level)
@@ -630,7 +645,7 @@ class Cluster:
         after this read, can tell."""
         if reason in WAITABLE:
             self._monitor.demand()
-        if level is SESSION or level is STRONG:
+        if level.level is Level.SESSION or level.level is Level.STRONG:
             session = _session._current.get() or _session._implicit.session or _session.writing_session()
             life = self._monitor.topology.members[member].life if member is not None else 0
             session.observe(self.name, self._engine.name, time.monotonic_ns(), member, life)
@@ -664,23 +679,9 @@ class Cluster:
         self, requirement: _session.Requirement
     ) -> tuple[int, Position, int | None, int] | None:
         """A sample that covers ``requirement``'s pending observation, as ``(sent_ns,
-        position, member, life)``: the first primary sample the monitor sent after it
-        (``member`` None), or the latest sample of the replica it was made on, if sent
-        after it. None if there is none yet. No I/O: a token made meanwhile names the
-        observation by a nonce instead."""
-        since = requirement.pending_since
-        if since is None:
-            return None
-        found = self._monitor.resolve(since)
-        if found is not None:
-            return found[0], found[1], None, 0
-        on = requirement.pending_on
-        if on is not None:
-            r = resolve_from(self._monitor.topology, requirement._replace(floor=None))
-            if r.pending_since is None and r.floor is not None:
-                view = self._monitor.topology.members[on]
-                return view.sampled_ns, r.floor, on, view.life
-        return None
+        position, member, life)`` (see :func:`replpool._routing.resolve_pending`), or
+        None. No I/O: a token made meanwhile names the observation by a nonce instead."""
+        return resolve_pending(requirement, self._monitor.topology, self._monitor.primary_samples)
 
     def raise_floor(self, timeout: float | None = None) -> Position:
         """From now on, no read at any level goes to a replica that has not replayed
@@ -805,7 +806,10 @@ class Lease:
 class _Checkout:
     """One ``with cluster.connection(...)`` block."""
 
-    __slots__ = ("cluster", "read_only", "timeout", "level", "avoid", "lease", "failed_member", "failed_conn")
+    __slots__ = (
+        "cluster", "read_only", "timeout", "level", "avoid", "lease", "failed_member",
+        "failed_conn", "failed_on_replica",
+    )
 
     def __init__(
         self, cluster: Cluster, read_only: bool, timeout: float, level: Consistency | None = None,
@@ -820,6 +824,7 @@ class _Checkout:
         # Where the block failed, if it did: Cluster.query() decides on a retry.
         self.failed_member: int | None = None
         self.failed_conn: Any = None
+        self.failed_on_replica = False
 
     @property
     def reason(self) -> Reason | None:
@@ -847,6 +852,7 @@ class _Checkout:
         self.lease = None
         if exc is not None:
             self.failed_member, self.failed_conn = lease.index, lease.conn
+            self.failed_on_replica = lease.on_replica
         try:
             c._engine.exit(lease.conn, exc)
         finally:

@@ -11,13 +11,15 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.base.base import NO_DB_ALIAS, BaseDatabaseWrapper
 
 from .._cluster import Cluster
+from .._engine import engine_for
 from .._errors import ConfigurationError
 from ..django._routed import RoutedConnection, RoutingCursor
 
 # OPTIONS keys that belong to replpool, not to the driver.
 CLUSTER_OPTIONS = (
-    "max_replica_lag", "max_replica_lag_bytes", "monitor_interval", "causal_wait",
-    "replica_selection", "failover_wait", "probe_timeout", "connect_timeout",
+    "max_replica_lag", "max_replica_lag_bytes", "monitor_interval", "monitor_idle_interval",
+    "monitor_demand_interval", "causal_wait", "replica_selection", "failover_wait",
+    "probe_timeout", "connect_timeout",
 )
 REPLPOOL_OPTIONS = ("replicas", "pool", *CLUSTER_OPTIONS)
 # What a replica entry may set; everything else is the primary's (a physical replica
@@ -210,6 +212,16 @@ def engine_cluster(
             raise ImproperlyConfigured(
                 f"DATABASES[{alias!r}]['OPTIONS']['pool'][{key!r}] is set by the engine (it "
                 f"configures connections the way {who} does)"
+            )
+    # Named as the user wrote them (not as Cluster's pool_options), sizes included.
+    allowed = sorted({"min_size", "max_size"} | (
+        set(engine_for(primary, None).pool_option_names()) - {"configure", "kwargs"}
+    ))
+    for key in pool_options:
+        if key not in allowed:
+            raise ImproperlyConfigured(
+                f"DATABASES[{alias!r}]['OPTIONS']['pool'] sets {key!r}, which is not a pool "
+                f"option; the pool options are: {', '.join(allowed)}"
             )
     pool_options["kwargs"] = dict(kwargs)
     pool_options["configure"] = configure

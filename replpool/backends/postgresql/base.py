@@ -15,8 +15,8 @@ import psycopg
 from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.postgresql import base as pg_base
 from django.db.backends.postgresql.psycopg_any import IsolationLevel, register_tzloader
-from psycopg.conninfo import make_conninfo
 from psycopg import pq
+from psycopg.conninfo import make_conninfo
 from psycopg.pq import Format
 
 from ..._cluster import Cluster
