@@ -25,6 +25,7 @@ import argparse
 import statistics
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -120,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
 
     with ShardLab(shards=args.shards, replicas=0) as lab:
         configure(lab)
-        from benchapp.models import Account
         from django.db import connections
+
+        from benchapp.models import Account
 
         shards = replpool.ShardSet(lab.clusters(min_size=2, max_size=4), replpool.HashPlacement(LOGICAL))
         shards.open()
@@ -178,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"({results[other][0] - results[base][0]:+.1f} us wall, noisier)\n")
 
             k0 = keys[0]
+            a_uuid = uuid.uuid4()
             prepared = Account.objects.filter(id=k0)
 
             def route_prepared() -> None:
@@ -188,9 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                 "ShardRouter: the shard of filter(id=k)": per_call_us(route_prepared),
                 "ShardSet.cluster_for(k)": per_call_us(lambda: shards.cluster_for(k0)),
                 "replpool.shard_for(int, 480)": per_call_us(lambda: replpool.shard_for(k0, LOGICAL)),
-                "replpool.shard_for(uuid, 480)": per_call_us(
-                    lambda u=__import__("uuid").uuid4(): replpool.shard_for(u, LOGICAL)
-                ),
+                "replpool.shard_for(uuid, 480)": per_call_us(lambda: replpool.shard_for(a_uuid, LOGICAL)),
                 "replpool.shard_for(str, 480)": per_call_us(lambda: replpool.shard_for("customer-12345", LOGICAL)),
             }
             print("Deciding the shard, without a query (best of 5 x 20000 calls; once per query)")
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             times: dict[str, list[float]] = {"slowest shard alone": [], "fan-out": [], "one after another": []}
             variants = {"slowest shard alone": alone, "fan-out": fan_out, "one after another": one_after_another}
             items = list(variants.items())
-            for name, op in items:
+            for _, op in items:
                 op()  # warm up
             with replpool.session():
                 for r in range(args.rounds):

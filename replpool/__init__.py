@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from ._cluster import Cluster
 from ._errors import ConfigurationError, Error, NoPrimaryAvailable, PoolTimeout, TokenError
-from ._positions import LSN, MariaDBGTID, MySQLGTIDSet
 from ._placement import partition_hash, shard_for
+from ._positions import LSN, MariaDBGTID, MySQLGTIDSet
 from ._routing import Reason
 from ._session import (
     Consistency,

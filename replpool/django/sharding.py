@@ -69,9 +69,9 @@ from django.db.models.query import (
 from django.db.models.sql.where import AND, OR, NothingNode, WhereNode
 from django.utils.module_loading import import_string
 
-from .._shards import in_callers_session
 from .._errors import Error
 from .._shardmap import HashPlacement, ShardIds, ShardKeyError, ShardMap
+from .._shards import in_callers_session
 
 SETTING = "REPLPOOL_SHARDING"
 

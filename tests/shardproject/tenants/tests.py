@@ -6,14 +6,15 @@ import contextvars
 import threading
 import uuid
 
-from django.db import connections, transaction
-from hypothesis import HealthCheck, given, settings
-from hypothesis.extra.django import TransactionTestCase as HypothesisTransactionTestCase
-from hypothesis import strategies as st
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connections, transaction
 from django.test import Client, SimpleTestCase, TransactionTestCase, override_settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.django import TransactionTestCase as HypothesisTransactionTestCase
 
 import replpool
+from catalog.models import Product
 from replpool import _tokens
 from replpool.django.sharding import (
     AcrossShardsNotSupported,
@@ -21,8 +22,6 @@ from replpool.django.sharding import (
     ShardKeyRequired,
     sharding,
 )
-
-from catalog.models import Product
 from tenants import lab
 from tenants.models import Customer, Order, OrderLine
 
@@ -91,7 +90,8 @@ class ConfigurationTests(SimpleTestCase):
 
     def test_a_model_that_is_not_installed_is_named(self):
         with override_settings(REPLPOOL_SHARDING=self.config(models={"tenants.Invoice": "id"})):
-            with self.assertRaisesMessage(ImproperlyConfigured, "names 'tenants.Invoice', which is not an installed model"):
+            message = "names 'tenants.Invoice', which is not an installed model"
+            with self.assertRaisesMessage(ImproperlyConfigured, message):
                 sharding().sharded_models()
 
     def test_a_key_field_the_model_lacks_is_named(self):
@@ -296,6 +296,10 @@ class AllShardsTests(ShardedTestCase):
             Customer.objects.all_shards().aggregate(n=Count("id"))
 
 
+# Characters PostgreSQL text can hold: no NUL, no lone surrogate.
+PG_TEXT = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+
+
 class MergeOrderTests(HypothesisTransactionTestCase):
     """Rows merged from several shards come in the order one database gives them."""
 
@@ -303,7 +307,7 @@ class MergeOrderTests(HypothesisTransactionTestCase):
 
     @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
     @given(
-        st.lists(st.one_of(st.none(), st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=6)), max_size=12),
+        st.lists(st.one_of(st.none(), st.text(PG_TEXT, max_size=6)), max_size=12),
         st.sampled_from([("name", "id"), ("-name", "id"), ("-name", "-id")]),
         st.integers(0, 4),
         st.integers(1, 8),
@@ -355,7 +359,9 @@ class ReadYourWritesTests(ShardedTestCase):
         )
         self.assertEqual(response.status_code, 200)
         token = response.headers["X-Replpool-Token"]
-        reads = [fresh(client.get, f"/customers/{c.id}/orders/", headers={"X-Replpool-Token": token}) for c in customers]
+        reads = [
+            fresh(client.get, f"/customers/{c.id}/orders/", headers={"X-Replpool-Token": token}) for c in customers
+        ]
         self.assertEqual([len(r.json()["orders"]) for r in reads], [1, 1, 1])
         stranger = Client()
         blind = [fresh(stranger.get, f"/customers/{c.id}/orders/") for c in customers]

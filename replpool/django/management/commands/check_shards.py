@@ -40,7 +40,9 @@ class Command(BaseCommand):
         wrong = 0
         for model, locators in sorted(s.sharded_models().items(), key=lambda item: item[0]._meta.label):
             if not locators:
-                self.stdout.write(f"{model._meta.label}: no column tells its shard (reached through its parent); skipped")
+                self.stdout.write(
+                    f"{model._meta.label}: no column tells its shard (reached through its parent); skipped"
+                )
                 continue
             # One column is enough: the router places rows by the first.
             loc = locators[0]
