@@ -37,6 +37,7 @@ bench: venv servers
 	$(PY) benchmarks/sql_classify.py
 	$(PY) benchmarks/freshness.py
 	$(PY) benchmarks/monitor_cost.py
+	$(PY) benchmarks/sharding.py
 
 venv: $(STAMP)
 

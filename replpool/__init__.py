@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from ._cluster import Cluster
 from ._errors import ConfigurationError, Error, NoPrimaryAvailable, PoolTimeout, TokenError
+from ._placement import partition_hash, shard_for
 from ._positions import LSN, MariaDBGTID, MySQLGTIDSet
 from ._routing import Reason
 from ._session import (
@@ -27,6 +28,15 @@ from ._session import (
     pinned_to_primary,
     session,
 )
+from ._shardmap import (
+    DirectoryPlacement,
+    HashPlacement,
+    RangePlacement,
+    ShardIds,
+    ShardKeyError,
+    ShardMap,
+)
+from ._shards import Misplaced, ShardError, ShardRow, ShardSet
 from ._status import ClusterStatus, MemberStatus, PoolStatus
 
 __all__ = [
@@ -35,22 +45,34 @@ __all__ = [
     "ClusterStatus",
     "ConfigurationError",
     "Consistency",
+    "DirectoryPlacement",
     "Error",
+    "HashPlacement",
     "Level",
     "MariaDBGTID",
     "MemberStatus",
+    "Misplaced",
     "MySQLGTIDSet",
     "NoPrimaryAvailable",
     "PoolStatus",
     "PoolTimeout",
+    "RangePlacement",
     "Reason",
     "Session",
+    "ShardError",
+    "ShardIds",
+    "ShardKeyError",
+    "ShardMap",
+    "ShardRow",
+    "ShardSet",
     "TokenError",
     "consistency",
     "current_consistency",
     "current_session",
     "current_token",
+    "partition_hash",
     "pinned_to_master",
     "pinned_to_primary",
     "session",
+    "shard_for",
 ]

@@ -22,14 +22,20 @@ def _raise_exit(signum: int, frame: FrameType | None) -> None:
 
 
 def _lab_up(args: argparse.Namespace) -> int:
-    from .testing import LabError
+    from .testing import LabError, ShardLab
     from .testing.pytest_plugin import _lab_class
 
     # SIGTERM and SIGHUP unwind like Ctrl-C, so the lab is stopped by the with block.
     signal.signal(signal.SIGTERM, _raise_exit)
     signal.signal(signal.SIGHUP, _raise_exit)
+    if args.shards is not None and args.shards < 1:
+        print("replpool lab: --shards must be 1 or more", file=sys.stderr)
+        return 2
     try:
-        with _lab_class(args.engine)(args.replicas) as lab:
+        with (
+            ShardLab(args.shards, args.replicas, engine=args.engine) if args.shards is not None
+            else _lab_class(args.engine)(args.replicas)
+        ) as lab:
             print(lab.describe(), flush=True)
             print("\nRunning; press Ctrl-C to stop and remove the lab.", flush=True)
             threading.Event().wait()
@@ -217,7 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
     lab_sub = lab.add_subparsers(dest="lab_command", required=True)
     up = lab_sub.add_parser("up", help="start a lab, print how to connect, run until Ctrl-C")
     up.add_argument("--engine", choices=("postgresql", "mariadb"), default="postgresql")
-    up.add_argument("--replicas", type=int, default=2, help="number of replicas (default 2)")
+    up.add_argument("--replicas", type=int, default=2, help="number of replicas (default 2; per shard)")
+    up.add_argument(
+        "--shards", type=int, default=None, metavar="N",
+        help="start N clusters at once, each a primary with --replicas replicas (shards of "
+        "a sharded application)",
+    )
     up.set_defaults(func=_lab_up)
     install = lab_sub.add_parser(
         "install-servers",

@@ -76,3 +76,15 @@ def test_the_classifier_benchmark_prints_its_cost_per_statement():
     for dialect in ("postgresql", "mysql"):
         for what in ("one ORM SELECT", "ORM reads"):
             assert re.search(rf"{dialect}: {what}\s+\d+\s+\d+\s+[\d.]+\s+[\d.]+\s+[\d.]+", proc.stdout), proc.stdout
+
+
+def test_the_sharding_benchmark_runs_and_prints_its_figures():
+    proc = run("benchmarks/sharding.py", "--seconds", "0.05", "--rounds", "1", "--shards", "2",
+               "--fan-outs", "2", "--sleep-ms", "1", "2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"routed by key\s+[\d.]+\s+[\d.]+\n", proc.stdout)
+    assert re.search(r"shards.query\(key\)\s+[\d.]+\s+[\d.]+\n", proc.stdout)
+    assert proc.stdout.count("us of client CPU per query") == 2
+    assert re.search(r"ShardRouter: the shard of filter\(id=k\)\s+[\d.]+ us", proc.stdout)
+    assert re.search(r"fan-out\s+[\d.]+\s+[\d.]+x", proc.stdout)
+    assert "is down" not in proc.stderr  # every cluster closed before its servers stopped

@@ -20,6 +20,7 @@ from ._binaries import find_mariadb, find_postgres
 from ._errors import LabError
 from ._mariadb import MariaDBLab, MariaDBMember
 from ._postgres import PostgresLab, PostgresMember
+from ._shards import ShardLab
 
 __all__ = [
     "Lab",
@@ -29,6 +30,7 @@ __all__ = [
     "MariaDBMember",
     "PostgresLab",
     "PostgresMember",
+    "ShardLab",
     "find_mariadb",
     "find_postgres",
     "lab_root",

@@ -9,6 +9,13 @@
 ``lab_factory``
     ``lab_factory("postgresql", replicas=2)`` starts a lab for this test alone, stopped
     after it.
+``shard_lab``
+    A :class:`~replpool.testing.ShardLab` shared by the session: three PostgreSQL shard
+    clusters, each a primary and one replica, healed after every test (replaced if a
+    test promoted a replica).
+``shard_lab_factory``
+    ``shard_lab_factory(shards=4, replicas=1, engine="mariadb")`` starts shard labs for
+    this test alone.
 """
 
 from __future__ import annotations
@@ -19,8 +26,10 @@ from typing import Any
 import pytest
 
 from ._base import Lab, logger
+from ._shards import ShardLab
 
 SHARED_REPLICAS = {"postgresql": 2, "mariadb": 2}
+SHARED_SHARDS = 3  # PostgreSQL shard clusters of the shared shard lab, one replica each
 # Shared labs by key: the engine, and the options of its lab class.
 SHARED_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "postgresql": ("postgresql", {}),
@@ -46,6 +55,30 @@ class SharedLabs:
 
     def __init__(self) -> None:
         self.labs: dict[str, Lab] = {}
+        self.shard_lab: ShardLab | None = None
+
+    def get_shards(self) -> ShardLab:
+        if self.shard_lab is None:
+            self.shard_lab = ShardLab(SHARED_SHARDS, replicas=1).start()
+        return self.shard_lab
+
+    def after_shard_test(self) -> None:
+        lab = self.shard_lab
+        if lab is None:
+            return
+        if any(m.role == "fenced" for shard in lab.shards for m in shard.members):
+            self.discard_shards()
+            return
+        try:
+            lab.heal()
+        except Exception:
+            logger.exception("could not heal %r; starting a new one for the next test", lab)
+            self.discard_shards()
+
+    def discard_shards(self) -> None:
+        lab, self.shard_lab = self.shard_lab, None
+        if lab is not None:
+            lab.stop()
 
     def get(self, key: str) -> Lab:
         """The shared lab of ``key`` (an engine, or a key of SHARED_OPTIONS)."""
@@ -78,6 +111,7 @@ class SharedLabs:
     def close(self) -> None:
         for engine in list(self.labs):
             self.discard(engine)
+        self.discard_shards()
 
 
 @pytest.fixture(scope="session")
@@ -130,6 +164,35 @@ def lab_factory() -> Iterator[Callable[..., Any]]:
         labs.append(lab)
         lab.start()
         return lab
+
+    try:
+        yield make
+    finally:
+        for lab in labs:
+            lab.stop()
+
+
+@pytest.fixture
+def shard_lab(replpool_shared_labs: SharedLabs) -> Iterator[ShardLab]:
+    """The session's shard lab (three PostgreSQL clusters, a primary and one replica
+    each), healthy at test start."""
+    lab = replpool_shared_labs.get_shards()
+    try:
+        yield lab
+    finally:
+        replpool_shared_labs.after_shard_test()
+
+
+@pytest.fixture
+def shard_lab_factory() -> Iterator[Callable[..., ShardLab]]:
+    """Start shard labs that belong to one test: ``shard_lab_factory(shards=4,
+    replicas=1, engine="postgresql")``."""
+    labs: list[ShardLab] = []
+
+    def make(shards: int = 2, replicas: int = 1, engine: str = "postgresql", **options: Any) -> ShardLab:
+        lab = ShardLab(shards, replicas, engine=engine, **options)
+        labs.append(lab)
+        return lab.start()
 
     try:
         yield make

@@ -1,0 +1,20 @@
+"""``replpool.django`` as an installed app (label ``replpool``): it has no models, and
+brings the sharding commands (see :mod:`replpool.django.sharding`):
+
+- ``migrate``: Django's own, which, when ``settings.REPLPOOL_SHARDING`` is set and no
+  ``--database`` is given, migrates ``default`` and then every shard at once (a failure
+  names its shard); with ``--database`` it is exactly Django's.
+- ``check_shards``: reports rows stored on the wrong shard, per sharded table.
+
+The middleware, routers and engines work without it.
+"""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class ReplpoolConfig(AppConfig):
+    name = "replpool.django"
+    label = "replpool"
+    verbose_name = "replpool"

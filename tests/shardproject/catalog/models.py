@@ -1,0 +1,7 @@
+"""Not sharded: on ``default`` only."""
+
+from django.db import models
+
+
+class Product(models.Model):
+    name = models.CharField(max_length=50)

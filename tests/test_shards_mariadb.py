@@ -1,0 +1,155 @@
+"""MariaDB clusters as shards, through the same ShardSet (placement by replpool's
+function: MariaDB's own KEY partitioning is another), and ``lab up --shards``."""
+
+from __future__ import annotations
+
+import contextvars
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import replpool
+from replpool import _session, _tokens
+from replpool.testing import ShardLab
+from tests.labtools import lab_processes
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+CLUSTER = {"monitor_interval": 0.02, "probe_timeout": 0.5, "connect_timeout": 2}
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[ShardLab]:
+    with ShardLab(shards=2, replicas=1, engine="mariadb") as lab:
+        yield lab
+
+
+@pytest.fixture(scope="module")
+def shards(lab: ShardLab) -> Iterator[replpool.ShardSet]:
+    ss = replpool.ShardSet(lab.clusters("maria", **CLUSTER), replpool.HashPlacement(16))
+    with ss:
+        contextvars.Context().run(
+            ss.fan_out, "CREATE TABLE accounts (id bigint PRIMARY KEY, owner varchar(40))"
+        )
+        lab.each(lambda shard: shard.wait_until_caught_up())
+        yield ss
+
+
+@pytest.fixture(autouse=True)
+def clean(shards: replpool.ShardSet, lab: ShardLab) -> Iterator[None]:
+    contextvars.Context().run(shards.fan_out, "DELETE FROM accounts")
+    lab.each(lambda shard: shard.wait_until_caught_up())
+    token = _session._current.set(None)
+    try:
+        yield
+    finally:
+        _session._current.reset(token)
+        lab.heal()
+
+
+def fresh(func: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call in a thread of its own, in an empty context: no session of the test's
+    thread (implicit sessions belong to threads) comes along."""
+    result: list[Any] = []
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(func(*args, **kwargs))
+        except BaseException as exc:  # re-raised in the test's thread
+            error.append(exc)
+
+    t = threading.Thread(target=contextvars.Context().run, args=(run,))
+    t.start()
+    t.join(60)
+    if error:
+        raise error[0]
+    assert result, "the call in a thread of its own did not finish"
+    return result[0]
+
+
+def test_rows_go_to_the_mariadb_shard_their_key_hashes_to(shards, lab):
+    for k in range(30):
+        shards.query(k, "INSERT INTO accounts VALUES (%s, %s)", (k, f"o{k}"))
+    for i, shard_lab in enumerate(lab.shards):
+        stored = {r[0] for r in shard_lab.query(shard_lab.primary, "SELECT id FROM app.accounts")}
+        assert stored == {k for k in range(30) if shards.cluster_for(k).name == f"maria{i + 1}"}
+        assert stored
+    rows = shards.fan_out("SELECT id FROM accounts", read_only=True)
+    assert sorted(r.row[0] for r in rows) == list(range(30))
+    assert all(shards.cluster_for(r.row[0]).name == r.shard for r in rows)
+
+
+def test_mariadb_shards_read_their_writes_and_share_one_token(shards, lab):
+    for shard_lab in lab.shards:
+        shard_lab.pause_replication(shard_lab.replicas[0])
+    keys = [next(k for k in range(100) if shards.cluster_for(k).name == name) for name in ("maria1", "maria2")]
+
+    def write() -> str | None:
+        with replpool.session():
+            for k in keys:
+                shards.query(k, "INSERT INTO accounts VALUES (%s, 'w')", (k,))
+            rows = shards.fan_out("SELECT id FROM accounts", read_only=True)
+            assert sorted(r.row[0] for r in rows) == sorted(keys)
+            return replpool.current_token()
+
+    token = fresh(write)
+    assert {name: e.engine for name, e in _tokens.decode(token).items()} == {"maria1": "mariadb", "maria2": "mariadb"}
+
+    def read(after: str | None) -> list[Any]:
+        with replpool.session(after=after):
+            return [shards.query(k, "SELECT id FROM accounts WHERE id = %s", (k,), read_only=True) for k in keys]
+
+    assert fresh(read, token) == [[(keys[0],)], [(keys[1],)]]
+    assert fresh(read, None) == [[], []]  # the paused replicas
+
+
+def test_the_verifier_places_mariadb_keys_with_replpools_function(shards):
+    for k in range(20):
+        shards.query(k, "INSERT INTO accounts VALUES (%s, 'v')", (k,))
+    stray = next(k for k in range(100, 200) if shards.cluster_for(k).name == "maria2")
+    shards.clusters["maria1"].query("INSERT INTO accounts VALUES (%s, 'stray')", (stray,))
+    found = shards.misplaced("accounts", "id")
+    assert {n: m.rows for n, m in found.items()} == {"maria1": 1, "maria2": 0}
+    assert found["maria1"].examples == [(stray, shards.logical_shard(stray), "maria2")]
+
+
+def test_lab_up_with_shards_runs_each_shard_until_stopped():
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "replpool", "lab", "up", "--shards", "2", "--replicas", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("Running"):
+                break
+        text = "".join(lines)
+        assert "shard1: postgresql lab in" in text and "shard2: postgresql lab in" in text, text
+        folders = [line.split(" lab in ")[1].strip() for line in lines if " lab in " in line]
+        urls = [line.split()[-1] for line in lines if "postgresql://" in line]
+        assert len(folders) == 2 and len(urls) == 4  # a primary and a replica per shard
+        import psycopg
+
+        for url in urls:
+            with psycopg.connect(url) as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        if proc.stdout:
+            proc.stdout.close()
+        if proc.stderr:
+            proc.stderr.close()
+    from pathlib import Path
+
+    for folder in folders:
+        assert not Path(folder).exists()
+        assert lab_processes(Path(folder)) == []
