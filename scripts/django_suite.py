@@ -32,6 +32,7 @@ DEFAULT_MODULES = [
     "queries", "prefetch_related", "update", "delete", "aggregation", "expressions",
     "lookup", "ordering", "many_to_one", "one_to_one", "m2m_through", "timezones",
     "datetimes", "raw_query", "annotations", "db_functions", "model_fields",
+    "backends", "servers", "test_utils",
 ]
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "replpool"
 # "test_x (module.Class.test_x) ... ok", where a test's own output may come between
@@ -40,6 +41,15 @@ RESULT_RE = re.compile(
     r"^(\S+) \((\S+)\)(?:\n.*?)? \.\.\. (?:.*\n)?(ok|FAIL|ERROR|skipped.*|expected failure|unexpected success)$",
     re.M,
 )
+# The report unittest prints for each failure and error, subtests included: the word
+# for them, whatever came between a test's name and its outcome.
+FAILURE_RE = re.compile(r"^(FAIL|ERROR): (\S+) \((\S+)\)", re.M)
+
+
+def test_id(test: str, where: str) -> str:
+    """``module.Class.test``: Django 5.2 prints ``test (module.Class.test)``, older
+    versions ``test (module.Class)``."""
+    return where if where.endswith("." + test) else f"{where}.{test}"
 
 
 def django_source() -> Path:
@@ -95,7 +105,9 @@ def run_suite(tests: Path, settings: str, directory: Path, modules: list[str], p
     )
     elapsed = time.monotonic() - start
     output = proc.stdout + proc.stderr
-    outcomes = {f"{cls}.{test}": result for test, cls, result in RESULT_RE.findall(output)}
+    outcomes = {test_id(test, where): result for test, where, result in RESULT_RE.findall(output)}
+    for result, test, where in FAILURE_RE.findall(output):
+        outcomes[test_id(test, where)] = result
     ran = re.search(r"^Ran (\d+) tests?", output, re.M)
     return {
         "returncode": proc.returncode,

@@ -19,8 +19,9 @@ position is the first one the lag monitor samples afterwards.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import _session
 from .._cluster import Cluster, Lease
@@ -29,6 +30,29 @@ from ._sql import Kind, statement_kind
 
 if TYPE_CHECKING:  # pragma: no cover
     from django.db.backends.base.base import BaseDatabaseWrapper
+
+T = TypeVar("T")
+
+
+def shared_session(wrapper: Any) -> _session.Session | None:
+    """The session to run in when ``wrapper`` is used from a thread other than the one
+    that shared it (Django's ``inc_thread_sharing()``): that thread's session, so that
+    the connection reads its own writes, and what it wrote binds that session too.
+    None in the sharing thread, and for a wrapper that is not shared."""
+    shared = wrapper._replpool_shared
+    if shared is None or shared[0] == threading.get_ident():
+        return None
+    return shared[1]  # type: ignore[no-any-return]
+
+
+def in_session(session: _session.Session, func: Callable[..., T], *args: Any) -> T:
+    """``func(*args)`` with ``session`` as the calling thread's session."""
+    prev = _session._current.get()
+    _session._current.set(session)
+    try:
+        return func(*args)
+    finally:
+        _session._current.set(prev)
 
 
 class RoutedConnection:
@@ -122,12 +146,24 @@ class RoutedConnection:
         self._autocommit = value
 
     def commit(self) -> None:
+        shared = shared_session(self.wrapper)
+        if shared is not None:
+            return in_session(shared, self._commit)
+        return self._commit()
+
+    def _commit(self) -> None:
         conn = self.held_primary
         if conn is not None:
             conn.commit()
         self._transaction_ended()
 
     def rollback(self) -> None:
+        shared = shared_session(self.wrapper)
+        if shared is not None:
+            return in_session(shared, self._rollback)
+        return self._rollback()
+
+    def _rollback(self) -> None:
         conn = self.held_primary
         try:
             if conn is not None:
@@ -189,14 +225,17 @@ class RoutingCursor:
         make_cursor: Callable[[Any], Any],
         is_read_only_error: Callable[[BaseException], bool],
         is_retryable_read: Callable[[BaseException, Any], bool],
+        closed_error: Callable[[], BaseException],
     ) -> None:
         self._wrapper = wrapper
         self._dialect: str = wrapper.vendor  # "postgresql" or "mysql": how to read SQL
         self._make_cursor = make_cursor
         self._is_read_only_error = is_read_only_error
         self._is_retryable_read = is_retryable_read
+        self._closed_error = closed_error  # what the driver raises for a closed cursor
         self._cur: Any = None
         self._conn: Any = None
+        self.closed = False  # as a DB-API cursor: close() makes it refuse to execute
 
     @property
     def _rc(self) -> RoutedConnection:
@@ -227,6 +266,14 @@ class RoutingCursor:
     # -- execution ----------------------------------------------------------------------------
 
     def execute(self, sql: Any, params: Any = None) -> Any:
+        if self.closed:
+            raise self._closed_error()
+        shared = shared_session(self._wrapper)
+        if shared is not None:
+            return in_session(shared, self._execute, sql, params)
+        return self._execute(sql, params)
+
+    def _execute(self, sql: Any, params: Any) -> Any:
         kind = statement_kind(sql, self._dialect)
         in_transaction = self._in_transaction()
         rc = self._rc
@@ -249,13 +296,23 @@ class RoutingCursor:
         return self._on_primary("execute", sql, params, reason, False)
 
     def executemany(self, sql: Any, param_list: Sequence[Any]) -> Any:
+        if self.closed:
+            raise self._closed_error()
         if statement_kind(sql, self._dialect).sets_session_state:
             self._rc.stateful = True
-        return self._on_primary("executemany", sql, param_list, Reason.WRITE, True)
+        return self._write("executemany", sql, param_list)
 
     def callproc(self, procname: str, params: Any = None) -> Any:
+        if self.closed:
+            raise self._closed_error()
         self._rc.stateful = True  # a procedure may change anything, the session included
-        return self._on_primary("callproc", procname, params, Reason.WRITE, True)
+        return self._write("callproc", procname, params)
+
+    def _write(self, method: str, sql: Any, params: Any) -> Any:
+        shared = shared_session(self._wrapper)
+        if shared is not None:
+            return in_session(shared, self._on_primary, method, sql, params, Reason.WRITE, True)
+        return self._on_primary(method, sql, params, Reason.WRITE, True)
 
     def _on_primary(
         self, method: str, sql: Any, params: Any, reason: Reason | None, writes: bool, read: bool = True
@@ -322,6 +379,8 @@ class RoutingCursor:
 
     def _target(self) -> Any:
         if self._cur is None:
+            if self.closed:
+                raise self._closed_error()
             self._cursor_on(self._rc.primary())
         return self._cur
 
@@ -346,6 +405,7 @@ class RoutingCursor:
         return self._cur.rowcount if self._cur is not None else -1
 
     def close(self) -> None:
+        self.closed = True
         self._close_current()
 
     def __enter__(self) -> RoutingCursor:

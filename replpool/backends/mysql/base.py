@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import mysql.connector.errors
 from django.core.exceptions import ImproperlyConfigured
 from mysql.connector.django import base as connector_base
 from mysql.connector.django.client import DatabaseClient as ConnectorClient
@@ -229,3 +230,6 @@ class DatabaseWrapper(ClusterWrapperMixin, connector_base.DatabaseWrapper):
 
     def is_retryable_read(self, exc: BaseException, conn: Any) -> bool:
         return _ENGINE.is_retryable_read(exc, conn, True)  # the cursor asks for replica reads
+
+    def closed_cursor_error(self) -> BaseException:
+        return mysql.connector.errors.ProgrammingError("Cursor is not connected")  # the driver's words

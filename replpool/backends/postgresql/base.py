@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+import psycopg.sql
+import psycopg_pool
 from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.postgresql import base as pg_base
 from django.db.backends.postgresql.psycopg_any import IsolationLevel, register_tzloader
@@ -29,8 +31,6 @@ _ENGINE = PostgresEngine()
 
 
 class DatabaseWrapper(ClusterWrapperMixin, pg_base.DatabaseWrapper):
-    display_name = "PostgreSQL (replpool)"
-
     # -- the cluster ---------------------------------------------------------------------
 
     def get_connection_params(self) -> dict[str, Any]:
@@ -53,10 +53,48 @@ class DatabaseWrapper(ClusterWrapperMixin, pg_base.DatabaseWrapper):
                     p[lib] = rs[key]
             p.update(rs["OPTIONS"])
             replicas.append(self._split(p)[0])
-        return engine_cluster(
-            self.alias, self.settings_dict["OPTIONS"], primary, replicas, kwargs,
-            self._configure_pooled, "Django",
+        configure = self._twin()._configure_pooled
+        cluster = engine_cluster(
+            self.alias, self.settings_dict["OPTIONS"], primary, replicas, kwargs, configure, "Django",
+            # CONN_HEALTH_CHECKS: what Django's pool checks each connection with.
+            psycopg_pool.ConnectionPool.check_connection if self.settings_dict["CONN_HEALTH_CHECKS"] else None,
         )
+        self._check_configure(primary, kwargs, configure, cluster.connect_timeout)
+        return cluster
+
+    @staticmethod
+    def _check_configure(primary: str, kwargs: dict[str, Any], configure: Any, timeout: float) -> None:
+        """Set up one connection to the primary as the pools will, now: a setting the
+        server refuses (``assume_role`` naming no role, ...) raises the server's error
+        from Django's ``connect()``, as with Django's own backend, rather than leaving
+        the pools failing in their threads. A primary out of reach is no error here:
+        the monitor and the pools deal with that."""
+        try:
+            conn = psycopg.connect(primary, **{"connect_timeout": max(2, int(round(timeout))), **kwargs})
+        except psycopg.OperationalError:
+            return
+        try:
+            configure(conn)
+        finally:
+            conn.close()
+
+    def _twin(self) -> DatabaseWrapper:
+        """This wrapper as the pools see it, for their threads: its settings as they are
+        now (a copy: a change made in place later, to this wrapper, reaches no pool that
+        other wrappers share) and its time zone worked out now."""
+        twin = self.__class__({**self.settings_dict, "OPTIONS": dict(self.settings_dict["OPTIONS"])}, self.alias)
+        twin.__dict__["timezone_name"] = self.timezone_name
+        return twin
+
+    def _configure_role(self, connection: psycopg.Connection[Any]) -> bool:
+        # Django's, but composed on the connection itself: the pools run it in their own
+        # threads, where the wrapper's cursor (Django's compose_sql) may not be used.
+        role = self.settings_dict["OPTIONS"].get("assume_role")
+        if not role:
+            return False
+        with connection.cursor() as cursor:
+            cursor.execute(psycopg.sql.SQL("SET ROLE {}").format(psycopg.sql.Literal(role)))
+        return True
 
     def _configure_pooled(self, connection: psycopg.Connection[Any]) -> None:
         """Every new connection of every member: what Django does to its own."""
@@ -136,3 +174,6 @@ class DatabaseWrapper(ClusterWrapperMixin, pg_base.DatabaseWrapper):
 
     def is_retryable_read(self, exc: BaseException, conn: Any) -> bool:
         return _ENGINE.is_retryable_read(exc, conn, True)  # the cursor asks for replica reads
+
+    def closed_cursor_error(self) -> BaseException:
+        return psycopg.InterfaceError("the cursor is closed")  # psycopg's own words
