@@ -7,7 +7,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 import replpool
-from replpool.backends._common import engine_cluster
+from replpool.backends._common import cluster_arguments, engine_cluster
 
 
 def test_a_closed_cluster_says_to_make_a_new_one_and_open_agrees():
@@ -47,3 +47,15 @@ def test_an_unknown_django_pool_option_is_named_as_written_with_every_allowed_ke
     allowed = text.split("the pool options are: ")[1].split(", ")
     assert {"min_size", "max_size", "timeout", "max_idle"} <= set(allowed)
     assert "configure" not in allowed and "kwargs" not in allowed
+
+
+@pytest.mark.parametrize("value", [True, False, None])
+def test_djangos_pool_values_give_replpools_default_pools(value):
+    """Django takes OPTIONS["pool"] = True (its pool, default options) and False (no
+    pool); replpool pools every member either way, with the default sizes."""
+    assert cluster_arguments("default", {"pool": value}) == cluster_arguments("default", {})
+
+
+def test_a_pool_option_of_another_kind_says_what_it_may_be():
+    with pytest.raises(ImproperlyConfigured, match=r"must be True, False or a dict of pool options"):
+        cluster_arguments("default", {"pool": 20})

@@ -217,8 +217,9 @@ class ClusterWrapperMixin:
     def is_retryable_read(self, exc: BaseException, conn: Any) -> bool:
         raise NotImplementedError
 
-    def closed_cursor_error(self) -> BaseException:
-        """What the driver raises when a closed cursor is used."""
+    def closed_cursor_error(self, connection_closed: bool = False) -> BaseException:
+        """What the driver raises when a closed cursor is used (``connection_closed``:
+        a cursor whose connection was closed)."""
         raise NotImplementedError
 
     def primary_usable(self, conn: Any) -> bool:

@@ -225,14 +225,14 @@ class RoutingCursor:
         make_cursor: Callable[[Any], Any],
         is_read_only_error: Callable[[BaseException], bool],
         is_retryable_read: Callable[[BaseException, Any], bool],
-        closed_error: Callable[[], BaseException],
+        closed_error: Callable[[bool], BaseException],
     ) -> None:
         self._wrapper = wrapper
         self._dialect: str = wrapper.vendor  # "postgresql" or "mysql": how to read SQL
         self._make_cursor = make_cursor
         self._is_read_only_error = is_read_only_error
         self._is_retryable_read = is_retryable_read
-        self._closed_error = closed_error  # what the driver raises for a closed cursor
+        self._closed_error = closed_error  # what the driver raises for a closed cursor (or connection)
         self._cur: Any = None
         self._conn: Any = None
         self.closed = False  # as a DB-API cursor: close() makes it refuse to execute
@@ -266,8 +266,9 @@ class RoutingCursor:
     # -- execution ----------------------------------------------------------------------------
 
     def execute(self, sql: Any, params: Any = None) -> Any:
-        if self.closed:
-            raise self._closed_error()
+        if self.closed or self._wrapper.connection is None:
+            # Closed, or its connection is (it takes no other one).
+            raise self._closed_error(not self.closed)
         shared = shared_session(self._wrapper)
         if shared is not None:
             return in_session(shared, self._execute, sql, params)
@@ -296,15 +297,15 @@ class RoutingCursor:
         return self._on_primary("execute", sql, params, reason, False)
 
     def executemany(self, sql: Any, param_list: Sequence[Any]) -> Any:
-        if self.closed:
-            raise self._closed_error()
+        if self.closed or self._wrapper.connection is None:
+            raise self._closed_error(not self.closed)
         if statement_kind(sql, self._dialect).sets_session_state:
             self._rc.stateful = True
         return self._write("executemany", sql, param_list)
 
     def callproc(self, procname: str, params: Any = None) -> Any:
-        if self.closed:
-            raise self._closed_error()
+        if self.closed or self._wrapper.connection is None:
+            raise self._closed_error(not self.closed)
         self._rc.stateful = True  # a procedure may change anything, the session included
         return self._write("callproc", procname, params)
 
@@ -379,8 +380,8 @@ class RoutingCursor:
 
     def _target(self) -> Any:
         if self._cur is None:
-            if self.closed:
-                raise self._closed_error()
+            if self.closed or self._wrapper.connection is None:
+                raise self._closed_error(not self.closed)
             self._cursor_on(self._rc.primary())
         return self._cur
 

@@ -231,5 +231,8 @@ class DatabaseWrapper(ClusterWrapperMixin, connector_base.DatabaseWrapper):
     def is_retryable_read(self, exc: BaseException, conn: Any) -> bool:
         return _ENGINE.is_retryable_read(exc, conn, True)  # the cursor asks for replica reads
 
-    def closed_cursor_error(self) -> BaseException:
-        return mysql.connector.errors.ProgrammingError("Cursor is not connected")  # the driver's words
+    def closed_cursor_error(self, connection_closed: bool = False) -> BaseException:
+        # The driver's own errors and words.
+        if connection_closed:
+            return mysql.connector.errors.OperationalError("MySQL Connection not available")
+        return mysql.connector.errors.ProgrammingError("Cursor is not connected")

@@ -175,5 +175,8 @@ class DatabaseWrapper(ClusterWrapperMixin, pg_base.DatabaseWrapper):
     def is_retryable_read(self, exc: BaseException, conn: Any) -> bool:
         return _ENGINE.is_retryable_read(exc, conn, True)  # the cursor asks for replica reads
 
-    def closed_cursor_error(self) -> BaseException:
-        return psycopg.InterfaceError("the cursor is closed")  # psycopg's own words
+    def closed_cursor_error(self, connection_closed: bool = False) -> BaseException:
+        # psycopg's own errors and words.
+        if connection_closed:
+            return psycopg.OperationalError("the connection is closed")
+        return psycopg.InterfaceError("the cursor is closed")
