@@ -885,10 +885,14 @@ class _Checkout:
             lease = c.lease_read(self.timeout, self.avoid, level=self.level)
         else:
             lease = c.lease_write(self.timeout)
+            # No token may claim to cover what the block writes before it commits.
+            _session.writing_session().write_began(c.name)
         self.lease = lease
         try:
             c._engine.enter(lease.conn)
         except BaseException:
+            if not self.read_only:
+                _session.writing_session().write_ended(c.name)
             c.release(lease)
             raise
         return lease.conn
@@ -908,7 +912,9 @@ class _Checkout:
             c.release(lease, exc)
             # What the block saw (an error included) binds the session.
             if not self.read_only:
-                c.note_write()
+                session = _session.writing_session()
+                session.write_ended(c.name)
+                session.note_write(c.name, c.engine_name, time.monotonic_ns())
             elif lease.on_replica:
                 c.observed(lease.member.index, lease.level)
             else:

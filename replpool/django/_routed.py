@@ -53,6 +53,8 @@ class RoutedConnection:
         # session lock, ...): every statement runs there until Django closes the
         # connection, and the session is reset before the pool hands it to anyone else.
         self.stateful = False
+        # The session told that the current transaction wrote (no token until it ends).
+        self._writer: _session.Session | None = None
         self.closed = False
 
     # -- leases ----------------------------------------------------------------------------
@@ -138,6 +140,9 @@ class RoutedConnection:
 
     def _transaction_ended(self) -> None:
         """What the transaction wrote (committed) or saw binds the session now."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.write_ended(self.cluster.name)
         if self.dirty:
             self.dirty = self.touched = False
             self.cluster.note_write()
@@ -152,6 +157,9 @@ class RoutedConnection:
         if self.closed:
             return
         self.closed = True
+        writer, self._writer = self._writer, None
+        if writer is not None:  # closed inside a transaction that wrote: it is over
+            writer.write_ended(self.cluster.name)
         self.drop_replica()
         lease, self._primary = self._primary, None
         if lease is not None:
@@ -275,7 +283,10 @@ class RoutingCursor:
                 # unique violation says the row exists).
                 if self._in_transaction():
                     rc.touched = True
-                    rc.dirty = rc.dirty or (writes and ok)
+                    if writes and ok and not rc.dirty:
+                        rc.dirty = True
+                        rc._writer = _session.writing_session()
+                        rc._writer.write_began(rc.cluster.name)
                 elif writes and ok:
                     rc.cluster.note_write()
                 elif read or writes:
