@@ -443,6 +443,11 @@ class Cluster:
         # now (each costs no round trip to check), taking only idle ones (no waiting),
         # and give up on the member only if none was alive: this time, and for good
         # only if one of them was opened since the monitor saw the member come back.
+        if self._engine.alive(conn):  # the common case, kept short
+            if start:
+                for o in _observe._observers:
+                    o.checkout_waited(self.name, m.spec.name, time.monotonic() - start)
+            return conn
         newest = 0.0
         for _ in range(self.max_size + 1):
             if self._engine.alive(conn):
@@ -606,8 +611,13 @@ class Cluster:
             return _PINNED if level.level is Level.STRONG else _NO_REPLICA
         req = self._requirement(level)
         if req is None and not avoid and level is SESSION:
-            # The common read: no requirement, nothing to avoid.
-            return route_read(self._monitor.topology, None, self._selector, busy=self._busy)
+            # The common read: no requirement, nothing to avoid, an eligible replica.
+            topo = self._monitor.topology
+            eligible = topo.eligible
+            if eligible:
+                chosen = eligible[0] if len(eligible) == 1 else self._selector.choose(eligible, self._busy)
+                return topo.fresh[chosen.index]
+            return route_read(topo, None, self._selector, busy=self._busy)
         decision = decide_read(
             self._monitor.topology, req, self._selector, self._resolve, level=level,
             now_ns=time.monotonic_ns() if level.level is Level.BOUNDED else 0,

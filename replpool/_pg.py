@@ -488,14 +488,18 @@ class PostgresEngine:
         """``lock_timeout`` for the session: a replica's reads give up waiting behind
         replay (a replayed TRUNCATE or ALTER holds an ACCESS EXCLUSIVE lock until its
         commit is replayed: forever while replay is paused), with SQLSTATE 55P03."""
+        if getattr(conn, "_replpool_lock_timeout_s", None) == seconds:
+            return  # already so: the common case
         value = "0" if seconds is None else f"{max(1, round(seconds * 1000))}ms"
         if getattr(conn, "_replpool_lock_timeout", "0") == value:
+            conn._replpool_lock_timeout_s = seconds  # type: ignore[attr-defined]
             return
         idle = conn.pgconn.transaction_status == _IDLE
         conn.execute("SELECT set_config('lock_timeout', %s, false)", (value,))
         if idle and conn.pgconn.transaction_status != _IDLE:
             conn.commit()  # not autocommit: keep it, end the transaction it opened
         conn._replpool_lock_timeout = value  # type: ignore[attr-defined]
+        conn._replpool_lock_timeout_s = seconds  # type: ignore[attr-defined]
 
     def is_lock_timeout(self, exc: BaseException) -> bool:
         return isinstance(exc, psycopg.errors.LockNotAvailable)
@@ -515,6 +519,7 @@ class PostgresEngine:
             conn.execute("DISCARD ALL")
             self._ro_sessions.discard(conn)
             conn._replpool_lock_timeout = "0"  # type: ignore[attr-defined]
+            conn._replpool_lock_timeout_s = None  # type: ignore[attr-defined]
             configure = getattr(pool, "_replpool_configure", None)
             if configure is not None:
                 configure(conn)
