@@ -13,7 +13,12 @@ from __future__ import annotations
 
 from ._cluster import Cluster
 from ._errors import (
-    ConfigurationError, Error, NoPrimaryAvailable, PoolTimeout, TokenError, WriteInProgress,
+    ConfigurationError,
+    Error,
+    NoPrimaryAvailable,
+    PoolTimeout,
+    TokenError,
+    WriteInProgress,
 )
 from ._placement import partition_hash, shard_for
 from ._positions import LSN, MariaDBGTID, MySQLGTIDSet
