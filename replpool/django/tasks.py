@@ -108,7 +108,7 @@ _celery_scopes: dict[str, task_session] = {}
 def connect_celery(header: str = HEADER) -> None:
     """Run every Celery task of this worker in :class:`task_session` of the token its
     message carries (``task_prerun`` opens it, ``task_postrun`` closes it)."""
-    from celery.signals import task_postrun, task_prerun
+    from celery.signals import task_postrun, task_prerun  # type: ignore[import-not-found]
 
     def opened(task_id: str, task: Any, **kwargs: Any) -> None:
         scope = task_session(request=getattr(task, "request", None), header=header)
