@@ -15,7 +15,7 @@ from typing import Any
 
 from .._positions import MariaDBGTID
 from . import _process
-from ._base import Lab, LabMember, parallel, run, wait_for
+from ._base import Lab, LabMember, check_database_name, parallel, run, wait_for
 from ._binaries import Binaries, find_mariadb
 from ._errors import LabError
 
@@ -114,8 +114,9 @@ class MariaDBLab(Lab):
     its own data folder under the lab's temporary folder and its own free port. Every
     member writes a binary log with ``log_slave_updates`` and ``gtid_strict_mode``, so any
     replica can become the primary and feed the others; replicas run with ``read_only``.
-    The ``app`` user owns the ``app`` database and nothing else, bar ``SLAVE MONITOR``
-    and ``BINLOG MONITOR`` to read replication state: ``read_only`` applies to it.
+    The ``app`` user owns the ``app`` database and the ``test_...`` databases Django's
+    test runner creates, and nothing else, bar ``SLAVE MONITOR`` and ``BINLOG MONITOR``
+    to read replication state: ``read_only`` applies to it.
     ``root`` has no password on loopback.
 
     Faults: :meth:`pause_replication`, :meth:`resume_replication`,
@@ -219,6 +220,8 @@ class MariaDBLab(Lab):
                 ("CREATE USER %s@%s IDENTIFIED BY %s", (primary.user, "%", self.password)),
                 (f"GRANT ALL ON `{primary.database}`.* TO %s@%s", (primary.user, "%")),
                 ("GRANT SLAVE MONITOR, BINLOG MONITOR ON *.* TO %s@%s", (primary.user, "%")),
+                # Django's test runner creates and drops test_<name> databases.
+                ("GRANT ALL ON `test\\_%`.* TO %s@%s", (primary.user, "%")),
             ):
                 cur.execute(statement, params)
         parallel([functools.partial(self._start_member, r) for r in replicas])
@@ -344,6 +347,16 @@ class MariaDBLab(Lab):
             cur = conn.cursor()
             cur.execute(query, params)
             return cur.fetchall() if cur.description else []
+
+    def create_database(self, name: str) -> None:
+        """Create another database for the application user, on the primary (the
+        replicas get it by replication), and wait until every replica has it."""
+        check_database_name(name)
+        with self._admin(self.primary) as conn:
+            cur = conn.cursor()
+            cur.execute(f"CREATE DATABASE `{name}`")
+            cur.execute(f"GRANT ALL ON `{name}`.* TO %s@%s", (self.primary.user, "%"))
+        self.wait_until_caught_up()
 
     def _slave_status(self, m: LabMember) -> dict[str, Any] | None:
         """The replica's ``SHOW SLAVE STATUS`` row, or None if it follows no primary."""
