@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ._health import Failure
 from ._positions import Position
 
 
@@ -97,6 +98,10 @@ class Engine(Protocol):
     def is_disconnect(self, exc: BaseException, conn: Any) -> bool: ...
 
     def is_retryable_read(self, exc: BaseException, conn: Any) -> bool: ...
+
+    def classify_failure(self, exc: BaseException) -> Failure:
+        """What a failed connection or poll means for waiting (no I/O)."""
+        ...
 
 
 def engine_for(spec_text: str, driver: str | None) -> Engine:
