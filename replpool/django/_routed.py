@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._cluster import Cluster, Lease
+from .._errors import NoPrimaryAvailable
 from .._routing import Reason
 from ._sql import Kind, statement_kind
 
@@ -48,6 +49,10 @@ class RoutedConnection:
         self._autocommit = True
         self.dirty = False  # the current transaction wrote
         self.closed = False
+        # A wait for a primary failed on this connection: do not wait again. Django
+        # closes it at the end of the request (CONN_MAX_AGE is 0), so a request waits
+        # for a missing primary once at most.
+        self.primary_missed = False
 
     # -- leases ----------------------------------------------------------------------------
 
@@ -61,7 +66,13 @@ class RoutedConnection:
     def primary(self) -> Any:
         """The primary connection, leased on first use."""
         if self._primary is None:
-            lease = self._current_cluster().lease_write(count=False)
+            try:
+                lease = self._current_cluster().lease_write(
+                    count=False, wait_for_primary=not self.primary_missed
+                )
+            except NoPrimaryAvailable:
+                self.primary_missed = True
+                raise
             try:
                 if lease.conn.autocommit != self._autocommit:
                     lease.conn.autocommit = self._autocommit
