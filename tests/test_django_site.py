@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ class Site:
     members: list[list[str]]
     password: str
     migrated: dict[str, subprocess.CompletedProcess[str]] = field(default_factory=dict)
+    tests_output: str | None = None
 
 
 def parse_lab_up(output: str) -> tuple[dict[str, Any], list[list[str]]]:
@@ -105,10 +105,9 @@ def requests(site: Site, *lines: str, env: dict[str, str]) -> list[dict[str, Any
 
 def project_tests(site: Site) -> str:
     """The output of the project's own tests (``manage.py test books``), run once per lab."""
-    if not hasattr(site, "tests_output"):
-        proc = manage(site, "test", "--noinput", "-v", "2", "books")
-        site.tests_output = output(proc)  # type: ignore[attr-defined]
-    return site.tests_output  # type: ignore[attr-defined,no-any-return]
+    if site.tests_output is None:
+        site.tests_output = output(manage(site, "test", "--noinput", "-v", "2", "books"))
+    return site.tests_output
 
 
 def assert_passed(site: Site, test_class: str, at_least: int = 1) -> None:
