@@ -258,8 +258,8 @@ class Monitor:
                 )
             elif not waiting_can_fix(failure, self._expected_role(m)):
                 logger.warning(
-                    "cluster %r: %s is down, and waiting cannot fix it (check the "
-                    "settings): %s", self.cluster, m.spec.name, error,
+                    "cluster %r: %s is down: it refuses us (check the settings): %s",
+                    self.cluster, m.spec.name, error,
                 )
             else:
                 logger.warning("cluster %r: %s is down: %s", self.cluster, m.spec.name, error)
