@@ -23,7 +23,6 @@ showing an older version than written is a stale read.
 from __future__ import annotations
 
 import argparse
-import contextvars
 import random
 import sys
 import threading
@@ -65,12 +64,14 @@ def user_loop(policy: str, cluster: replpool.Cluster, user: int, pin: float, cou
 
     def read(fn: Callable[[], Any]) -> Any:
         if policy == "replicas always":
-            return contextvars.Context().run(fn)  # a clean scope every time: any replica
+            with replpool.consistency("eventual"):  # any replica
+                return fn()
         if policy == "time-based pinning":
             if time.monotonic() - last_write < pin:
                 with replpool.pinned_to_master():
                     return fn()
-            return contextvars.Context().run(fn)
+            with replpool.consistency("eventual"):
+                return fn()
         return fn()  # replpool: the user's own session
 
     with replpool.session():

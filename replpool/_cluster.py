@@ -21,7 +21,8 @@ from ._engine import Engine, MemberSpec, Pool, engine_for
 from ._errors import ConfigurationError, Error, NoPrimaryAvailable, PoolTimeout, TokenError
 from ._monitor import Monitor
 from ._positions import Position
-from ._routing import SELECTIONS, Decision, Reason, Role, Selector, route_read
+from ._routing import SELECTIONS, WAITABLE, Decision, Reason, Role, Selector, resolve_from, route_read
+from ._session import SESSION, STRONG, Consistency, Level, make_consistency
 from ._status import ClusterStatus, MemberStatus, PoolStatus
 
 logger = logging.getLogger("replpool")
@@ -82,7 +83,10 @@ class Cluster:
         ``max_lifetime``, ``max_idle``, ``kwargs``, ``configure``, ...), for every member.
     :param max_replica_lag: seconds; a replica further behind serves no reads (30).
     :param max_replica_lag_bytes: bytes of log; the same, by size (None: no limit).
-    :param monitor_interval: seconds between two polls of every member (0.1).
+    :param monitor_interval: seconds between two polls of every member while the
+        cluster serves traffic (0.1).
+    :param monitor_idle_interval: seconds between two polls while it serves none (1);
+        reads that need fresher positions than the monitor has ask for a poll at once.
     :param causal_wait: seconds a read may wait for a replica to apply the session's
         writes before it goes to the primary (0: never wait).
     :param replica_selection: among fresh replicas, ``"least_lag"`` (default),
@@ -107,6 +111,7 @@ class Cluster:
         max_replica_lag: float = 30.0,
         max_replica_lag_bytes: int | None = None,
         monitor_interval: float = 0.1,
+        monitor_idle_interval: float = 1.0,
         causal_wait: float = 0.0,
         replica_selection: str = "least_lag",
         failover_wait: float = 5.0,
@@ -162,6 +167,12 @@ class Cluster:
             _count("max_replica_lag_bytes", max_replica_lag_bytes, 0)
         self.max_replica_lag_bytes = max_replica_lag_bytes
         self.monitor_interval = _number("monitor_interval", monitor_interval, minimum=0.005)
+        self.monitor_idle_interval = _number("monitor_idle_interval", monitor_idle_interval, minimum=0.005)
+        if self.monitor_idle_interval < self.monitor_interval:
+            raise ConfigurationError(
+                f"monitor_idle_interval ({monitor_idle_interval:g} s) must not be shorter than "
+                f"monitor_interval ({monitor_interval:g} s): it is the slower pace of an idle cluster"
+            )
         self.causal_wait = _number("causal_wait", causal_wait, minimum=0)
         self.failover_wait = _number("failover_wait", failover_wait, minimum=0)
         self.probe_timeout = _number("probe_timeout", probe_timeout, minimum=0.01)
@@ -183,12 +194,14 @@ class Cluster:
             probe_timeout=self.probe_timeout,
             max_lag=self.max_replica_lag,
             max_lag_bytes=max_replica_lag_bytes,
+            idle_interval=self.monitor_idle_interval,
         )
         self._monitor.on_member_down = self._member_down
         self._monitor.on_member_up = self._member_up
         self._monitor.pool_stats = self._pool_snapshots
         self._stats_lock = threading.Lock()
-        self._routes: Counter[tuple[int, str, Reason]] = Counter()
+        # Checkouts by (member index, "primary" or "replica", reason, level of a read).
+        self._routes: Counter[tuple[int, str, Reason, Level | None]] = Counter()
         self._opened = False
         self._closed = False
 
@@ -264,7 +277,8 @@ class Cluster:
 
     def query(
         self, query: Any, params: Any = None, *, read_only: bool = False,
-        timeout: float | None = None,
+        timeout: float | None = None, consistency: str | Level | Consistency | None = None,
+        max_staleness: float | None = None,
     ) -> list[Any]:
         """Run one statement on a connection of its own and return its rows (an empty
         list when it returns none).
@@ -274,7 +288,7 @@ class Cluster:
         more elsewhere, which :meth:`connection` cannot do for statements inside its
         block. Writes are never retried.
         """
-        checkout = self.connection(read_only, timeout)
+        checkout = self.connection(read_only, timeout, consistency=consistency, max_staleness=max_staleness)
         try:
             with checkout as conn:
                 return self._engine.run(conn, query, params)
@@ -287,51 +301,53 @@ class Cluster:
                 self.name, self._members[failed].spec.name, type(exc).__name__,
             )
         retry = _Checkout(self, True, self.checkout_timeout if timeout is None else timeout,
-                          avoid=frozenset({failed}))
+                          checkout.level, avoid=frozenset({failed}))
         with retry as conn:
             return self._engine.run(conn, query, params)
 
-    def connection(self, read_only: bool = False, timeout: float | None = None) -> _Checkout:
+    def connection(
+        self, read_only: bool = False, timeout: float | None = None, *,
+        consistency: str | Level | Consistency | None = None, max_staleness: float | None = None,
+    ) -> _Checkout:
         """A pooled connection, as a context manager: committed on normal exit, rolled
         back on an exception, returned to its pool either way.
 
-        ``read_only=False`` (default): the primary. The session's required position
-        advances when the connection is returned.
+        ``read_only=False`` (default): the primary. What the block did becomes part of
+        the session when the connection is returned.
 
-        ``read_only=True``: a replica that has applied this session's writes, else the
+        ``read_only=True``: a replica fresh enough for the consistency level, else the
         primary in read-only mode; a write attempted on it fails with the server's
-        read-only error. ``timeout``: seconds to wait for a free connection (default: the
-        pool's ``timeout``, 30).
+        read-only error. ``consistency``: ``"strong"``, ``"session"``, ``"bounded"``
+        (with ``max_staleness``, seconds) or ``"eventual"`` (see
+        :func:`replpool.consistency`); default: the scope's, else ``"session"``.
+        ``timeout``: seconds to wait for a free connection (default: the pool's
+        ``timeout``, 30). A bad level raises :class:`ConfigurationError`.
         """
-        return _Checkout(self, read_only, self.checkout_timeout if timeout is None else timeout)
+        level = None if consistency is None else make_consistency(consistency, max_staleness)
+        if consistency is None and max_staleness is not None:
+            level = make_consistency(Level.BOUNDED, max_staleness)
+        return _Checkout(self, read_only, self.checkout_timeout if timeout is None else timeout, level)
 
     def _busy(self, index: int) -> int:
         return len(self._members[index].out)
 
-    def _route(self, requirement: _session.Requirement | None, avoid: frozenset[int]) -> Decision:
-        if requirement is None and not avoid:
+    def _route(
+        self, requirement: _session.Requirement | None, avoid: frozenset[int], level: Consistency
+    ) -> Decision:
+        if requirement is None and not avoid and level is SESSION:
             # The common read: no requirement, nothing to avoid.
-            return route_read(self._monitor.topology, None, self._selector, pinned=_session._pinned.get(),
-                              busy=self._busy)
-        if requirement is not None and requirement.pending_since is not None:
-            found = self._monitor.resolve(requirement.pending_since)
-            if found is not None:
-                # Pin the pending write to the first primary sample after it, once: a
-                # later sample would ask more of the replicas than the write needs.
-                session = _session.current_session()
-                if session is not None:
-                    session.note_resolution(self.name, found[1], found[0])
-                    requirement = session.requirement(self.name)
+            return route_read(self._monitor.topology, None, self._selector, busy=self._busy)
         return route_read(
-            self._monitor.topology, requirement, self._selector,
-            pinned=_session.is_pinned(), avoid=avoid, busy=self._busy,
+            self._monitor.topology, requirement, self._selector, level=level,
+            now_ns=time.monotonic_ns() if level.level is Level.BOUNDED else 0,
+            avoid=avoid, busy=self._busy,
         )
 
     def _wait_for_replica(
-        self, req: _session.Requirement | None, first: Decision, avoid: frozenset[int]
+        self, level: Consistency, first: Decision, avoid: frozenset[int]
     ) -> Decision:
-        """Wait up to ``causal_wait`` for a replica to catch up with the session, one
-        monitor snapshot at a time."""
+        """Wait up to ``causal_wait`` for a replica to become fresh enough, asking the
+        monitor for a round each time (coalesced with every other waiting read)."""
         start = time.monotonic()
         deadline = start + self.causal_wait
         topo = self._monitor.topology
@@ -340,8 +356,12 @@ class Cluster:
             if left <= 0:
                 d = Decision(None, Reason.WAITED_PRIMARY, first.needed)
                 break
+            self._monitor.demand()
             topo = self._monitor.wait_for_change(topo.version, left)
-            d = self._route(req, avoid)
+            req = self._requirement(level)
+            if req is not None and req.pending_since is not None:
+                req = self._resolve(req) or req
+            d = self._route(req, avoid, level)
             if d.member is not None:
                 d = Decision(d.member, Reason.WAITED_REPLICA, d.needed)
                 break
@@ -494,11 +514,13 @@ class Cluster:
         if exc is not None and self._engine.is_disconnect(exc, conn):
             self._monitor.report_failure(m.index, f"connection lost: {type(exc).__name__}")
 
-    def _count(self, index: int, role: str, reason: Reason) -> None:
+    def _count(self, index: int, role: str, reason: Reason, level: Consistency | None = None) -> None:
+        lvl = level.level if level is not None else None
+        key = (index, role, reason, lvl)
         with self._stats_lock:
-            self._routes[(index, role, reason)] += 1
+            self._routes[key] += 1
         for o in _observe._observers:
-            o.routed(self.name, self._members[index].spec.name, role, reason)
+            o.routed(self.name, self._members[index].spec.name, role, reason, lvl)
 
     # -- leases: the checkout path shared by connection() and the Django engines ------------
 
@@ -510,11 +532,15 @@ class Cluster:
                 cluster=self.name,
             )
 
-    def _requirement(self) -> _session.Requirement | None:
-        current = _session._current.get()
+    def _requirement(self, level: Consistency) -> _session.Requirement | None:
+        """What a read at ``level`` must observe on this cluster: the session's floor
+        and pending observation at the session level, nothing at the others."""
+        if level is not SESSION:
+            return None
+        current = _session._current.get() or _session._implicit.session
         if current is None:
             return None
-        req = current[0]._reqs.get(self.name)
+        req = current._reqs.get(self.name)
         if req is not None and req.engine != self.engine_name:
             raise TokenError(
                 f"this session must observe a {req.engine} position on cluster {self.name!r}, "
@@ -523,40 +549,70 @@ class Cluster:
             )
         return req
 
-    def decide_read(self, avoid: frozenset[int] = frozenset()) -> Decision:
-        """Where a read of the current session should go now (waiting up to
-        ``causal_wait`` for a replica if that could help). No connection is taken."""
+    def _resolve(self, req: _session.Requirement) -> _session.Requirement | None:
+        """``req`` with its pending observation resolved from what the monitor has
+        sampled, pinned to the first sample after it and remembered in the session (a
+        later sample would ask more of the replicas than it needs); None if nothing
+        resolves it yet."""
+        found = self.resolve_sampled(req)
+        current = _session.current_session()
+        if found is None or current is None:
+            return None
+        current.note_resolution(self.name, found[1], found[0], found[2], found[3])
+        return current._reqs.get(self.name)
+
+    def decide_read(self, avoid: frozenset[int] = frozenset(), level: Consistency | None = None) -> Decision:
+        """Where a read of the current session should go now, at ``level`` (default:
+        the scope's), waiting up to ``causal_wait`` for a replica if that could help.
+        No connection is taken."""
+        if level is None:
+            level = _session._level.get() or SESSION
         if len(self._members) == 1:
             # No replica to choose (a cluster of one database): the primary, at no cost.
-            return _PINNED if _session._pinned.get() else _NO_REPLICA
-        req = self._requirement()
-        decision = self._route(req, avoid)
-        if decision.member is None and decision.waitable and self.causal_wait > 0:
-            decision = self._wait_for_replica(req, decision, avoid)
+            return _PINNED if level.level is Level.STRONG else _NO_REPLICA
+        req = self._requirement(level)
+        if req is not None and req.pending_since is not None:
+            if req.pending_on is not None:
+                # Pending on a replica, which may serve again as it is: the common case.
+                decision = self._route(req, avoid, level)
+                if decision.member == req.pending_on:
+                    return decision
+            # Resolved by the first sample after it, and remembered: the session then
+            # reads wherever that position is.
+            req = self._resolve(req) or req
+        decision = self._route(req, avoid, level)
+        if decision.member is None and decision.reason in WAITABLE and self.causal_wait > 0:
+            decision = self._wait_for_replica(level, decision, avoid)
         return decision
 
     def lease_read(
         self, timeout: float | None = None, avoid: frozenset[int] = frozenset(),
-        decision: Decision | None = None,
+        decision: Decision | None = None, level: Consistency | None = None,
     ) -> Lease:
         """A read-only connection, routed by :meth:`decide_read` (or ``decision``). A
         replica found dead at checkout is avoided and the read routed again."""
         if not self._opened or self._closed:
             self._check_open()
+        if level is None:
+            level = _session._level.get() or SESSION
+        monitor = self._monitor
+        monitor.traffic += 1
+        if monitor.idle:
+            monitor.demand()
         timeout = self.checkout_timeout if timeout is None else timeout
         if decision is None:
-            decision = self.decide_read(avoid)
+            decision = self.decide_read(avoid, level)
         while decision.member is not None:
             conn = self._checkout_replica(decision.member, timeout)
             if conn is not None:
-                self._count(decision.member, "replica", decision.reason)
-                return Lease(self, self._members[decision.member], conn, True, True, decision.reason)
+                self._count(decision.member, "replica", decision.reason, level)
+                return Lease(self, self._members[decision.member], conn, True, True, decision.reason, level)
             # Nothing of the caller has run yet: try elsewhere, once per member.
             avoid = avoid | {decision.member}
-            decision = self._route(self._requirement(), avoid)
+            decision = self._route(self._requirement(level), avoid, level)
         m, conn = self._checkout_primary(timeout, read_only=True)
-        self._count(m.index, "primary", decision.reason)
-        return Lease(self, m, conn, False, True, decision.reason)
+        self._count(m.index, "primary", decision.reason, level)
+        return Lease(self, m, conn, False, True, decision.reason, level)
 
     def lease_write(
         self, timeout: float | None = None, *, count: bool = True, wait_for_primary: bool = True
@@ -567,13 +623,17 @@ class Cluster:
         than wait ``failover_wait`` (for a request that waited once already)."""
         if not self._opened or self._closed:
             self._check_open()
+        monitor = self._monitor
+        monitor.traffic += 1
+        if monitor.idle:
+            monitor.demand()
         m, conn = self._checkout_primary(
             self.checkout_timeout if timeout is None else timeout, read_only=False,
             wait=wait_for_primary,
         )
         if count:
             self._count(m.index, "primary", Reason.WRITE)
-        return Lease(self, m, conn, False, False, Reason.WRITE)
+        return Lease(self, m, conn, False, False, Reason.WRITE, SESSION)
 
     def release(self, lease: Lease, exc: BaseException | None = None) -> None:
         """Give a leased connection back to its pool (it must not be in a transaction;
@@ -584,6 +644,19 @@ class Cluster:
     def note_write(self) -> None:
         """The current session completed a write on this cluster just now."""
         _session.writing_session().note_write(self.name, self.engine_name, time.monotonic_ns())
+
+    def observed(self, member: int | None, level: Consistency, reason: Reason | None = None) -> None:
+        """A read at ``level`` just ended on ``member`` (None: the primary, sent there
+        for ``reason``). At the session and strong levels it binds the session: its later
+        reads see at least as much. A read that went to the primary because no replica was
+        known to be fresh enough asks the monitor for a round now, whose samples, sent
+        after this read, can tell."""
+        if reason in WAITABLE:
+            self._monitor.demand()
+        if level is SESSION or level is STRONG:
+            session = _session._current.get() or _session._implicit.session or _session.writing_session()
+            life = self._monitor.topology.members[member].life if member is not None else 0
+            session.observe(self.name, self._engine.name, time.monotonic_ns(), member, life)
 
     # -- hooks from the monitor -------------------------------------------------------------
 
@@ -615,11 +688,59 @@ class Cluster:
 
     # -- sessions ---------------------------------------------------------------------------
 
-    def resolve_sampled(self, pending_since: int) -> tuple[int, Position] | None:
-        """The first primary sample the monitor sent after ``pending_since`` (a write's
-        end), as (sent_ns, position): it covers that write. None if there is none yet.
-        No I/O: a token made meanwhile names the write by a nonce instead."""
-        return self._monitor.resolve(pending_since)
+    def resolve_sampled(
+        self, requirement: _session.Requirement
+    ) -> tuple[int, Position, int | None, int] | None:
+        """A sample that covers ``requirement``'s pending observation, as ``(sent_ns,
+        position, member, life)``: the first primary sample the monitor sent after it
+        (``member`` None), or the latest sample of the replica it was made on, if sent
+        after it. None if there is none yet. No I/O: a token made meanwhile names the
+        observation by a nonce instead."""
+        since = requirement.pending_since
+        if since is None:
+            return None
+        found = self._monitor.resolve(since)
+        if found is not None:
+            return found[0], found[1], None, 0
+        on = requirement.pending_on
+        if on is not None:
+            r = resolve_from(self._monitor.topology, requirement._replace(floor=None))
+            if r.pending_since is None and r.floor is not None:
+                view = self._monitor.topology.members[on]
+                return view.sampled_ns, r.floor, on, view.life
+        return None
+
+    def raise_floor(self, timeout: float | None = None) -> Position:
+        """From now on, no read at any level goes to a replica that has not replayed
+        what the primary has now: a fresh primary position is sampled (one round of the
+        monitor, asked for now) and becomes the cluster's floor. The Django engines call
+        it when ``migrate`` ends, so a process never reads a schema older than the one
+        it migrated to; the floor is also the primary's position when the cluster opened.
+        Returns the floor. Raises :class:`NoPrimaryAvailable` if no primary answers
+        within ``timeout`` seconds (default: ``failover_wait``)."""
+        self._check_open()
+        asked = time.monotonic_ns()
+        deadline = time.monotonic() + (self.failover_wait if timeout is None else timeout)
+        topo = self._monitor.topology
+        while topo.primary_sampled_ns <= asked or topo.primary_position is None or topo.primary_view is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise NoPrimaryAvailable(
+                    f"cluster {self.name!r}: no primary answered within "
+                    f"{self.failover_wait if timeout is None else timeout:g} s to take the floor from",
+                    cluster=self.name,
+                )
+            self._monitor.demand()
+            topo = self._monitor.wait_for_change(topo.version, min(left, self.probe_timeout))
+        self._monitor.raise_floor(topo.primary_position)
+        floor = self._monitor.floor
+        assert floor is not None
+        return floor
+
+    @property
+    def floor(self) -> Position | None:
+        """The cluster's floor (see :meth:`raise_floor`), None before the first sample."""
+        return self._monitor.floor
 
     # -- status -----------------------------------------------------------------------------
 
@@ -627,7 +748,14 @@ class Cluster:
         """A snapshot of every member: role, health, positions, lag, pool, routing."""
         topo = self._monitor.topology
         with self._stats_lock:
-            routes = dict(self._routes)
+            counted = dict(self._routes)
+        routes: Counter[tuple[int, str, Reason]] = Counter()
+        by_level: dict[str, dict[str, int]] = {}
+        for (index, role, reason, lvl), n in counted.items():
+            routes[(index, role, reason)] += n
+            if lvl is not None:
+                levels = by_level.setdefault(lvl.value, {})
+                levels[role] = levels.get(role, 0) + n
         routing: dict[str, dict[str, int]] = {}
         reads: Counter[int] = Counter()
         writes: Counter[int] = Counter()
@@ -662,6 +790,7 @@ class Cluster:
             primary=primary,
             members=tuple(members),
             routing=routing,
+            reads_by_level=by_level,
             failovers=self._monitor.failovers,
             monitor_rounds=self._monitor.rounds,
             poll_errors=sum(s.poll_errors for s in self._monitor.members),
@@ -679,13 +808,14 @@ class Cluster:
 
 
 class Lease:
-    """A connection checked out of one member's pool, and why it went there."""
+    """A connection checked out of one member's pool, why it went there, and at which
+    consistency level."""
 
-    __slots__ = ("cluster", "member", "conn", "on_replica", "read_only", "reason")
+    __slots__ = ("cluster", "member", "conn", "on_replica", "read_only", "reason", "level")
 
     def __init__(
         self, cluster: Cluster, member: _Member, conn: Any, on_replica: bool, read_only: bool,
-        reason: Reason,
+        reason: Reason, level: Consistency = SESSION,
     ) -> None:
         self.cluster = cluster
         self.member = member
@@ -693,6 +823,7 @@ class Lease:
         self.on_replica = on_replica
         self.read_only = read_only
         self.reason = reason
+        self.level = level
 
     @property
     def index(self) -> int:
@@ -702,14 +833,16 @@ class Lease:
 class _Checkout:
     """One ``with cluster.connection(...)`` block."""
 
-    __slots__ = ("cluster", "read_only", "timeout", "avoid", "lease", "failed_member", "failed_conn")
+    __slots__ = ("cluster", "read_only", "timeout", "level", "avoid", "lease", "failed_member", "failed_conn")
 
     def __init__(
-        self, cluster: Cluster, read_only: bool, timeout: float, avoid: frozenset[int] = frozenset()
+        self, cluster: Cluster, read_only: bool, timeout: float, level: Consistency | None = None,
+        avoid: frozenset[int] = frozenset(),
     ) -> None:
         self.cluster = cluster
         self.read_only = read_only
         self.timeout = timeout
+        self.level = level
         self.avoid = avoid
         self.lease: Lease | None = None
         # Where the block failed, if it did: Cluster.query() decides on a retry.
@@ -723,7 +856,7 @@ class _Checkout:
     def __enter__(self) -> Any:
         c = self.cluster
         if self.read_only:
-            lease = c.lease_read(self.timeout, self.avoid)
+            lease = c.lease_read(self.timeout, self.avoid, level=self.level)
         else:
             lease = c.lease_write(self.timeout)
         self.lease = lease
@@ -746,5 +879,10 @@ class _Checkout:
             c._engine.exit(lease.conn, exc)
         finally:
             c.release(lease, exc)
+            # What the block saw (an error included) binds the session.
             if not self.read_only:
                 c.note_write()
+            elif lease.on_replica:
+                c.observed(lease.member.index, lease.level)
+            else:
+                c.observed(None, lease.level, lease.reason)

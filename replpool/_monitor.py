@@ -1,11 +1,15 @@
 """The lag monitor: one background thread per cluster that polls every member's role and
-replication position at a fixed interval, keeps each member's health, and publishes an
-immutable :class:`~replpool._routing.Topology` for the router.
+replication position, keeps each member's health, and publishes an immutable
+:class:`~replpool._routing.Topology` for the router.
 
-Its cost is one small query per member per interval, whatever the traffic. Polls run on
-a small executor (one thread per member at most), so a member that hangs delays nobody:
-a poll still unanswered after ``probe_timeout`` marks its member down, and the poll's
-socket is shut so the thread comes back.
+It polls every ``interval`` while the cluster serves traffic, every ``idle_interval``
+when it does not, and at once when a read asks for it (:meth:`Monitor.demand`: a read
+needed a position no replica was known to have). Demanded rounds are coalesced: one in
+flight per cluster, at most one every ``_DEMAND_GAP`` seconds, shared by every waiting
+session. Each round is one small query per member. Polls run on a small executor (one
+thread per member at most), so a member that hangs delays nobody: a poll still
+unanswered after ``probe_timeout`` marks its member down, and the poll's socket is shut
+so the thread comes back.
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ from ._routing import MemberView, Role, Topology
 logger = logging.getLogger("replpool.monitor")
 
 _MAX_PRIMARY_SAMPLES = 512  # ~50 s at the default interval, when the primary is busy
+# The shortest time between the starts of two rounds that reads demanded (seconds): a
+# replica on loopback applies a commit in about a millisecond, so polling faster would
+# mostly find it not there yet.
+_DEMAND_GAP = 0.002
 
 
 @dataclass(eq=False)
@@ -57,6 +65,8 @@ class MemberState:
     # When the member last came back or was seen restarted (time.monotonic()): pooled
     # connections opened before then may have died with its earlier life.
     back_at: float = 0.0
+    # Grows each time that happens: what a replica had replayed before may be lost.
+    life: int = 0
     # What its last failure means for waiting (None while it answers).
     failure: Failure | None = None
 
@@ -74,10 +84,21 @@ class Monitor:
         max_lag: float,
         max_lag_bytes: int | None,
         max_backoff: float = 2.0,
+        idle_interval: float | None = None,
     ) -> None:
         self.cluster = cluster
         self.engine = engine
         self.interval = interval
+        self.idle_interval = max(interval, idle_interval if idle_interval is not None else interval)
+        # Checkouts since the cluster opened (the cluster counts them, without a lock: a
+        # lost increment only delays the switch to the busy interval by a round).
+        self.traffic = 0
+        # Set while the monitor keeps the idle pace: the next checkout wakes it.
+        self.idle = False
+        self._demanded = threading.Event()
+        # The cluster's floor: replicas that have not replayed this far serve no reads
+        # (the primary's position when the cluster opened, raised by raise_floor()).
+        self.floor: Position | None = None
         self.probe_timeout = probe_timeout
         self.max_lag = max_lag
         self.max_lag_bytes = max_lag_bytes
@@ -118,8 +139,11 @@ class Monitor:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=len(self.members) + 1, thread_name_prefix=f"replpool-{self.cluster}-poll"
         )
+        demanded = self._demanded
+        # Dropped without stop(): wake the thread, which then finds the monitor gone.
+        ref = weakref.ref(self, lambda _: demanded.set())
         self._thread = threading.Thread(
-            target=_run, args=(weakref.ref(self), self._stop),
+            target=_run, args=(ref, self._stop, demanded),
             name=f"replpool-{self.cluster}-monitor", daemon=True,
         )
         self._thread.start()
@@ -134,8 +158,27 @@ class Monitor:
                     return
                 self.changed.wait(left)
 
+    def hang_deadline(self) -> float | None:
+        """When the oldest poll still unanswered will have taken ``probe_timeout``
+        (``time.monotonic()``): a round then finds its member hung, whatever the pace."""
+        with self.lock:
+            starts = [
+                m.inflight_since for m in self.members
+                if m.inflight is not None and not m.timed_out and not m.inflight.done()
+            ]
+        return min(starts) + self.probe_timeout + 0.001 if starts else None
+
+    def demand(self) -> None:
+        """Ask for a round now (a read needs fresher positions than the monitor has, or
+        traffic resumed after a pause). Cheap and coalesced: calls while a round is due
+        or running add nothing."""
+        self.idle = False
+        if not self._demanded.is_set():
+            self._demanded.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._demanded.set()
         with self.lock:
             for m in self.members:
                 if m.inflight is not None and m.conn is not None:
@@ -222,6 +265,7 @@ class Monitor:
                 self.cluster, m.spec.name,
             )
             m.back_at = now
+            m.life += 1
         m.epoch = sample.epoch
         m.sample = sample
         m.sampled_at = now
@@ -229,6 +273,7 @@ class Monitor:
         if m.health.succeeded(now):
             logger.info("cluster %r: %s is answering again", self.cluster, m.spec.name)
             m.back_at = now
+            m.life += 1
             self.on_member_up(m.index)
 
     def _member_hung(self, m: MemberState, now: float) -> None:
@@ -366,22 +411,29 @@ class Monitor:
                     if len(samples) >= _MAX_PRIMARY_SAMPLES:
                         samples = self._primary_samples = samples[_MAX_PRIMARY_SAMPLES // 2 :]
                     samples.append((ps.sent_ns, ps.position))
+        if self.floor is None and primary_position is not None:
+            # What the process started with: no read may see an older state (schema).
+            self.floor = primary_position
+        floor = self.floor
+        samples = self._primary_samples
         views = []
         for m in self.members:
             s = m.sample
             role: Role = m.role
             eligible = False
+            fresh_as_of: int | None = None
             if s is not None and s.in_recovery and s.position is not None:
                 m.lag_seconds = self.history.lag_seconds(s.position, m.sampled_at)
                 if primary_position is not None:
                     gap = primary_position.bytes_ahead_of(s.position)
                     m.lag_bytes = max(0, gap) if gap is not None else None
+                fresh_as_of = newest_covered(samples, s.position)
                 eligible = m.health.up and (
                     m.lag_seconds is None or m.lag_seconds <= self.max_lag
                 ) and (
                     self.max_lag_bytes is None or m.lag_bytes is None
                     or m.lag_bytes <= self.max_lag_bytes
-                )
+                ) and (floor is None or s.position.covers(floor))
             elif m.index != new_primary and s is not None and not s.in_recovery:
                 role = "unknown"  # a second member that claims to be primary: not used
             views.append(
@@ -397,6 +449,8 @@ class Monitor:
                     lag_bytes=m.lag_bytes,
                     eligible=eligible,
                     error=m.health.last_error,
+                    life=m.life,
+                    fresh_as_of_ns=fresh_as_of,
                 )
             )
         self.topology = Topology(
@@ -413,12 +467,33 @@ class Monitor:
         position covers that write. None if the monitor has sampled none since."""
         return first_sent_after(self._primary_samples, finished_ns)
 
+    def raise_floor(self, position: Position) -> None:
+        """From now on, replicas that have not replayed ``position`` serve no reads."""
+        with self.lock:
+            self.floor = position if self.floor is None else self.floor.join(position)
+            self._publish()
+
     def wait_for_change(self, version: int, timeout: float) -> Topology:
         """The next topology after ``version``, or the current one after ``timeout``."""
         with self.changed:
             if self.topology.version == version and timeout > 0:
                 self.changed.wait(timeout)
             return self.topology
+
+
+def newest_covered(samples: list[tuple[int, Position]], position: Position) -> int | None:
+    """The send time of the newest of ``samples`` (``(sent_ns, position)``, oldest
+    first, each covering the one before) that ``position`` covers, or None. A binary
+    search: the samples ``position`` covers come first. Should the primary's positions
+    have gone back (a failover), the answer is still a sample ``position`` covers."""
+    lo, hi = 0, len(samples)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if position.covers(samples[mid][1]):
+            lo = mid + 1
+        else:
+            hi = mid
+    return samples[lo - 1][0] if lo else None
 
 
 def first_sent_after(samples: list[tuple[int, Position]], t_ns: int) -> tuple[int, Position] | None:
@@ -435,19 +510,38 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
 
 
-def _run(ref: weakref.ref[Monitor], stop: threading.Event) -> None:
+def _run(ref: weakref.ref[Monitor], stop: threading.Event, demanded: threading.Event) -> None:
     """The monitor thread. It holds the monitor only through a weak reference between
     rounds, so a cluster that was never closed can still be collected."""
+    traffic = -1
     next_round = time.monotonic()
     while not stop.is_set():
         monitor = ref()
         if monitor is None:
             return
+        started = time.monotonic()
+        demanded.clear()  # a demand from now on asks for a round after this one
         try:
             monitor.run_round()
         except Exception:  # never let the monitor die
             logger.exception("cluster %r: monitor round failed", monitor.cluster)
-        interval = monitor.interval
+        busy = monitor.traffic != traffic
+        traffic = monitor.traffic
+        interval = monitor.interval if busy else monitor.idle_interval
+        monitor.idle = not busy
+        hang = monitor.hang_deadline()
         del monitor
-        next_round = max(next_round + interval, time.monotonic())
-        stop.wait(max(0.0, next_round - time.monotonic()))
+        if next_round <= started:  # the round was the scheduled one
+            next_round = max(next_round + interval, time.monotonic())
+        else:  # demanded before the schedule, which may have been the idle pace's
+            next_round = min(next_round, started + interval)
+        if hang is not None:
+            next_round = min(next_round, hang)
+        while not stop.is_set():
+            left = next_round - time.monotonic()
+            if left <= 0:
+                break
+            if demanded.wait(left):
+                # Demanded: go now, but not sooner than the gap after the last start.
+                stop.wait(max(0.0, started + _DEMAND_GAP - time.monotonic()))
+                break

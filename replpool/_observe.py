@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ._routing import Reason, Topology
+from ._session import Level
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +31,11 @@ class PoolSnapshot:
 class Observer:
     """Base class: every hook does nothing. Override the ones you need."""
 
-    def routed(self, cluster: str, member: str, target: str, reason: Reason) -> None:
-        """A checkout went to ``member``; ``target`` is "primary" or "replica"."""
+    def routed(
+        self, cluster: str, member: str, target: str, reason: Reason, level: Level | None = None
+    ) -> None:
+        """A checkout went to ``member``; ``target`` is "primary" or "replica";
+        ``level``: the consistency level of a read (None for a write)."""
 
     def checkout_waited(self, cluster: str, member: str, seconds: float) -> None:
         """Time a checkout spent getting a connection from the member's pool."""

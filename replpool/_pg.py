@@ -410,7 +410,11 @@ class PostgresEngine:
 
     def exit(self, conn: psycopg.Connection[Any], exc: BaseException | None) -> None:
         # psycopg's own rules: commit on success, roll back on error. The pool sets
-        # conn._pool, so this does not close the connection.
+        # conn._pool, so this does not close the connection. Outside a transaction (in
+        # autocommit, or a block that ran nothing) there is nothing to end: psycopg's
+        # commit would still cost a few microseconds.
+        if conn.pgconn.transaction_status == _IDLE:
+            return
         if exc is None:
             conn.__exit__(None, None, None)
         else:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 from ._positions import Position
-from ._session import Requirement
+from ._session import SESSION, Consistency, Level, Requirement
 
 
 class Reason(str, enum.Enum):
@@ -26,9 +26,9 @@ class Reason(str, enum.Enum):
     PINNED = "pinned"                      # inside pinned_to_master()
     IN_TRANSACTION = "in_transaction"      # a read inside the caller's transaction
     LOCKING_READ = "locking_read"          # SELECT ... FOR UPDATE/SHARE outside one
-    FRESH_REPLICA = "fresh_replica"        # a replica had applied the session's writes
+    FRESH_REPLICA = "fresh_replica"        # a replica fresh enough for the read's level
     POSITION_PENDING = "position_pending"  # the session's last write is not sampled yet
-    NO_FRESH_REPLICA = "no_fresh_replica"  # every usable replica is behind the session
+    NO_FRESH_REPLICA = "no_fresh_replica"  # every usable replica is behind what the read needs
     REPLICA_LAGGING = "replica_lagging"    # replicas up, but all over the lag limits
     NO_REPLICA = "no_replica"              # no replica configured, up, or known
     WAITED_REPLICA = "waited_replica"      # waited (causal_wait), then a replica caught up
@@ -52,7 +52,11 @@ class MemberView:
 
     ``position``: for a replica, how far it has applied (replayed) the log; for the
     primary, its current write position. ``eligible``: a replica that is up, sampled,
-    and within the lag limits, so it may serve reads that need no particular position.
+    within the lag limits and past the cluster's floor, so it may serve reads that need
+    no particular position. ``life``: grows each time the member restarted or came back
+    (what it had replayed may be lost then). ``fresh_as_of_ns``: the send time
+    (``time.monotonic_ns()``) of the newest primary sample the replica covers: it had
+    everything the primary had then, so it is at most ``now - fresh_as_of_ns`` behind.
     """
 
     index: int
@@ -66,6 +70,8 @@ class MemberView:
     lag_bytes: int | None = None
     eligible: bool = False
     error: str | None = None
+    life: int = 0
+    fresh_as_of_ns: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,17 +150,22 @@ def route_read(
     requirement: Requirement | None,
     selector: Selector,
     *,
+    level: Consistency = SESSION,
+    now_ns: int = 0,
     pinned: bool = False,
     avoid: frozenset[int] = frozenset(),
     busy: Callable[[int], int] = lambda i: 0,
 ) -> Decision:
-    """Choose where a read-only request goes.
+    """Choose where a read-only request goes, at consistency ``level``.
 
-    A replica is chosen only if it is eligible and its applied position covers what the
-    session must observe; anything else goes to the primary, with the reason. ``avoid``:
-    members that just failed for this request.
+    ``strong`` (or ``pinned``): the primary. ``eventual``: any eligible replica.
+    ``bounded``: an eligible replica known to be at most ``level.max_staleness`` behind
+    at ``now_ns`` (see :attr:`MemberView.fresh_as_of_ns`). ``session``: an eligible
+    replica covering the session's floor; while an observation is pending, only the
+    replica it was made on (same life), else the primary. Anything else goes to the
+    primary, with the reason. ``avoid``: members that just failed for this request.
     """
-    if pinned:
+    if pinned or level.level is Level.STRONG:
         return Decision(None, Reason.PINNED)
     eligible: Sequence[MemberView] = topology.eligible
     if avoid:
@@ -164,16 +175,44 @@ def route_read(
         if any(m.up and m.position is not None for m in replicas):
             return Decision(None, Reason.REPLICA_LAGGING)
         return Decision(None, Reason.MEMBER_DOWN if avoid else Reason.NO_REPLICA)
+    found = Reason.MEMBER_DOWN if avoid else Reason.FRESH_REPLICA
     needed: Position | None = None
-    if requirement is not None:
-        known, needed = requirement.target(topology.primary_position, topology.primary_sampled_ns)
-        if not known:
-            return Decision(None, Reason.POSITION_PENDING)
-    if needed is None:
-        fresh = eligible
-    else:
-        fresh = [m for m in eligible if m.position is not None and m.position.covers(needed)]
-        if not fresh:
-            return Decision(None, Reason.NO_FRESH_REPLICA, needed)
-    chosen = selector.choose(fresh, busy)
-    return Decision(chosen.index, Reason.MEMBER_DOWN if avoid else Reason.FRESH_REPLICA, needed)
+    if level.level is Level.BOUNDED:
+        oldest = now_ns - level.max_staleness_ns
+        eligible = [m for m in eligible if m.fresh_as_of_ns is not None and m.fresh_as_of_ns >= oldest]
+        if not eligible:
+            return Decision(None, Reason.NO_FRESH_REPLICA)
+    elif level.level is Level.SESSION and requirement is not None:
+        needed = requirement.floor
+        if requirement.pending_since is not None:
+            # Pending on a replica: that replica may serve again, as it is (it only
+            # moves forward within a life). Else resolve, or go to the primary.
+            on = requirement.pending_on
+            if on is not None:
+                for m in eligible:
+                    if m.index == on and m.life == requirement.pending_life and (
+                        needed is None or (m.position is not None and m.position.covers(needed))
+                    ):
+                        return Decision(on, found, needed)
+            requirement = resolve_from(topology, requirement)
+            needed = requirement.floor
+            if requirement.pending_since is not None:
+                return Decision(None, Reason.POSITION_PENDING)
+        if needed is not None:
+            eligible = [m for m in eligible if m.position is not None and m.position.covers(needed)]
+            if not eligible:
+                return Decision(None, Reason.NO_FRESH_REPLICA, needed)
+    chosen = selector.choose(eligible, busy)
+    return Decision(chosen.index, found, needed)
+
+
+def resolve_from(topology: Topology, requirement: Requirement) -> Requirement:
+    """``requirement`` resolved with what ``topology`` shows: the primary's latest
+    sample, or the latest sample of the replica its pending reads were made on."""
+    r = requirement.resolved_with(topology.primary_position, topology.primary_sampled_ns)
+    on = r.pending_on
+    if r.pending_since is not None and on is not None and on < len(topology.members):
+        m = topology.members[on]
+        if m.position is not None:
+            r = r.resolved_with(m.position, m.sampled_ns, on, m.life)
+    return r

@@ -1,21 +1,29 @@
-"""Sessions: consistency scopes that remember where their writes landed.
+"""Sessions and consistency levels: what a read must observe, and where that is known.
 
-A session holds, per cluster, the position its reads must reach: the join of the
-positions of its completed writes (and of any token it resumed from). A write's exact
-position is not fetched when it commits (that would cost a round trip per write);
-instead the session records *when* the write finished, and any primary position sampled
-by a query sent after that moment, by the lag monitor or anybody else, is a safe and
-slightly conservative stand-in for it. Until such a sample exists, the write is
-"pending" and its reads go to the primary.
+A session holds, per cluster, the position its reads must reach: the join of what it
+observed (its writes, its reads, and errors, such as a unique violation, that the
+primary answered) and of any token it resumed from. The guarantees are those of
+causally consistent sessions (MongoDB's are the reference; the four session guarantees
+are Terry et al., 1994): read-your-writes, monotonic reads, and what the session saw on
+the primary binds it like a write.
 
-Sessions live in a :mod:`contextvars` variable, so each thread and each asyncio task
-sees its own (a task starts with the session of the code that created it). Without an
-explicit :func:`session`, a thread or task gets an implicit one on its first write.
+An observation's exact position is never fetched (that would cost a round trip each).
+The session records *when* the statement ended and where it ran; a position sampled by
+a query sent after that moment, on the primary or on the same replica in the same life,
+is a safe and slightly conservative stand-in for it. Until such a sample exists the
+observation is "pending": reads go to the primary, or back to the replica that served
+the pending reads (it only moves forward).
+
+Explicit sessions (:func:`session`) live in a :mod:`contextvars` variable, so a task
+starts with the session of the code that created it. Without one, each thread has an
+implicit session, shared by the asyncio tasks it runs, made on its first observation.
+The consistency level in force (:func:`consistency`) lives in a context variable too.
 """
 
 from __future__ import annotations
 
 import contextvars
+import enum
 import functools
 import inspect
 import logging
@@ -25,36 +33,122 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, overload
+from typing import Any, NamedTuple, Protocol, TypeVar, overload
 
 from . import _tokens
-from ._errors import TokenError
+from ._errors import ConfigurationError, TokenError
 from ._positions import Position
 
 F = TypeVar("F", bound=Callable[..., Any])
 logger = logging.getLogger("replpool")
 
 
-@dataclass(frozen=True, slots=True)
-class Requirement:
-    """What a session's reads on one cluster must observe.
+class Level(str, enum.Enum):
+    """How fresh a read must be: a consistency level.
 
-    ``floor``: a position every read must reach (joined from resolved writes and
-    tokens). ``pending_since``: ``time.monotonic_ns()`` when the newest write whose
-    position is still unknown finished, or None.
+    ``strong``: the primary. ``session`` (the default): the session's guarantees
+    (read-your-writes, monotonic reads, and what it observed on the primary binds it),
+    as MongoDB's causally consistent sessions give them. ``bounded``: any replica no
+    further behind than ``max_staleness`` seconds, with no session floor. ``eventual``:
+    any eligible replica (within ``max_replica_lag``), with no session floor. Every level
+    respects the cluster's floor (see :meth:`replpool.Cluster.raise_floor`).
+    """
+
+    STRONG = "strong"
+    SESSION = "session"
+    BOUNDED = "bounded"
+    EVENTUAL = "eventual"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class Consistency:
+    """A consistency level, with the staleness bound of ``bounded`` (seconds)."""
+
+    level: Level
+    max_staleness: float | None = None
+
+    @property
+    def max_staleness_ns(self) -> int:
+        return int((self.max_staleness or 0.0) * 1e9)
+
+    def __str__(self) -> str:
+        if self.max_staleness is not None:
+            return f"{self.level.value} (max_staleness={self.max_staleness:g} s)"
+        return self.level.value
+
+
+STRONG = Consistency(Level.STRONG)
+SESSION = Consistency(Level.SESSION)
+EVENTUAL = Consistency(Level.EVENTUAL)
+_LEVELS = ", ".join(repr(v.value) for v in Level)
+
+
+def make_consistency(level: str | Level | Consistency, max_staleness: float | None = None) -> Consistency:
+    """A :class:`Consistency` from what a caller wrote; ConfigurationError if it cannot
+    be one (an unknown level, ``bounded`` without a positive ``max_staleness``, or a
+    ``max_staleness`` given to another level)."""
+    if isinstance(level, Consistency):
+        if max_staleness is not None:
+            raise ConfigurationError("give max_staleness with a level name, not with a Consistency")
+        return level
+    try:
+        lvl = Level(level)
+    except ValueError:
+        raise ConfigurationError(
+            f"unknown consistency level {level!r}: use one of {_LEVELS}"
+        ) from None
+    if lvl is Level.BOUNDED:
+        if (
+            isinstance(max_staleness, bool) or not isinstance(max_staleness, (int, float))
+            or not max_staleness > 0 or max_staleness != max_staleness
+        ):
+            raise ConfigurationError(
+                "the bounded level needs max_staleness, a number of seconds > 0 (the most a "
+                f"replica may be behind the primary for the read), not {max_staleness!r}"
+            )
+        return Consistency(lvl, float(max_staleness))
+    if max_staleness is not None:
+        raise ConfigurationError(
+            f"max_staleness applies to the bounded level only, not to {lvl.value!r}"
+        )
+    return {Level.STRONG: STRONG, Level.SESSION: SESSION, Level.EVENTUAL: EVENTUAL}[lvl]
+
+
+class Requirement(NamedTuple):
+    """What a session's reads on one cluster must observe (at the session level).
+
+    ``floor``: a position every read must reach (joined from resolved observations and
+    tokens). ``pending_since``: ``time.monotonic_ns()`` when the newest observation
+    whose position is not known yet ended (a write, a read, or an error), or None.
+    ``pending_on``: the member that observation, and every other one still pending, was
+    made on, if they were all made on one replica (its index, in the life
+    ``pending_life`` of it); None means the primary (or several members). A replica
+    only moves forward within one life, so it may serve the session again before its
+    observation is resolved; any other member must be known to cover it.
     """
 
     engine: str
     floor: Position | None = None
     pending_since: int | None = None
+    pending_on: int | None = None
+    pending_life: int = 0
 
-    def resolved_with(self, sample: Position | None, sample_sent_ns: int) -> Requirement:
-        """This requirement after learning that the primary was at ``sample`` when a
-        query sent at ``sample_sent_ns`` ran."""
+    def resolved_with(
+        self, sample: Position | None, sample_sent_ns: int, member: int | None = None, life: int = 0
+    ) -> Requirement:
+        """This requirement after learning that a member was at ``sample`` when a query
+        sent at ``sample_sent_ns`` ran there. A primary sample (``member`` None) resolves
+        any pending observation made before it was sent; a replica's resolves only what
+        was observed on that replica, in the same life."""
         if self.pending_since is None or sample is None or sample_sent_ns <= self.pending_since:
             return self
+        if member is not None and (member != self.pending_on or life != self.pending_life):
+            return self
         floor = sample if self.floor is None else self.floor.join(sample)
-        return Requirement(self.engine, floor, None)
+        return Requirement(self.engine, floor)
 
     def target(self, sample: Position | None, sample_sent_ns: int) -> tuple[bool, Position | None]:
         """``(known, position)``: the position reads must reach, if it can be known
@@ -62,20 +156,31 @@ class Requirement:
         r = self.resolved_with(sample, sample_sent_ns)
         return r.pending_since is None, r.floor
 
+    def observed(self, ended_ns: int, member: int | None, life: int = 0) -> Requirement:
+        """This requirement after an observation that ended at ``ended_ns`` on
+        ``member`` (a replica's index; None: the primary)."""
+        if self.pending_since is None:
+            return Requirement(self.engine, self.floor, ended_ns, member, life if member is not None else 0)
+        since = max(self.pending_since, ended_ns)
+        if member is not None and member == self.pending_on and life == self.pending_life:
+            return Requirement(self.engine, self.floor, since, member, life)
+        return Requirement(self.engine, self.floor, since)
+
 
 class Resolver(Protocol):
-    """What a cluster offers the session: its engine, and the position a pending write
-    is known to have reached from what its monitor has already sampled (no I/O)."""
+    """What a cluster offers the session: its engine, and the position a pending
+    observation is known to have reached from what its monitor has already sampled (no
+    I/O): ``(sent_ns, position, member, life)``, ``member`` None for the primary."""
 
     @property
     def engine_name(self) -> str: ...
 
-    def resolve_sampled(self, pending_since: int) -> tuple[int, Position] | None: ...
+    def resolve_sampled(self, requirement: Requirement) -> tuple[int, Position, int | None, int] | None: ...
 
 
-# What this process knows of the writes that tokens name by a nonce: when it first saw
-# each (the write had finished by then, so a primary sample sent later covers it), and
-# what it resolved to. A browser sends the same cookie with every request: the first
+# What this process knows of the observations that tokens name by a nonce: when it first
+# saw each (the observation had ended by then, so a primary sample sent later covers it),
+# and what it resolved to. A browser sends the same cookie with every request: the first
 # request waits for a sample, the next ones find it. Bounded, oldest out first.
 _NONCES_MAX = 10_000
 _first_seen: OrderedDict[tuple[str, str], int] = OrderedDict()
@@ -102,7 +207,7 @@ def _recall(cluster: str, nonce: str) -> Position | None:
 
 
 def _seen_since(cluster: str, nonce: str, now_ns: int) -> int:
-    """When this process first saw the write named ``nonce`` (``now_ns`` if now)."""
+    """When this process first saw the observation named ``nonce`` (``now_ns`` if now)."""
     with _nonces_lock:
         first = _first_seen.get((cluster, nonce))
         if first is None:
@@ -120,8 +225,8 @@ class Session:
     def __init__(self, requirements: Mapping[str, Requirement] | None = None) -> None:
         self._lock = threading.Lock()
         self._reqs: dict[str, Requirement] = dict(requirements or {})
-        # Per cluster, the nonces naming this session's pending writes in tokens, each
-        # with the pending_since it stands for (made for a token, or adopted from one).
+        # Per cluster, the nonces naming this session's pending observations in tokens,
+        # each with the pending_since it stands for (made for a token, or adopted).
         self._nonces: dict[str, list[tuple[int, str]]] = {}
         self.writes = 0  # writes recorded in this session (not counting its start)
 
@@ -130,33 +235,51 @@ class Session:
 
     def note_write(self, cluster: str, engine: str, finished_ns: int) -> None:
         """A write on ``cluster`` completed at ``finished_ns`` (monotonic)."""
+        self.observe(cluster, engine, finished_ns)
+        self.writes += 1
+
+    def observe(self, cluster: str, engine: str, ended_ns: int, member: int | None = None, life: int = 0) -> None:
+        """Something on ``cluster`` was observed by a statement that ended at
+        ``ended_ns`` (monotonic) on ``member`` (a replica's index, in that life of it;
+        None: the primary): the session's later reads must see at least as much."""
         with self._lock:
             old = self._reqs.get(cluster)
-            floor = old.floor if old is not None else None
-            if old is not None and old.engine != engine:
+            if old is None:
+                self._reqs[cluster] = Requirement(engine, None, ended_ns, member, life if member is not None else 0)
+                return
+            if member is not None and old.pending_on == member and old.pending_life == life and old.engine == engine:
+                # Another read on the replica it reads (the common case, kept short).
+                since = old.pending_since
+                if since is None or ended_ns > since:
+                    self._reqs[cluster] = Requirement(engine, old.floor, ended_ns, member, life)
+                return
+            if old.engine != engine:
                 # A token named this cluster with another engine's position (it was not
                 # open to check then): that position means nothing here.
                 logger.warning(
                     "cluster %r is %s; dropping the %s position a token gave for it",
                     cluster, engine, old.engine,
                 )
-                floor = None
                 self._nonces.pop(cluster, None)
-            # The newest pending write supersedes older ones: a primary sample taken
-            # after it also covers them.
-            self._reqs[cluster] = Requirement(engine, floor, finished_ns)
-            self.writes += 1
+                self._reqs[cluster] = Requirement(engine, None, ended_ns, member, life if member is not None else 0)
+                return
+            self._reqs[cluster] = old.observed(ended_ns, member, life)
 
-    def note_resolution(self, cluster: str, sample: Position, sample_sent_ns: int) -> None:
-        """Record a primary sample, so a pending write need not be resolved again (and
-        remember it for the tokens that named that write)."""
+    def note_resolution(
+        self, cluster: str, sample: Position, sample_sent_ns: int, member: int | None = None, life: int = 0
+    ) -> None:
+        """Record a sample that resolves the pending observations (see
+        :meth:`Requirement.resolved_with`), so they need not be resolved again, and
+        remember it for the tokens that named them."""
         with self._lock:
             old = self._reqs.get(cluster)
             if old is None:
                 return
-            new = old.resolved_with(sample, sample_sent_ns)
+            new = old.resolved_with(sample, sample_sent_ns, member, life)
+            if new is old:
+                return
             self._reqs[cluster] = new
-            if new.pending_since is None and old.pending_since is not None and new.floor is not None:
+            if new.floor is not None:
                 for _, nonce in self._nonces.pop(cluster, ()):
                     _remember(cluster, nonce, new.floor)
 
@@ -177,14 +300,23 @@ class Session:
                 cluster=cluster,
             )
         floor = position if old.floor is None else old.floor.join(position)
-        self._reqs[cluster] = Requirement(old.engine, floor, old.pending_since)
+        self._reqs[cluster] = old._replace(floor=floor)
+
+    def _pend(self, cluster: str, engine: str, since: int) -> None:
+        """Something observed before ``since`` is pending, on the primary or on a member
+        this process cannot name (the lock held)."""
+        cur = self._reqs.get(cluster)
+        if cur is None:
+            self._reqs[cluster] = Requirement(engine, None, since)
+        else:
+            self._reqs[cluster] = Requirement(cur.engine, cur.floor, max(since, cur.pending_since or 0))
 
     def adopt(self, cluster: str, entry: _tokens.Entry, now_ns: int) -> None:
         """Take on a token's entry for ``cluster``, the token having arrived at
-        ``now_ns`` (monotonic). Its position is required; its pending write, if this
-        process has not resolved that write already, is pending since ``now_ns``: the
-        write finished before the token was made, so a primary sample sent after the
-        token arrived covers it."""
+        ``now_ns`` (monotonic). Its position is required; its pending observation, if
+        this process has not resolved it already, is pending since ``now_ns``: it ended
+        before the token was made, so a primary sample sent after the token arrived
+        covers it."""
         with self._lock:
             old = self._reqs.get(cluster)
             if old is not None and old.engine != entry.engine:
@@ -202,10 +334,9 @@ class Session:
                 self._require(cluster, known)
                 return
             seen = _seen_since(cluster, entry.pending, now_ns)
-            cur = self._reqs.get(cluster)
-            floor = cur.floor if cur is not None else None
-            since = max(seen, cur.pending_since or 0) if cur is not None else seen
-            self._reqs[cluster] = Requirement(entry.engine, floor, since)
+            self._pend(cluster, entry.engine, seen)
+            since = self._reqs[cluster].pending_since
+            assert since is not None
             self._nonces.setdefault(cluster, []).append((since, entry.pending))
 
     def merge(self, other: Session) -> None:
@@ -218,9 +349,14 @@ class Session:
             if req.pending_since is not None:
                 with self._lock:
                     old = self._reqs.get(name)
-                    since = max(req.pending_since, (old.pending_since or 0) if old else 0)
-                    floor = old.floor if old else None
-                    self._reqs[name] = Requirement(req.engine, floor, since)
+                    if old is None or old.pending_since is None:
+                        # Pending only in the other session: pending here the same way.
+                        floor = old.floor if old is not None else None
+                        self._reqs[name] = req._replace(floor=floor)
+                    elif (old.pending_on, old.pending_life) == (req.pending_on, req.pending_life):
+                        self._reqs[name] = old._replace(pending_since=max(old.pending_since, req.pending_since))
+                    else:
+                        self._pend(name, req.engine, req.pending_since)
                     self._nonces.setdefault(name, []).extend(nonces.get(name, ()))
 
     def snapshot(self) -> dict[str, Requirement]:
@@ -233,15 +369,15 @@ class Session:
 
     def entries(self) -> dict[str, _tokens.Entry]:
         """What a token of this session says, cluster by cluster. No I/O: a pending
-        write is resolved from what the cluster's monitor has sampled since, or named by
-        a nonce (see :mod:`replpool._tokens`)."""
+        observation is resolved from what the cluster's monitor has sampled since, or
+        named by a nonce (see :mod:`replpool._tokens`)."""
         out: dict[str, _tokens.Entry] = {}
         for name, req in self.snapshot().items():
             if req.pending_since is not None:
                 cluster = _registry.get(name)
-                found = cluster.resolve_sampled(req.pending_since) if cluster is not None else None
+                found = cluster.resolve_sampled(req) if cluster is not None else None
                 if found is not None:
-                    self.note_resolution(name, found[1], found[0])
+                    self.note_resolution(name, found[1], found[0], found[2], found[3])
                     req = self._reqs[name]
             nonce = self._nonce_for(name, req.pending_since) if req.pending_since is not None else None
             if req.floor is not None or nonce is not None:
@@ -249,8 +385,8 @@ class Session:
         return out
 
     def _nonce_for(self, cluster: str, since: int) -> str:
-        """The nonce naming this session's write pending since ``since`` on ``cluster``
-        (made the first time a token needs it)."""
+        """The nonce naming this session's observation pending since ``since`` on
+        ``cluster`` (made the first time a token needs it)."""
         with self._lock:
             named = self._nonces.get(cluster)
             if named is None:
@@ -272,12 +408,12 @@ class Session:
         for name, r in sorted(self.snapshot().items()):
             state = f"{r.floor}" if r.floor is not None else "-"
             if r.pending_since is not None:
-                state += " +pending"
+                state += " +pending" + (f" on #{r.pending_on}" if r.pending_on is not None else "")
             parts.append(f"{name}={state}")
         return f"<replpool.Session {' '.join(parts) or 'clean'}>"
 
 
-# -- the registry of open clusters, so tokens can resolve pending writes -------------
+# -- the registry of open clusters, so tokens can resolve pending observations ------------
 
 # Weak: being reachable by name must not keep a dropped cluster (and its monitor) alive.
 _registry: weakref.WeakValueDictionary[str, Resolver] = weakref.WeakValueDictionary()
@@ -296,34 +432,53 @@ def unregister(name: str, cluster: Resolver) -> None:
         _registry.pop(name, None)
 
 
-# -- the context variables --------------------------------------------------------------
+# -- where the current session and level live ---------------------------------------------
 
-# (session, explicit): explicit sessions come from session(); implicit ones are made on
-# the first write of a thread or task that has none.
-_current: contextvars.ContextVar[tuple[Session, bool] | None] = contextvars.ContextVar(
-    "replpool_session", default=None
-)
-_pinned: contextvars.ContextVar[bool] = contextvars.ContextVar("replpool_pinned", default=False)
+# Explicit sessions, from session(): a task starts with the session of the code that
+# created it, so tasks it awaits record what they observe in the same session.
+_current: contextvars.ContextVar[Session | None] = contextvars.ContextVar("replpool_session", default=None)
+# The consistency level in force (None: the session level).
+_level: contextvars.ContextVar[Consistency | None] = contextvars.ContextVar("replpool_consistency", default=None)
+
+
+class _Implicit(threading.local):
+    """Each thread's implicit session, made on its first observation. One per thread,
+    shared by the asyncio tasks the thread runs: code observes what the tasks it awaited
+    observed, with or without an explicit session."""
+
+    session: Session | None = None
+
+
+_implicit = _Implicit()
 
 
 def current_session() -> Session | None:
-    """The session of the calling thread or task, or None if it has none yet."""
-    cur = _current.get()
-    return cur[0] if cur is not None else None
+    """The session of the calling task or thread: the explicit one in force, else the
+    thread's implicit one, or None if it has none yet."""
+    return _current.get() or _implicit.session
 
 
 def writing_session() -> Session:
-    """The session a write is recorded in, made (implicitly) if there is none."""
-    cur = _current.get()
-    if cur is not None:
-        return cur[0]
-    s = Session()
-    _current.set((s, False))
+    """The session an observation is recorded in, made (implicitly) if there is none."""
+    s = _current.get() or _implicit.session
+    if s is None:
+        s = _implicit.session = Session()
     return s
 
 
+def forget_implicit_session() -> None:
+    """Drop the calling thread's implicit session (tests use it between tests that talk
+    to different servers under the same cluster name)."""
+    _implicit.session = None
+
+
+def current_consistency() -> Consistency:
+    """The consistency level in force for the calling task or thread."""
+    return _level.get() or SESSION
+
+
 def is_pinned() -> bool:
-    return _pinned.get()
+    return _level.get() is STRONG
 
 
 class session:  # noqa: N801 (a function to its callers)
@@ -331,45 +486,50 @@ class session:  # noqa: N801 (a function to its callers)
 
         with replpool.session() as s: ...
 
-    ``after``: a token from :func:`current_token`; reads in the scope observe at least
-    the writes it names. A bad token raises :class:`~replpool.TokenError`.
+    ``after``: a token from :func:`current_token` (None or ``""``: none); reads in the
+    scope observe at least what it names. A bad token raises
+    :class:`~replpool.TokenError`.
 
     A session starts with everything the code around it must observe: the enclosing
     session's requirements, explicit or implicit (a request handled in the thread of a
-    test that just wrote sees those writes). When it ends, it hands its own writes back
+    test that just wrote sees those writes). When it ends, it hands what it observed back
     to an enclosing explicit session; an implicit one gets nothing, so requests served
     one after another by a thread do not accumulate each other's writes.
 
+    Its enter and exit may run in different contexts (ASGI adapters run each part of
+    a middleware in a context of its own): exit restores what enter found.
     A class rather than a generator, because web middleware opens one per request.
     Each ``with`` opens a new session: the object may be used again, not inside itself.
     """
 
-    __slots__ = ("after", "_ctx", "_outer", "_session")
+    __slots__ = ("after", "_prev", "_outer", "_session")
 
     def __init__(self, after: str | None = None) -> None:
         self.after = after
-        self._ctx: contextvars.Token[tuple[Session, bool] | None] | None = None
+        self._prev: Session | None = None
         self._outer: Session | None = None
         self._session: Session | None = None
 
     def __enter__(self) -> Session:
-        if self._ctx is not None:
+        if self._session is not None:
             raise RuntimeError("this replpool.session() is already open: make a new one")
-        parent = _current.get()
-        self._outer = parent[0] if parent is not None and parent[1] else None
-        s = Session(parent[0].snapshot() if parent is not None else None)
-        if self.after is not None:
+        outer = self._prev = _current.get()
+        parent = outer or _implicit.session
+        s = Session(parent.snapshot() if parent is not None else None)
+        if self.after:
             adopt(s, self.after)
         self._session = s
-        self._ctx = _current.set((s, True))
+        self._outer = outer
+        _current.set(s)
         return s
 
     def __exit__(self, *exc: object) -> None:
-        assert self._ctx is not None, "replpool.session: __exit__ without __enter__"
-        _current.reset(self._ctx)
-        self._ctx = None
-        if self._outer is not None and self._session is not None:
-            self._outer.merge(self._session)
+        inner = self._session
+        assert inner is not None, "replpool.session: __exit__ without __enter__"
+        _current.set(self._prev)
+        self._session = None
+        if self._outer is not None:
+            self._outer.merge(inner)
 
 
 def adopt(s: Session, token: str) -> None:
@@ -389,65 +549,96 @@ def adopt(s: Session, token: str) -> None:
 
 
 def current_token() -> str | None:
-    """A token naming the positions the current session must observe: its writes and
-    whatever it started from (None if that is nothing). Pass it to :func:`session`
-    elsewhere (another request, a task, another process or server) to read those writes
-    there."""
+    """A token naming the positions the current session must observe: its writes, what
+    it read, and whatever it started from (None if that is nothing). Pass it to
+    :func:`session` elsewhere (another request, a task, another process or server) to
+    read those writes there."""
     s = current_session()
     return s.token() if s is not None else None
 
 
-class _Pin:
-    """One use of :func:`pinned_to_master` as a context manager."""
+# -- consistency scopes ------------------------------------------------------------------------
 
-    __slots__ = ("_tokens",)
 
-    def __init__(self) -> None:
-        self._tokens: list[contextvars.Token[bool]] = []
+class _Scope:
+    """One use of :func:`consistency` (or :func:`pinned_to_master`) as a context
+    manager; as a decorator it opens a scope of its own for each call. Its enter and
+    exit may run in different contexts (see :class:`session`)."""
 
-    def __enter__(self) -> _Pin:
-        self._tokens.append(_pinned.set(True))
+    __slots__ = ("level", "_prev")
+
+    def __init__(self, level: Consistency) -> None:
+        self.level = level
+        self._prev: list[Consistency | None] = []
+
+    def __enter__(self) -> _Scope:
+        self._prev.append(_level.get())
+        _level.set(self.level)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        _pinned.reset(self._tokens.pop())
+        _level.set(self._prev.pop())
 
     def __call__(self, func: F) -> F:
-        return _pin_function(func)
+        return _scoped(func, self.level)
+
+    def __repr__(self) -> str:
+        return f"<replpool.consistency {self.level}>"
 
 
-def _pin_function(func: F) -> F:
+def _scoped(func: F, level: Consistency) -> F:
     if inspect.iscoroutinefunction(func):
 
         @functools.wraps(func)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            with _Pin():
+            with _Scope(level):
                 return await func(*args, **kwargs)
 
         return async_wrapper  # type: ignore[return-value]
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with _Pin():
+        with _Scope(level):
             return func(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
 
 
+def consistency(level: str | Level, max_staleness: float | None = None) -> _Scope:
+    """Read at ``level`` in a scope: ``"strong"``, ``"session"`` (the default),
+    ``"bounded"`` (with ``max_staleness``, seconds > 0) or ``"eventual"`` (see
+    :class:`Level`). A context manager, and a decorator for plain and ``async``
+    functions (Django views included)::
+
+        with replpool.consistency("eventual"):
+            ...
+        @replpool.consistency("bounded", max_staleness=5)
+        def report(request): ...
+
+    The nearest scope wins; the ``consistency`` argument of ``Cluster.connection()`` and
+    ``Cluster.query()`` wins over any scope. Writes always go to the primary and are
+    always part of the session. Reads at ``bounded`` and ``eventual`` neither need nor
+    add to the session's floor. Raises :class:`~replpool.ConfigurationError` for an
+    unknown level, or a ``max_staleness`` missing (bounded) or out of place.
+    """
+    return _Scope(make_consistency(level, max_staleness))
+
+
 @overload
-def pinned_to_master() -> _Pin: ...
+def pinned_to_master() -> _Scope: ...
 @overload
 def pinned_to_master(func: F) -> F: ...
 def pinned_to_master(func: Callable[..., Any] | None = None) -> Any:
-    """Send every read to the primary while active, on every cluster.
+    """Send every read to the primary while active, on every cluster: the ``strong``
+    consistency level (see :func:`consistency`).
 
     As a context manager: ``with pinned_to_master(): ...``. As a decorator, on plain or
     ``async`` functions (Django views included): ``@pinned_to_master`` or
     ``@pinned_to_master()``.
     """
     if func is not None:
-        return _pin_function(func)
-    return _Pin()
+        return _scoped(func, STRONG)
+    return _Scope(STRONG)
 
 
 pinned_to_primary = pinned_to_master

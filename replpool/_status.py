@@ -65,6 +65,8 @@ class ClusterStatus:
     members: tuple[MemberStatus, ...]
     # routing decisions: {"replica": {"fresh_replica": 12}, "primary": {"write": 3, ...}}
     routing: dict[str, dict[str, int]] = field(default_factory=dict)
+    # reads by consistency level: {"session": {"replica": 40, "primary": 2}, ...}
+    reads_by_level: dict[str, dict[str, int]] = field(default_factory=dict)
     failovers: int = 0
     monitor_rounds: int = 0
     poll_errors: int = 0

@@ -45,6 +45,7 @@ from ._errors import ConfigurationError
 from ._observe import Observer, PoolSnapshot, add_observer, remove_observer
 from ._positions import LSN, MariaDBGTID, MySQLGTIDSet
 from ._routing import Reason, Topology
+from ._session import Level
 
 __all__ = [
     "METRICS",
@@ -99,6 +100,11 @@ METRICS: tuple[MetricSpec, ...] = (
         "replpool_routed", "counter", ("cluster", "member", "target", "reason"),
         "Checkouts routed to a member: target is primary or replica, reason says why "
         "(a replpool.Reason value).",
+    ),
+    MetricSpec(
+        "replpool_reads", "counter", ("cluster", "level", "target"),
+        "Reads by consistency level (strong, session, bounded, eventual): target is primary "
+        "or replica.",
     ),
     MetricSpec(
         "replpool_checkout_wait_seconds", "histogram", ("cluster", "member"),
@@ -231,6 +237,7 @@ class PrometheusObserver(Observer):
             raise
         m = self.metrics
         self._routed: Counter = m["replpool_routed"]
+        self._reads: Counter = m["replpool_reads"]
         self._checkout_wait: Histogram = m["replpool_checkout_wait_seconds"]
         self._checkout_errors: Counter = m["replpool_checkout_errors"]
         self._causal_wait: Histogram = m["replpool_causal_wait_seconds"]
@@ -250,6 +257,7 @@ class PrometheusObserver(Observer):
         # Labelled children of the hot-path metrics. Two threads may race to fill an
         # entry; labels() returns the same child to both, so that is harmless.
         self._routed_children: dict[tuple[str, str, str, Reason], Any] = {}
+        self._read_children: dict[tuple[str, Level, str], Any] = {}
         self._wait_children: dict[tuple[str, str], Any] = {}
         self._failed_once = False
 
@@ -267,7 +275,9 @@ class PrometheusObserver(Observer):
 
     # -- hooks on the checkout path ------------------------------------------------------
 
-    def routed(self, cluster: str, member: str, target: str, reason: Reason) -> None:
+    def routed(
+        self, cluster: str, member: str, target: str, reason: Reason, level: Level | None = None
+    ) -> None:
         try:
             key = (cluster, member, target, reason)
             child = self._routed_children.get(key)
@@ -275,6 +285,13 @@ class PrometheusObserver(Observer):
                 child = self._routed.labels(cluster, member, target, str(reason))
                 self._routed_children[key] = child
             child.inc()
+            if level is not None:
+                rkey = (cluster, level, target)
+                child = self._read_children.get(rkey)
+                if child is None:
+                    child = self._reads.labels(cluster, level.value, target)
+                    self._read_children[rkey] = child
+                child.inc()
         except Exception:
             self._failed("routed")
 

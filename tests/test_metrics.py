@@ -30,7 +30,7 @@ from replpool._routing import MemberView, Topology
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = {"monitor_interval": 0.05, "probe_timeout": 0.5, "connect_timeout": 2}
-ALLOWED_LABELS = {"cluster", "member", "role", "state", "target", "reason", "kind", "outcome"}
+ALLOWED_LABELS = {"cluster", "member", "role", "state", "target", "reason", "kind", "outcome", "level"}
 # Histogram samples also carry "le".
 SAMPLE_LABELS = ALLOWED_LABELS | {"le"}
 

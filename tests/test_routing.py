@@ -325,3 +325,104 @@ def test_a_read_goes_to_a_replica_whenever_one_is_known_to_have_the_sessions_wri
         assert d.reason == (Reason.MEMBER_DOWN if avoid else Reason.FRESH_REPLICA)
     else:
         assert d.member is None
+
+
+# -- consistency levels ---------------------------------------------------------------------------
+
+from replpool._routing import resolve_from  # noqa: E402
+from replpool._session import EVENTUAL, STRONG, make_consistency  # noqa: E402
+
+
+def sticky(index: int, life: int = 0, *, since: int = 500, floor: LSN | None = None) -> Requirement:
+    """A session whose pending reads were made on replica ``index``."""
+    return Requirement(PG, floor, since, index, life)
+
+
+def replica_at(index: int, position: LSN, *, life: int = 0, sampled_ns: int = 100,
+               fresh_as_of_ns: int | None = None) -> MemberView:
+    return MemberView(index, f"db{index}:5432", "replica", True, position, sampled_ns=sampled_ns,
+                      lag_bytes=0, lag_seconds=0.0, eligible=True, life=life, fresh_as_of_ns=fresh_as_of_ns)
+
+
+def test_the_strong_level_reads_the_primary_even_with_a_fresh_replica() -> None:
+    assert route(topology(replica(1)), level=STRONG) == (None, Reason.PINNED)
+
+
+def test_the_eventual_level_ignores_the_sessions_floor_and_pending_writes() -> None:
+    topo = topology(replica(1, LSN(10)))
+    assert route(topo, Requirement(PG, LSN(900), 500), level=EVENTUAL) == (1, Reason.FRESH_REPLICA)
+
+
+def test_the_eventual_level_still_needs_an_eligible_replica() -> None:
+    assert route(topology(replica(1, eligible=False)), level=EVENTUAL) == (None, Reason.REPLICA_LAGGING)
+
+
+def test_the_bounded_level_takes_a_replica_known_fresh_within_the_bound() -> None:
+    bounded = make_consistency("bounded", 2.0)
+    topo = topology(replica_at(1, LSN(900), fresh_as_of_ns=5_000_000_000),
+                    replica_at(2, LSN(1000), fresh_as_of_ns=8_000_000_000))
+    # At t = 9.5 s: replica 1 may be 4.5 s behind, replica 2 at most 1.5 s.
+    assert route(topo, Requirement(PG, LSN(5000), 1), level=bounded, now_ns=9_500_000_000) == (2, Reason.FRESH_REPLICA)
+
+
+def test_the_bounded_level_reads_the_primary_when_no_replica_is_known_within_the_bound() -> None:
+    bounded = make_consistency("bounded", 1.0)
+    topo = topology(replica_at(1, LSN(900), fresh_as_of_ns=5_000_000_000), replica_at(2, LSN(900)))
+    d = route_read(topo, None, Selector(), level=bounded, now_ns=9_500_000_000)
+    assert (d.member, d.reason, d.waitable) == (None, Reason.NO_FRESH_REPLICA, True)
+
+
+def test_a_session_pending_on_a_replica_reads_that_replica_again() -> None:
+    topo = topology(replica_at(1, LSN(1000)), replica_at(2, LSN(1000)))
+    sel = Selector("round_robin")
+    assert {route(topo, sticky(2), sel)[0] for _ in range(6)} == {2}
+
+
+def test_a_session_pending_on_a_replica_that_restarted_reads_the_primary() -> None:
+    # Its earlier life may have shown more than it has now.
+    topo = topology(replica_at(1, LSN(1000), sampled_ns=100), replica_at(2, LSN(1000), life=1, sampled_ns=100))
+    assert route(topo, sticky(2, life=0)) == (None, Reason.POSITION_PENDING)
+
+
+def test_a_session_pending_on_a_replica_that_is_avoided_reads_the_primary() -> None:
+    topo = topology(replica_at(1, LSN(1000)), replica_at(2, LSN(1000)))
+    assert route(topo, sticky(2), avoid=frozenset({2})) == (None, Reason.POSITION_PENDING)
+
+
+def test_a_replicas_sample_sent_after_the_pending_reads_resolves_them_to_its_position() -> None:
+    topo = topology(replica_at(1, LSN(990)), replica_at(2, LSN(995), sampled_ns=600), sampled_ns=100)
+    resolved = resolve_from(topo, sticky(2, since=500))
+    assert resolved == Requirement(PG, LSN(995))
+    # Then any replica that far will do: replica 1 is not, replica 2 is.
+    assert route(topo, resolved) == (2, Reason.FRESH_REPLICA)
+
+
+def test_a_replicas_sample_from_another_life_resolves_nothing() -> None:
+    topo = topology(replica_at(2, LSN(995), sampled_ns=600, life=3), sampled_ns=100)
+    assert resolve_from(topo, sticky(2, life=2, since=500)).pending_since == 500
+
+
+def test_a_primary_sample_resolves_what_was_read_on_a_replica() -> None:
+    topo = topology(replica_at(1, LSN(990)), replica_at(2, LSN(1000)), position=LSN(1000), sampled_ns=700)
+    assert resolve_from(topo, sticky(1, since=500)) == Requirement(PG, LSN(1000))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    positions=st.lists(st.integers(0, 50), min_size=1, max_size=4),
+    floor=st.integers(0, 50), on=st.integers(1, 4), life=st.integers(0, 2),
+    lives=st.lists(st.integers(0, 2), min_size=4, max_size=4),
+    level=st.sampled_from(["session", "eventual", "strong"]),
+)
+def test_a_session_read_never_goes_to_a_replica_behind_its_floor_or_off_its_pending_replica(
+    positions: list[int], floor: int, on: int, life: int, lives: list[int], level: str
+) -> None:
+    members = tuple(replica_at(i + 1, LSN(p), life=lives[i]) for i, p in enumerate(positions))
+    topo = Topology((primary(0, LSN(100)), *members), primary=0, primary_position=LSN(100), primary_sampled_ns=100)
+    req = sticky(on, life, floor=LSN(floor))
+    d = route_read(topo, req, Selector("random", random.Random(1)), level=make_consistency(level))
+    if d.member is None or level == "eventual":
+        return
+    chosen = topo.members[d.member]
+    assert chosen.position is not None and chosen.position.covers(LSN(floor))
+    assert (d.member, chosen.life) == (on, life)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -28,19 +29,21 @@ class FakeCluster:
         self.engine_name = engine_name
         self.sent = sent
 
-    def resolve_sampled(self, pending_since: int) -> tuple[int, LSN] | None:
-        if self.sent is None or self.sent <= pending_since:
+    def resolve_sampled(self, requirement: Requirement) -> tuple[int, LSN, None, int] | None:
+        if self.sent is None or requirement.pending_since is None or self.sent <= requirement.pending_since:
             return None
-        return self.sent, self.position
+        return self.sent, self.position, None, 0
 
 
 @pytest.fixture(autouse=True)
 def clean_context() -> Iterator[None]:
     """Each test starts without a session or a pin, and leaves none behind."""
     current = _session._current.set(None)
-    pinned = _session._pinned.set(False)
+    level = _session._level.set(None)
+    _session.forget_implicit_session()
     yield
-    _session._pinned.reset(pinned)
+    _session.forget_implicit_session()
+    _session._level.reset(level)
     _session._current.reset(current)
 
 
@@ -146,7 +149,7 @@ def test_a_task_created_outside_a_session_does_not_see_it() -> None:
 
         async def child() -> Session | None:
             await entered.wait()
-            return replpool.current_session()
+            return _session._current.get()
 
         task = asyncio.create_task(child())
         with replpool.session():
@@ -156,20 +159,21 @@ def test_a_task_created_outside_a_session_does_not_see_it() -> None:
     assert asyncio.run(main()) is None
 
 
-def test_implicit_sessions_of_sibling_tasks_are_separate() -> None:
+def test_tasks_without_an_explicit_session_share_their_threads_implicit_one() -> None:
+    # Code observes what the tasks it awaited observed (gather, create_task then await).
     async def writer(ns: int) -> Session:
         s = _session.writing_session()
         s.note_write("c", PG, ns)
         await asyncio.sleep(0)
         return s
 
-    async def main() -> list[Session]:
-        return list(await asyncio.gather(writer(1), writer(2)))
+    async def main() -> tuple[list[Session], Session | None]:
+        done = list(await asyncio.gather(writer(1), writer(2)))
+        return done, replpool.current_session()
 
-    a, b = asyncio.run(main())
-    assert a is not b
-    assert a.requirement("c") == Requirement(PG, None, 1)
-    assert b.requirement("c") == Requirement(PG, None, 2)
+    (a, b), parent = asyncio.run(main())
+    assert a is b is parent
+    assert parent is not None and parent.requirement("c") == Requirement(PG, None, 2)
 
 
 # -- explicit sessions --------------------------------------------------------------------------
@@ -601,3 +605,189 @@ def test_a_named_write_is_pending_since_this_process_first_saw_its_token() -> No
     # The write had finished before 1000: a sample sent after then covers it, which a
     # short request arriving at 9000 could otherwise never wait to see.
     assert second.requirement("c").pending_since == 1_000  # type: ignore[union-attr]
+
+
+# -- observations: what binds a session ---------------------------------------------------------
+
+
+def test_a_read_on_a_replica_makes_the_session_pending_on_that_replica() -> None:
+    s = Session()
+    s.observe("c", PG, 100, member=2, life=1)
+    assert s.requirement("c") == Requirement(PG, None, 100, 2, 1)
+    s.observe("c", PG, 150, member=2, life=1)
+    assert s.requirement("c") == Requirement(PG, None, 150, 2, 1)
+
+
+def test_reads_on_two_members_leave_the_session_pending_on_the_primary() -> None:
+    s = Session()
+    s.observe("c", PG, 100, member=2)
+    s.observe("c", PG, 120, member=1)
+    assert s.requirement("c") == Requirement(PG, None, 120)
+
+
+def test_a_read_on_the_same_replica_in_another_life_pends_on_the_primary() -> None:
+    s = Session()
+    s.observe("c", PG, 100, member=2, life=0)
+    s.observe("c", PG, 120, member=2, life=1)
+    assert s.requirement("c") == Requirement(PG, None, 120)
+
+
+def test_what_the_primary_answered_binds_the_session_like_a_write() -> None:
+    s = Session()
+    s.require("c", LSN(10))
+    s.observe("c", PG, 100)  # a read, or an error such as a unique violation
+    assert s.requirement("c") == Requirement(PG, LSN(10), 100)
+    assert s.writes == 0
+
+
+def test_a_sample_of_the_replica_read_resolves_only_what_was_read_there() -> None:
+    s = Session()
+    s.observe("c", PG, 100, member=2, life=0)
+    s.note_resolution("c", LSN(50), 200, member=1, life=0)  # another replica: nothing
+    s.note_resolution("c", LSN(50), 200, member=2, life=1)  # another life: nothing
+    s.note_resolution("c", LSN(50), 90, member=2, life=0)   # sent before the read ended
+    assert s.requirement("c") == Requirement(PG, None, 100, 2, 0)
+    s.note_resolution("c", LSN(50), 200, member=2, life=0)
+    assert s.requirement("c") == Requirement(PG, LSN(50))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 1000), st.one_of(st.none(), st.integers(1, 3)), st.integers(0, 1)),
+        min_size=1, max_size=8,
+    )
+)
+def test_a_session_is_pending_on_a_replica_only_if_every_pending_read_was_on_it(
+    observations: list[tuple[int, int | None, int]]
+) -> None:
+    s = Session()
+    for ended, member, life in observations:
+        s.observe("c", PG, ended, member, life)
+    req = s.requirement("c")
+    assert req is not None and req.pending_since == max(e for e, _, _ in observations)
+    places = {(m, lf if m is not None else 0) for _, m, lf in observations}
+    if len(places) == 1 and observations[0][1] is not None:
+        assert (req.pending_on, req.pending_life) == next(iter(places))
+    else:
+        assert req.pending_on is None
+
+
+def test_merging_keeps_a_replica_pending_only_when_both_sessions_pend_on_it() -> None:
+    with replpool.session() as outer:
+        outer.observe("c", PG, 100, member=1)
+        with replpool.session() as inner:
+            inner.observe("c", PG, 150, member=1)
+        assert outer.requirement("c") == Requirement(PG, None, 150, 1, 0)
+        with replpool.session() as inner:
+            inner.observe("c", PG, 160, member=2)
+        assert outer.requirement("c") == Requirement(PG, None, 160)
+
+
+# -- consistency levels -------------------------------------------------------------------------
+
+
+def test_the_session_level_is_the_default() -> None:
+    assert replpool.current_consistency() == replpool.Consistency(replpool.Level.SESSION)
+
+
+@pytest.mark.parametrize("level", ["strong", "session", "eventual"])
+def test_a_consistency_scope_sets_its_level_and_restores_the_one_before(level: str) -> None:
+    with replpool.consistency("eventual"):
+        with replpool.consistency(level):
+            assert replpool.current_consistency().level.value == level
+        assert replpool.current_consistency().level is replpool.Level.EVENTUAL
+    assert replpool.current_consistency().level is replpool.Level.SESSION
+
+
+def test_the_bounded_level_carries_its_staleness_bound() -> None:
+    with replpool.consistency("bounded", max_staleness=2.5):
+        c = replpool.current_consistency()
+    assert (c.level, c.max_staleness, c.max_staleness_ns) == (replpool.Level.BOUNDED, 2.5, 2_500_000_000)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("fresh",), "unknown consistency level 'fresh'"),
+        (("bounded",), "the bounded level needs max_staleness"),
+        (("bounded", 0), "needs max_staleness, a number of seconds > 0"),
+        (("bounded", float("nan")), "needs max_staleness"),
+        (("bounded", True), "needs max_staleness"),
+        (("eventual", 5), "max_staleness applies to the bounded level only"),
+    ],
+)
+def test_a_bad_consistency_level_says_what_to_write(args: tuple, message: str) -> None:
+    with pytest.raises(replpool.ConfigurationError, match=message):
+        replpool.consistency(*args)
+
+
+def test_consistency_decorates_plain_and_async_functions() -> None:
+    @replpool.consistency("eventual")
+    def plain() -> replpool.Level:
+        return replpool.current_consistency().level
+
+    @replpool.consistency("bounded", max_staleness=1)
+    async def coroutine() -> replpool.Level:
+        await asyncio.sleep(0)
+        return replpool.current_consistency().level
+
+    assert plain() is replpool.Level.EVENTUAL
+    assert asyncio.run(coroutine()) is replpool.Level.BOUNDED
+    assert asyncio.iscoroutinefunction(coroutine) and plain.__name__ == "plain"
+    assert replpool.current_consistency().level is replpool.Level.SESSION
+
+
+def test_pinned_to_master_is_the_strong_level() -> None:
+    with replpool.pinned_to_master():
+        assert replpool.current_consistency().level is replpool.Level.STRONG
+
+
+# -- scopes whose enter and exit run in different contexts (ASGI) -------------------------------
+
+
+def _middleware_mixin_under_asgi(enter: Callable[[], Any], exit_: Callable[[Any], None]) -> list[object]:
+    """What Django's MiddlewareMixin does under ASGI: process_request and
+    process_response each run in a sync_to_async call of their own (each in a copy of
+    the task's context, changes copied back); returns what the view and the next
+    request of the same task saw."""
+    from asgiref.sync import sync_to_async
+
+    seen: list[object] = []
+
+    async def request() -> None:
+        scope = await sync_to_async(enter)()
+        seen.append((replpool.current_consistency().level, replpool.current_session() is not None))
+        await sync_to_async(exit_)(scope)
+
+    async def task() -> None:
+        await request()
+        seen.append((replpool.current_consistency().level, _session._current.get() is not None))
+
+    asyncio.run(task())
+    return seen
+
+
+def test_a_pin_entered_and_left_in_different_contexts_ends_with_its_scope() -> None:
+    def enter() -> Any:
+        pin = replpool.pinned_to_master()
+        pin.__enter__()
+        return pin
+
+    seen = _middleware_mixin_under_asgi(enter, lambda pin: pin.__exit__(None, None, None))
+    assert seen == [(replpool.Level.STRONG, False), (replpool.Level.SESSION, False)]
+
+
+def test_a_session_entered_and_left_in_different_contexts_ends_with_its_scope() -> None:
+    def enter() -> Any:
+        scope = replpool.session()
+        scope.__enter__()
+        return scope
+
+    seen = _middleware_mixin_under_asgi(enter, lambda scope: scope.__exit__(None, None, None))
+    assert seen == [(replpool.Level.SESSION, True), (replpool.Level.SESSION, False)]
+
+
+def test_an_empty_token_is_no_token() -> None:
+    with replpool.session(after="") as s:
+        assert s.snapshot() == {}

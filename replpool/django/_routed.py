@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .. import _session
 from .._cluster import Cluster, Lease
 from .._errors import NoPrimaryAvailable
 from .._routing import Reason
@@ -48,6 +49,7 @@ class RoutedConnection:
         self._replica: Lease | None = None
         self._autocommit = True
         self.dirty = False  # the current transaction wrote
+        self.touched = False  # the current transaction ran something on the primary
         self.closed = False
         # A wait for a primary failed on this connection: do not wait again. Django
         # closes it at the end of the request (CONN_MAX_AGE is 0), so a request waits
@@ -130,15 +132,25 @@ class RoutedConnection:
         conn = self.held_primary
         if conn is not None:
             conn.commit()
-        if self.dirty:
-            self.dirty = False
-            self.cluster.note_write()
+        self._transaction_ended()
 
     def rollback(self) -> None:
-        self.dirty = False
         conn = self.held_primary
-        if conn is not None:
-            conn.rollback()
+        try:
+            if conn is not None:
+                conn.rollback()
+        finally:
+            self.dirty = False  # its writes are undone; what it read still binds
+            self._transaction_ended()
+
+    def _transaction_ended(self) -> None:
+        """What the transaction wrote (committed) or saw binds the session now."""
+        if self.dirty:
+            self.dirty = self.touched = False
+            self.cluster.note_write()
+        elif self.touched:
+            self.touched = False
+            self.cluster.observed(None, _session.current_consistency())
 
     def cursor(self, *args: Any, **kwargs: Any) -> Any:
         return self.primary().cursor(*args, **kwargs)
@@ -243,15 +255,24 @@ class RoutingCursor:
     ) -> Any:
         rc = self._rc
         cur = self._cursor_on(rc.primary())
-        result = getattr(cur, method)(sql, params) if params is not None else getattr(cur, method)(sql)
-        if reason is not None:
-            assert rc._primary is not None
-            rc.cluster._count(rc._primary.index, "primary", reason)
-        if writes:
-            if self._in_transaction():
-                rc.dirty = True
-            else:
-                rc.cluster.note_write()
+        ok = False
+        try:
+            result = getattr(cur, method)(sql, params) if params is not None else getattr(cur, method)(sql)
+            ok = True
+        finally:
+            if reason is not None:
+                assert rc._primary is not None
+                level = _session.current_consistency()
+                rc.cluster._count(rc._primary.index, "primary", reason, None if writes else level)
+                # What the statement saw, or wrote, binds the session: an error too (a
+                # unique violation says the row exists).
+                if self._in_transaction():
+                    rc.touched = True
+                    rc.dirty = rc.dirty or (writes and ok)
+                elif writes and ok:
+                    rc.cluster.note_write()
+                else:
+                    rc.cluster.observed(None, level, reason)
         return result
 
     def _read(self, sql: Any, params: Any) -> Any:
@@ -281,7 +302,9 @@ class RoutingCursor:
                     avoid = avoid | {lease.index}
                     continue
                 raise
-            rc.cluster._count(lease.index, "replica", decision.reason)
+            level = _session.current_consistency()
+            rc.cluster._count(lease.index, "replica", decision.reason, level)
+            rc.cluster.observed(lease.index, level)
             return result
 
     # -- results: from wherever the last statement ran -----------------------------------------
