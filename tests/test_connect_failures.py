@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -18,7 +17,6 @@ import psycopg
 import pytest
 
 import replpool
-from replpool import _session
 from replpool._health import Failure, waiting_can_fix
 from replpool._mysql import classify_failure as classify_mysql
 from replpool._pg import classify_failure as classify_pg
@@ -93,15 +91,6 @@ def test_only_what_waiting_can_fix_is_waited_for():
 @pytest.fixture(params=["postgresql", "mariadb"])
 def lab(request: pytest.FixtureRequest) -> Any:
     return request.getfixturevalue({"postgresql": "postgres_lab", "mariadb": "mariadb_lab"}[request.param])
-
-
-@pytest.fixture(autouse=True)
-def no_session_left_by_earlier_tests() -> Iterator[None]:
-    token = _session._current.set(None)
-    try:
-        yield
-    finally:
-        _session._current.reset(token)
 
 
 def with_password(member: Any, password: str) -> str:
