@@ -193,13 +193,9 @@ class ClusterWrapperMixin:
             return cluster
 
     def _new_cluster(self) -> Cluster:
-        conn_max_age = self.settings_dict.get("CONN_MAX_AGE", 0)
-        if conn_max_age != 0:
-            raise SettingsError(
-                f"DATABASES[{self.alias!r}]['CONN_MAX_AGE'] is {conn_max_age!r}: replpool "
-                "pools connections itself, and hands them back at the end of each request; "
-                "set CONN_MAX_AGE to 0 (the default)", E_CONN_MAX_AGE,
-            )
+        conn_max_age = self.conn_max_age_problem()
+        if conn_max_age is not None:
+            raise SettingsError(conn_max_age, E_CONN_MAX_AGE)
         unknown = self.unknown_options()
         if unknown:
             raise SettingsError(unknown[0], E_UNKNOWN_OPTION)
@@ -215,6 +211,16 @@ class ClusterWrapperMixin:
     replica_connection_options: ClassVar[frozenset[str]] = frozenset()
     options_owner: ClassVar[str] = "the driver"
 
+    def conn_max_age_problem(self) -> str | None:
+        value = self.settings_dict.get("CONN_MAX_AGE", 0)
+        if value == 0:
+            return None
+        return (
+            f"DATABASES[{self.alias!r}]['CONN_MAX_AGE'] is {value!r}: replpool pools "
+            "connections itself, and hands them back at the end of each request; set "
+            "CONN_MAX_AGE to 0 (the default)"
+        )
+
     def unknown_options(self) -> list[str]:
         """A message for each OPTIONS key nobody reads (see :func:`unknown_options`)."""
         return unknown_options(
@@ -227,13 +233,9 @@ class ClusterWrapperMixin:
         connecting, as ``(check id, message)``: what the system checks report, and
         what the first connection would otherwise fail on."""
         problems: list[tuple[str, str]] = []
-        conn_max_age = self.settings_dict.get("CONN_MAX_AGE", 0)
-        if conn_max_age != 0:
-            problems.append((E_CONN_MAX_AGE, (
-                f"DATABASES[{self.alias!r}]['CONN_MAX_AGE'] is {conn_max_age!r}: replpool pools "
-                "connections itself, and hands them back at the end of each request; set "
-                "CONN_MAX_AGE to 0 (the default)"
-            )))
+        conn_max_age = self.conn_max_age_problem()
+        if conn_max_age is not None:
+            problems.append((E_CONN_MAX_AGE, conn_max_age))
         unknown = self.unknown_options()
         problems += [(E_UNKNOWN_OPTION, message) for message in unknown]
         # The rest, as building the cluster finds it (no connection is made), on a copy
