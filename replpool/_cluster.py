@@ -21,8 +21,10 @@ from ._engine import Engine, MemberSpec, Pool, engine_for
 from ._errors import ConfigurationError, Error, NoPrimaryAvailable, PoolTimeout, TokenError
 from ._monitor import Monitor
 from ._positions import Position
-from ._routing import SELECTIONS, WAITABLE, Decision, Reason, Role, Selector, resolve_from, route_read
-from ._session import SESSION, STRONG, Consistency, Level, make_consistency
+from ._routing import (
+    SELECTIONS, WAITABLE, Decision, Reason, Role, Selector, decide_read, resolve_pending, route_read,
+)
+from ._session import SESSION, Consistency, Level, make_consistency
 from ._status import ClusterStatus, MemberStatus, PoolStatus
 
 logger = logging.getLogger("replpool")
@@ -85,8 +87,10 @@ class Cluster:
     :param max_replica_lag_bytes: bytes of log; the same, by size (None: no limit).
     :param monitor_interval: seconds between two polls of every member while the
         cluster serves traffic (0.1).
-    :param monitor_idle_interval: seconds between two polls while it serves none (1);
-        reads that need fresher positions than the monitor has ask for a poll at once.
+    :param monitor_idle_interval: seconds between two polls while it serves none (1).
+    :param monitor_demand_interval: reads that need fresher positions than the monitor
+        has ask for a poll at once; at most one such poll every this many seconds
+        (0.005). None: never (reads then wait for the monitor's own pace).
     :param causal_wait: seconds a read may wait for a replica to apply the session's
         writes before it goes to the primary (0: never wait).
     :param replica_selection: among fresh replicas, ``"least_lag"`` (default),
@@ -112,6 +116,7 @@ class Cluster:
         max_replica_lag_bytes: int | None = None,
         monitor_interval: float = 0.1,
         monitor_idle_interval: float = 1.0,
+        monitor_demand_interval: float | None = 0.005,
         causal_wait: float = 0.0,
         replica_selection: str = "least_lag",
         failover_wait: float = 5.0,
@@ -168,6 +173,10 @@ class Cluster:
         self.max_replica_lag_bytes = max_replica_lag_bytes
         self.monitor_interval = _number("monitor_interval", monitor_interval, minimum=0.005)
         self.monitor_idle_interval = _number("monitor_idle_interval", monitor_idle_interval, minimum=0.005)
+        self.monitor_demand_interval = (
+            None if monitor_demand_interval is None
+            else _number("monitor_demand_interval", monitor_demand_interval, minimum=0.001)
+        )
         if self.monitor_idle_interval < self.monitor_interval:
             raise ConfigurationError(
                 f"monitor_idle_interval ({monitor_idle_interval:g} s) must not be shorter than "
@@ -195,6 +204,7 @@ class Cluster:
             max_lag=self.max_replica_lag,
             max_lag_bytes=max_replica_lag_bytes,
             idle_interval=self.monitor_idle_interval,
+            demand_interval=self.monitor_demand_interval,
         )
         self._monitor.on_member_down = self._member_down
         self._monitor.on_member_up = self._member_up
@@ -331,18 +341,6 @@ class Cluster:
     def _busy(self, index: int) -> int:
         return len(self._members[index].out)
 
-    def _route(
-        self, requirement: _session.Requirement | None, avoid: frozenset[int], level: Consistency
-    ) -> Decision:
-        if requirement is None and not avoid and level is SESSION:
-            # The common read: no requirement, nothing to avoid.
-            return route_read(self._monitor.topology, None, self._selector, busy=self._busy)
-        return route_read(
-            self._monitor.topology, requirement, self._selector, level=level,
-            now_ns=time.monotonic_ns() if level.level is Level.BOUNDED else 0,
-            avoid=avoid, busy=self._busy,
-        )
-
     def _wait_for_replica(
         self, level: Consistency, first: Decision, avoid: frozenset[int]
     ) -> Decision:
@@ -358,10 +356,11 @@ class Cluster:
                 break
             self._monitor.demand()
             topo = self._monitor.wait_for_change(topo.version, left)
-            req = self._requirement(level)
-            if req is not None and req.pending_since is not None:
-                req = self._resolve(req) or req
-            d = self._route(req, avoid, level)
+            d = decide_read(
+                topo, self._requirement(level), self._selector, self._resolve, level=level,
+                now_ns=time.monotonic_ns() if level.level is Level.BOUNDED else 0,
+                avoid=avoid, busy=self._busy,
+            )
             if d.member is not None:
                 d = Decision(d.member, Reason.WAITED_REPLICA, d.needed)
                 break
@@ -535,7 +534,7 @@ class Cluster:
     def _requirement(self, level: Consistency) -> _session.Requirement | None:
         """What a read at ``level`` must observe on this cluster: the session's floor
         and pending observation at the session level, nothing at the others."""
-        if level is not SESSION:
+        if level.level is not Level.SESSION:
             return None
         current = _session._current.get() or _session._implicit.session
         if current is None:
@@ -571,16 +570,14 @@ class Cluster:
             # No replica to choose (a cluster of one database): the primary, at no cost.
             return _PINNED if level.level is Level.STRONG else _NO_REPLICA
         req = self._requirement(level)
-        if req is not None and req.pending_since is not None:
-            if req.pending_on is not None:
-                # Pending on a replica, which may serve again as it is: the common case.
-                decision = self._route(req, avoid, level)
-                if decision.member == req.pending_on:
-                    return decision
-            # Resolved by the first sample after it, and remembered: the session then
-            # reads wherever that position is.
-            req = self._resolve(req) or req
-        decision = self._route(req, avoid, level)
+        if req is None and not avoid and level is SESSION:
+            # The common read: no requirement, nothing to avoid.
+            return route_read(self._monitor.topology, None, self._selector, busy=self._busy)
+        decision = decide_read(
+            self._monitor.topology, req, self._selector, self._resolve, level=level,
+            now_ns=time.monotonic_ns() if level.level is Level.BOUNDED else 0,
+            avoid=avoid, busy=self._busy,
+        )
         if decision.member is None and decision.reason in WAITABLE and self.causal_wait > 0:
             decision = self._wait_for_replica(level, decision, avoid)
         return decision
@@ -609,7 +606,7 @@ class Cluster:
                 return Lease(self, self._members[decision.member], conn, True, True, decision.reason, level)
             # Nothing of the caller has run yet: try elsewhere, once per member.
             avoid = avoid | {decision.member}
-            decision = self._route(self._requirement(level), avoid, level)
+            decision = self.decide_read(avoid, level)
         m, conn = self._checkout_primary(timeout, read_only=True)
         self._count(m.index, "primary", decision.reason, level)
         return Lease(self, m, conn, False, True, decision.reason, level)
@@ -653,7 +650,7 @@ class Cluster:
         after this read, can tell."""
         if reason in WAITABLE:
             self._monitor.demand()
-        if level is SESSION or level is STRONG:
+        if level.level is Level.SESSION or level.level is Level.STRONG:
             session = _session._current.get() or _session._implicit.session or _session.writing_session()
             life = self._monitor.topology.members[member].life if member is not None else 0
             session.observe(self.name, self._engine.name, time.monotonic_ns(), member, life)
@@ -692,23 +689,9 @@ class Cluster:
         self, requirement: _session.Requirement
     ) -> tuple[int, Position, int | None, int] | None:
         """A sample that covers ``requirement``'s pending observation, as ``(sent_ns,
-        position, member, life)``: the first primary sample the monitor sent after it
-        (``member`` None), or the latest sample of the replica it was made on, if sent
-        after it. None if there is none yet. No I/O: a token made meanwhile names the
-        observation by a nonce instead."""
-        since = requirement.pending_since
-        if since is None:
-            return None
-        found = self._monitor.resolve(since)
-        if found is not None:
-            return found[0], found[1], None, 0
-        on = requirement.pending_on
-        if on is not None:
-            r = resolve_from(self._monitor.topology, requirement._replace(floor=None))
-            if r.pending_since is None and r.floor is not None:
-                view = self._monitor.topology.members[on]
-                return view.sampled_ns, r.floor, on, view.life
-        return None
+        position, member, life)`` (see :func:`replpool._routing.resolve_pending`), or
+        None. No I/O: a token made meanwhile names the observation by a nonce instead."""
+        return resolve_pending(requirement, self._monitor.topology, self._monitor.primary_samples)
 
     def raise_floor(self, timeout: float | None = None) -> Position:
         """From now on, no read at any level goes to a replica that has not replayed

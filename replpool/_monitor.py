@@ -5,8 +5,8 @@ replication position, keeps each member's health, and publishes an immutable
 It polls every ``interval`` while the cluster serves traffic, every ``idle_interval``
 when it does not, and at once when a read asks for it (:meth:`Monitor.demand`: a read
 needed a position no replica was known to have). Demanded rounds are coalesced: one in
-flight per cluster, at most one every ``_DEMAND_GAP`` seconds, shared by every waiting
-session. Each round is one small query per member. Polls run on a small executor (one
+flight per cluster, at most one every ``demand_interval`` seconds, shared by every
+waiting session. Each round is one small query per member. Polls run on a small executor (one
 thread per member at most), so a member that hangs delays nobody: a poll still
 unanswered after ``probe_timeout`` marks its member down, and the poll's socket is shut
 so the thread comes back.
@@ -14,7 +14,6 @@ so the thread comes back.
 
 from __future__ import annotations
 
-import bisect
 import concurrent.futures
 import logging
 import threading
@@ -35,10 +34,6 @@ from ._routing import MemberView, Role, Topology
 logger = logging.getLogger("replpool.monitor")
 
 _MAX_PRIMARY_SAMPLES = 512  # ~50 s at the default interval, when the primary is busy
-# The shortest time between the starts of two rounds that reads demanded (seconds): a
-# replica on loopback applies a commit in about a millisecond, so polling faster would
-# mostly find it not there yet.
-_DEMAND_GAP = 0.002
 
 
 @dataclass(eq=False)
@@ -85,11 +80,13 @@ class Monitor:
         max_lag_bytes: int | None,
         max_backoff: float = 2.0,
         idle_interval: float | None = None,
+        demand_interval: float | None = 0.005,
     ) -> None:
         self.cluster = cluster
         self.engine = engine
         self.interval = interval
         self.idle_interval = max(interval, idle_interval if idle_interval is not None else interval)
+        self.demand_interval = demand_interval  # None: rounds are never demanded
         # Checkouts since the cluster opened (the cluster counts them, without a lock: a
         # lost increment only delays the switch to the busy interval by a round).
         self.traffic = 0
@@ -173,7 +170,7 @@ class Monitor:
         traffic resumed after a pause). Cheap and coalesced: calls while a round is due
         or running add nothing."""
         self.idle = False
-        if not self._demanded.is_set():
+        if self.demand_interval is not None and not self._demanded.is_set():
             self._demanded.set()
 
     def stop(self) -> None:
@@ -462,10 +459,11 @@ class Monitor:
         )
         self.changed.notify_all()
 
-    def resolve(self, finished_ns: int) -> tuple[int, Position] | None:
-        """The first primary sample sent after ``finished_ns`` (a write's end): its
-        position covers that write. None if the monitor has sampled none since."""
-        return first_sent_after(self._primary_samples, finished_ns)
+    @property
+    def primary_samples(self) -> list[tuple[int, Position]]:
+        """Recent primary samples as ``(sent_ns, position)``, oldest first (a list that
+        is replaced, never changed in place: safe to read without the lock)."""
+        return self._primary_samples
 
     def raise_floor(self, position: Position) -> None:
         """From now on, replicas that have not replayed ``position`` serve no reads."""
@@ -496,15 +494,6 @@ def newest_covered(samples: list[tuple[int, Position]], position: Position) -> i
     return samples[lo - 1][0] if lo else None
 
 
-def first_sent_after(samples: list[tuple[int, Position]], t_ns: int) -> tuple[int, Position] | None:
-    """The first of ``samples`` (``(sent_ns, position)``, in increasing ``sent_ns``)
-    sent after ``t_ns``, or None."""
-    if not samples or samples[-1][0] <= t_ns:
-        return None  # the common case: a write that just finished
-    i = bisect.bisect_right(samples, t_ns, key=lambda s: s[0])
-    return samples[i]
-
-
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
@@ -530,6 +519,7 @@ def _run(ref: weakref.ref[Monitor], stop: threading.Event, demanded: threading.E
         interval = monitor.interval if busy else monitor.idle_interval
         monitor.idle = not busy
         hang = monitor.hang_deadline()
+        gap = monitor.demand_interval or 0.0
         del monitor
         if next_round <= started:  # the round was the scheduled one
             next_round = max(next_round + interval, time.monotonic())
@@ -543,5 +533,5 @@ def _run(ref: weakref.ref[Monitor], stop: threading.Event, demanded: threading.E
                 break
             if demanded.wait(left):
                 # Demanded: go now, but not sooner than the gap after the last start.
-                stop.wait(max(0.0, started + _DEMAND_GAP - time.monotonic()))
+                stop.wait(max(0.0, started + gap - time.monotonic()))
                 break

@@ -9,6 +9,7 @@ says waiting could help.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import random
 from collections.abc import Callable, Sequence
@@ -204,6 +205,55 @@ def route_read(
                 return Decision(None, Reason.NO_FRESH_REPLICA, needed)
     chosen = selector.choose(eligible, busy)
     return Decision(chosen.index, found, needed)
+
+
+Sampled = tuple[int, Position, "int | None", int]  # (sent_ns, position, member or None, life)
+
+
+def resolve_pending(
+    requirement: Requirement, topology: Topology, primary_samples: Sequence[tuple[int, Position]]
+) -> Sampled | None:
+    """A sample that covers ``requirement``'s pending observation: the first of the
+    primary's ``primary_samples`` (``(sent_ns, position)``, oldest first) sent after it
+    (the tightest safe bound; ``member`` None), else the latest sample of the replica the
+    pending reads were made on, if sent after them in the same life. None if neither."""
+    since = requirement.pending_since
+    if since is None:
+        return None
+    if primary_samples and primary_samples[-1][0] > since:
+        i = bisect.bisect_right(primary_samples, since, key=lambda s: s[0])
+        sent, position = primary_samples[i]
+        return sent, position, None, 0
+    on = requirement.pending_on
+    if on is not None and on < len(topology.members):
+        m = topology.members[on]
+        if m.position is not None and m.sampled_ns > since and m.life == requirement.pending_life:
+            return m.sampled_ns, m.position, on, m.life
+    return None
+
+
+def decide_read(
+    topology: Topology,
+    requirement: Requirement | None,
+    selector: Selector,
+    resolve: Callable[[Requirement], Requirement | None],
+    *,
+    level: Consistency = SESSION,
+    now_ns: int = 0,
+    avoid: frozenset[int] = frozenset(),
+    busy: Callable[[int], int] = lambda i: 0,
+) -> Decision:
+    """Where a read goes, as the cluster decides it: :func:`route_read`, with a pending
+    observation first served by the replica it was made on (the common case, at no
+    cost), else resolved by ``resolve`` (which records the resolution in the session,
+    from :func:`resolve_pending`, and returns the new requirement, or None)."""
+    if requirement is not None and requirement.pending_since is not None and level.level is Level.SESSION:
+        if requirement.pending_on is not None:
+            d = route_read(topology, requirement, selector, level=level, now_ns=now_ns, avoid=avoid, busy=busy)
+            if d.member == requirement.pending_on:
+                return d
+        requirement = resolve(requirement) or requirement
+    return route_read(topology, requirement, selector, level=level, now_ns=now_ns, avoid=avoid, busy=busy)
 
 
 def resolve_from(topology: Topology, requirement: Requirement) -> Requirement:

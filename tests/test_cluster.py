@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import contextvars
 import gc
+import itertools
 import json
 import logging
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -51,10 +53,11 @@ def cluster(lab: Any) -> Iterator[replpool.Cluster]:
 @pytest.fixture
 def table(cluster: replpool.Cluster, engine: EngineOps, lab: Any) -> Iterator[str]:
     name = engine.table()
-    # In a context of its own: sessions start from the thread's implicit one, and the
-    # test's must not have to observe this write (the monitor may not have sampled it).
-    contextvars.Context().run(cluster.query, engine.create_table_sql(name))
+    cluster.query(engine.create_table_sql(name))
     lab.wait_until_caught_up()
+    # Sessions start from the thread's implicit one, and the test's must not have to
+    # observe this write (the monitor may not have sampled it yet).
+    _session.forget_implicit_session()
     yield name
     with replpool.session():
         cluster.query(f"DROP TABLE {name}")
@@ -599,3 +602,102 @@ def test_a_cluster_dropped_without_close_stops_its_monitor(lab):
         lambda: not any(t.name == "replpool-dropped-monitor" for t in threading.enumerate()),
         3, "the monitor thread gone",
     )
+
+
+# -- the session guarantees, end to end -----------------------------------------------------
+
+
+def test_session_guarantees_hold_while_replicas_pause_lag_and_resume(lab, engine):
+    """Writers append rows to a log and readers read its highest id, each in sessions of
+    its own that start from a token of the last one (as requests of one browser), while
+    replicas are paused, delayed and resumed. A session never reads a log shorter than
+    one it wrote or read before (read your writes, monotonic reads), at the session
+    level; bounded reads are never further behind than their bound allows."""
+    table = engine.table()
+    with make_cluster(lab, replica_selection="random") as c:
+        c.query(f"CREATE TABLE {table} (id integer PRIMARY KEY, at_ns bigint)")
+        lab.wait_until_caught_up()
+        stop = threading.Event()
+        errors: list[str] = []
+        appended: list[tuple[int, int]] = []  # (id, monotonic ns when its commit returned)
+        next_id = itertools.count(1)
+
+        def user(n: int) -> None:
+            rng = random.Random(n)
+            token, floor = None, 0
+            try:
+                while not stop.is_set():
+                    with replpool.session(after=token):
+                        for _ in range(rng.randint(1, 6)):
+                            if rng.random() < 0.3:
+                                i = next(next_id)
+                                c.query(f"INSERT INTO {table} VALUES (%s, %s)", (i, time.monotonic_ns()))
+                                appended.append((i, time.monotonic_ns()))
+                                floor = max(floor, i)
+                            elif rng.random() < 0.2:
+                                started = time.monotonic_ns()
+                                seen = c.query(f"SELECT coalesce(max(id), 0) FROM {table}", read_only=True,
+                                               consistency="bounded", max_staleness=0.5)[0][0]
+                                due = [i for i, at in list(appended) if at < started - 500_000_000]
+                                if due and seen < max(due):
+                                    errors.append(f"bounded read saw {seen} < {max(due)}")
+                            else:
+                                seen = c.query(f"SELECT coalesce(max(id), 0) FROM {table}", read_only=True)[0][0]
+                                if seen < floor:
+                                    errors.append(f"user {n} read {seen} after seeing {floor}")
+                                floor = max(floor, seen)
+                        token = replpool.current_token()
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(f"user {n}: {type(exc).__name__}: {exc}")
+
+        users = [threading.Thread(target=user, args=(n,)) for n in range(4)]
+        for t in users:
+            t.start()
+        try:
+            paused, delayed = lab.replicas
+            for _ in range(3):
+                lab.pause_replication(paused)
+                lab.set_apply_delay(delayed, 0.3 if engine.name == "postgresql" else 1)
+                time.sleep(0.6)
+                lab.resume_replication(paused)
+                lab.set_apply_delay(delayed, 0)
+                time.sleep(0.4)
+        finally:
+            stop.set()
+            for t in users:
+                t.join(10)
+        reads = c.status().reads_by_level
+        c.query(f"DROP TABLE {table}")
+    assert errors == []
+    assert reads["session"].get("replica", 0) > 0, reads
+
+
+def test_a_session_that_read_a_child_row_finds_its_parent(lab, engine):
+    """Monotonic reads: a session that never writes reads a child row on an up-to-date
+    replica; its next read must not go to a replica that lacks the parent."""
+    parents, children = engine.table(), engine.table()
+    with make_cluster(lab, replica_selection="round_robin") as c:
+        c.query(engine.create_table_sql(parents))
+        c.query(engine.create_table_sql(children))
+        lab.wait_until_caught_up()
+        lab.pause_replication(lab.replicas[1])
+        for i in range(50):
+            c.query(f"INSERT INTO {parents} VALUES (%s, 'parent')", (i,))
+            c.query(f"INSERT INTO {children} VALUES (%s, 'child')", (i,))
+        wait_until(lambda: bool(lab.query(lab.replicas[0], f"SELECT 1 FROM {children} WHERE id = 49")), 5)
+
+        def one_session(i: int) -> tuple[bool, bool]:
+            with replpool.session():
+                child = c.query(f"SELECT id FROM {children} WHERE id = %s", (i,), read_only=True)
+                parent = c.query(f"SELECT id FROM {parents} WHERE id = %s", (i,), read_only=True)
+                return bool(child), bool(parent)
+
+        outcomes = []
+        for i in range(50):
+            t = threading.Thread(target=lambda i=i: outcomes.append(one_session(i)))  # a clean thread
+            t.start()
+            t.join()
+        c.query(f"DROP TABLE {children}")
+        c.query(f"DROP TABLE {parents}")
+    assert sum(child for child, _ in outcomes) >= 10, outcomes  # round robin: about half
+    assert [o for o in outcomes if o == (True, False)] == []

@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 
 from replpool._health import Health
 from replpool._lag import PrimaryHistory
-from replpool._monitor import first_sent_after
+from replpool._positions import Position
+from replpool._routing import Topology, resolve_pending
+from replpool._session import Requirement
 from replpool._positions import LSN, MariaDBGTID
 
 common = settings(deadline=None, max_examples=100)
@@ -282,6 +284,7 @@ def test_a_replica_further_along_is_never_reported_more_behind(
 @settings(deadline=None, max_examples=200)
 @given(st.lists(st.integers(0, 1000), unique=True).map(sorted), st.integers(-5, 1005))
 def test_a_write_is_resolved_by_the_first_primary_sample_sent_after_it(sents, t):
-    samples = [(s, LSN(s)) for s in sents]
+    samples: list[tuple[int, Position]] = [(s, LSN(s)) for s in sents]
     later = [s for s in samples if s[0] > t]
-    assert first_sent_after(samples, t) == (later[0] if later else None)
+    found = resolve_pending(Requirement("postgresql", None, t), Topology(()), samples)
+    assert found == ((later[0][0], later[0][1], None, 0) if later else None)

@@ -22,8 +22,9 @@ from ..django._routed import RoutedConnection, RoutingCursor
 
 # OPTIONS keys that belong to replpool, not to the driver.
 CLUSTER_OPTIONS = (
-    "max_replica_lag", "max_replica_lag_bytes", "monitor_interval", "causal_wait",
-    "replica_selection", "failover_wait", "probe_timeout", "connect_timeout",
+    "max_replica_lag", "max_replica_lag_bytes", "monitor_interval", "monitor_idle_interval",
+    "monitor_demand_interval", "causal_wait", "replica_selection", "failover_wait",
+    "probe_timeout", "connect_timeout",
 )
 REPLPOOL_OPTIONS = ("replicas", "pool", *CLUSTER_OPTIONS)
 # What a replica entry may set; everything else is the primary's (a physical replica

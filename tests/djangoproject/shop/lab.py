@@ -72,6 +72,14 @@ def _maria_status(replica):
     return rows[0] if rows else {}
 
 
+def on_primary(sql, dbname):
+    """Run ``sql`` on the primary as another client would (the lab's superuser)."""
+    if ENGINE == "postgresql":
+        _pg(LAB["primary_name"], sql, dbname)
+    else:
+        _maria(LAB["primary_name"], sql, dbname)
+
+
 # -- faults -------------------------------------------------------------------------------
 
 

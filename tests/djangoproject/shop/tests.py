@@ -149,6 +149,21 @@ class ReadYourWritesTests(TransactionTestCase):
         self.assertEqual(result["after"], result["before"] + 1)
         self.assertIs(result["on_replica"], False)
 
+    def test_get_or_create_finds_the_row_its_insert_collided_with(self):
+        """Its lookup reads a replica that lacks the row, its INSERT collides on the
+        primary, and its retry must read what that INSERT saw: an error the primary
+        answered binds the session like a write."""
+        self.lagging()
+        lab.on_primary("INSERT INTO shop_item (id, name, created) VALUES (4242, 'theirs', now())",
+                       connection.settings_dict["NAME"])
+
+        def get_or_create():
+            with replpool.session():
+                return Item.objects.get_or_create(id=4242, defaults={"name": "mine"})
+
+        item, created = as_stranger(get_or_create)
+        self.assertEqual((item.name, created), ("theirs", False))
+
     def test_pinned_view_reads_the_primary(self):
         self.assertIs(json.loads(self.client.get("/pinned/").content)["on_replica"], False)
 
