@@ -7,10 +7,21 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.replpool-installed
 PYTEST_ARGS ?=
 
-.PHONY: test demo lab venv servers bench clean
+CHECK_STAMP := $(VENV)/.replpool-check-installed
+
+.PHONY: test check demo lab venv servers bench clean
 
 test: venv servers
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Lint (ruff, settings in ruff.toml) and type-check (mypy, settings in setup.cfg).
+check: venv $(CHECK_STAMP)
+	$(PY) -m ruff check replpool tests benchmarks scripts
+	$(PY) -m mypy
+
+$(CHECK_STAMP): setup.cfg setup.py $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[check]'
+	@touch $@
 
 demo: venv servers
 	$(PY) -m replpool demo
@@ -23,6 +34,7 @@ bench: venv servers
 	$(PY) benchmarks/overhead_mariadb.py
 	$(PY) benchmarks/django_views.py
 	$(PY) benchmarks/offload.py
+	$(PY) benchmarks/sql_classify.py
 
 venv: $(STAMP)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-
 import statistics
 import threading
 import time
@@ -89,7 +88,7 @@ def interleaved(
     all alike."""
     results = {name: Result(name) for name in variants}
     items = list(variants.items())
-    for name, op in items:  # warm up every pool and cache
+    for _name, op in items:  # warm up every pool and cache
         run_for(op, min(0.2, seconds), threads)
     for r in range(rounds):
         for name, op in items[r % len(items):] + items[: r % len(items)]:

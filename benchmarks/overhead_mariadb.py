@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         lab.query(primary, "CREATE TABLE bench (id int PRIMARY KEY, v int NOT NULL)")
         lab.query(
             primary,
-            "INSERT INTO bench SELECT seq, 0 FROM seq_1_to_%s" % ROWS,  # MariaDB's sequence engine
+            f"INSERT INTO bench SELECT seq, 0 FROM seq_1_to_{ROWS}",  # MariaDB's sequence engine
         )
         lab.wait_until_caught_up()
         placement = pin_cpus(lab)

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 from typing import NoReturn
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 
 def _raise_exit(signum: int, frame: FrameType | None) -> None:
@@ -113,7 +113,8 @@ class _Parser(argparse.ArgumentParser):
     printed with its password."""
 
     def error(self, message: str) -> NoReturn:
-        super().error(redact(message, _secrets(sys.argv[1:])))
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {redact(message, _secrets(sys.argv[1:]))}\n")
 
 
 def _watch_seconds(text: str) -> float:
@@ -129,11 +130,50 @@ def _watch_seconds(text: str) -> float:
     return value
 
 
+# Exit codes of the status command (Nagios' plugin convention, which container probes
+# and monitoring scripts understand): see replpool._statusfmt.health.
+EXIT_USAGE = 3
+
+
+def _mysql_credentials(url: str) -> str:
+    """A ``mysql://`` URL without a password, given one from where the MariaDB and MySQL
+    clients look: ``MYSQL_PWD``, else ``~/.my.cnf`` (groups ``[client]``,
+    ``[client-server]``, ``[client-mariadb]``; and its ``user`` if the URL has none).
+    Only the password and user are taken from the file: its other options (a
+    ``socket`` in particular) would send the command elsewhere than the URL says."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url  # the engine says what is wrong with it
+    if parts.scheme.lower() not in ("mysql", "mariadb") or parts.password is not None:
+        return url
+    if "password=" in parts.query or "option_files=" in parts.query:
+        return url
+    user = unquote(parts.username) if parts.username else None
+    password = os.environ.get("MYSQL_PWD")
+    if password is None:
+        path = os.path.expanduser("~/.my.cnf")
+        if not os.path.exists(path):
+            return url
+        from mysql.connector.optionfiles import read_option_files
+
+        found = read_option_files(
+            option_files=[path], option_groups=["client", "client-server", "client-mariadb"]
+        )
+        password = found.get("password")
+        user = user or found.get("user")
+        if password is None:
+            return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    userinfo = quote(str(user or ""), safe="") + ":" + quote(str(password), safe="")
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@{host}"))
+
+
 def _status(args: argparse.Namespace) -> int:
     from . import Cluster, Error
-    from ._statusfmt import format_status
+    from ._statusfmt import format_status, health
 
-    urls: list[str] = [args.primary, *args.replicas]
+    urls: list[str] = [_mysql_credentials(u) for u in [args.primary, *args.replicas]]
     secrets = _secrets(urls)
 
     def out(text: str) -> None:
@@ -147,31 +187,52 @@ def _status(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _raise_exit)
     try:
         # The command's own pools serve nothing: open no connection beyond the monitor's.
-        cluster = Cluster(args.primary, args.replicas, name=args.name, min_size=0, max_size=1)
+        cluster = Cluster(urls[0], urls[1:], name=args.name, min_size=0, max_size=1)
     except Error as exc:
         print(f"replpool status: {redact(str(exc), secrets)}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     clear = args.watch is not None and not args.json and sys.stdout.isatty()
+    code = EXIT_USAGE
     try:
         with cluster:
             first = True
             while True:
                 status = cluster.status()
+                code, _why = health(status)
                 if args.json:
                     data = status.as_dict()
+                    data["health"] = {"code": code, "reason": _why}
                     out(json.dumps(data, indent=None if args.watch else 2) + "\n")
                 else:
                     prefix = "\x1b[H\x1b[J" if clear else ("" if first else "\n")
                     out(prefix + format_status(status))
                 first = False
                 if args.watch is None:
-                    return 0
+                    return code
                 threading.Event().wait(args.watch)
     except KeyboardInterrupt:
-        return 0
+        return code
     except BrokenPipeError:  # piped into head: the reader is gone, which is fine
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        return code
+
+
+_STATUS_EPILOG = """\
+exit status (Nagios' plugin convention, for scripts and container probes):
+  0  healthy: a primary, and every member up and usable
+  1  degraded: a primary, but a member is down, lagging, fenced or unknown
+  2  no primary reachable: writes would fail
+  3  bad arguments or configuration (nothing was checked)
+With --watch, the status of the last refresh.
+
+connection details: each member is a URL or libpq keywords. A password need not be on
+the command line (where other users may see it): PostgreSQL members get it as libpq
+does, from PGPASSWORD, ~/.pgpass (PGPASSFILE) or a connection service file
+("service=name": ~/.pg_service.conf, PGSERVICEFILE, PGSYSCONFDIR), and PGHOST, PGPORT,
+PGUSER... fill in what the keywords leave out. A mysql:// URL without a password takes
+it from MYSQL_PWD or ~/.my.cnf ([client], [client-server], [client-mariadb]), or from
+the option files named by ?option_files=/path/my.cnf.
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,13 +261,20 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser(
         "status",
         help="show a cluster's members: role, health, position, lag, pool, routing",
-        description="Connect to every member, wait for the first poll round, print the "
-        "cluster's status and exit (or refresh it with --watch). Members are shown as "
+        usage="python -m replpool status [options] PRIMARY [REPLICA ...]",
+        description="Connect to every member, wait for the first poll round, print the\n"
+        "cluster's status and exit (or refresh it with --watch). Members are shown as\n"
         "host:port; no connection string is ever printed.",
+        epilog=_STATUS_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    status.add_argument("primary", metavar="PRIMARY_URL", help="the primary's connection string")
     status.add_argument(
-        "replicas", metavar="REPLICA_URL", nargs="*", help="the replicas' connection strings"
+        "primary", metavar="PRIMARY",
+        help="the primary's connection string: a URL (postgresql://, mysql://) or libpq keywords",
+    )
+    status.add_argument(
+        "replicas", metavar="REPLICA", nargs="*", default=[],
+        help="each replica's connection string (optional: none for a primary alone)",
     )
     status.add_argument(
         "--watch", metavar="SECONDS", nargs="?", type=_watch_seconds, const=2.0, default=None,

@@ -194,6 +194,8 @@ class Cluster:
         self.checkout_timeout = float(self.pool_options.get("timeout", 30.0))
 
         self._members = [_Member(i, s) for i, s in enumerate(specs)]
+        # PostgreSQL standbys refuse writes themselves; MariaDB/MySQL replicas may not.
+        self._guard_replicas = self._engine.name != "postgresql"
         self._selector = Selector(replica_selection)
         roles: list[Role] = ["primary"]
         roles += ["replica"] * (len(specs) - 1)
@@ -229,7 +231,11 @@ class Cluster:
         answered or failed its first poll, so the first requests already know the
         topology."""
         if self._closed:
-            raise Error(f"cluster {self.name!r} is closed; make a new one", cluster=self.name)
+            raise Error(
+                f"cluster {self.name!r} is closed, and a closed cluster cannot be opened "
+                "again: make a new Cluster",
+                cluster=self.name,
+            )
         if self._opened:
             return self
         other = _session.registered(self.name)
@@ -304,7 +310,9 @@ class Cluster:
                 return self._engine.run(conn, query, params)
         except Exception as exc:
             failed = checkout.failed_member
-            if not read_only or failed is None or not self._engine.is_retryable_read(exc, checkout.failed_conn):
+            if not read_only or failed is None or not self._engine.is_retryable_read(
+                exc, checkout.failed_conn, checkout.failed_on_replica
+            ):
                 raise
             logger.info(
                 "cluster %r: read failed on %s (%s); running it once more elsewhere",
@@ -482,6 +490,11 @@ class Cluster:
             assert m.pool is not None
             m.pool.putconn(conn)
             return None
+        if self._guard_replicas:
+            # A MariaDB/MySQL replica may run with read_only off: its read-only
+            # checkouts refuse writes all the same (the session keeps the mode, so
+            # this costs one statement per connection, not per checkout).
+            self._engine.set_read_only(conn, True)
         return conn
 
     def _checkout_primary(
@@ -524,10 +537,15 @@ class Cluster:
     # -- leases: the checkout path shared by connection() and the Django engines ------------
 
     def _check_open(self) -> None:
-        if not self._opened or self._closed:
+        if self._closed:
             raise Error(
-                f"cluster {self.name!r} is {'closed' if self._closed else 'not open'}: use "
-                "'with cluster:' or cluster.open()",
+                f"cluster {self.name!r} is closed, and a closed cluster cannot be opened "
+                "again: make a new Cluster (or keep this one open until the application stops)",
+                cluster=self.name,
+            )
+        if not self._opened:
+            raise Error(
+                f"cluster {self.name!r} is not open: use 'with cluster:' or cluster.open()",
                 cluster=self.name,
             )
 
@@ -816,7 +834,10 @@ class Lease:
 class _Checkout:
     """One ``with cluster.connection(...)`` block."""
 
-    __slots__ = ("cluster", "read_only", "timeout", "level", "avoid", "lease", "failed_member", "failed_conn")
+    __slots__ = (
+        "cluster", "read_only", "timeout", "level", "avoid", "lease", "failed_member",
+        "failed_conn", "failed_on_replica",
+    )
 
     def __init__(
         self, cluster: Cluster, read_only: bool, timeout: float, level: Consistency | None = None,
@@ -831,6 +852,7 @@ class _Checkout:
         # Where the block failed, if it did: Cluster.query() decides on a retry.
         self.failed_member: int | None = None
         self.failed_conn: Any = None
+        self.failed_on_replica = False
 
     @property
     def reason(self) -> Reason | None:
@@ -858,6 +880,7 @@ class _Checkout:
         self.lease = None
         if exc is not None:
             self.failed_member, self.failed_conn = lease.index, lease.conn
+            self.failed_on_replica = lease.on_replica
         try:
             c._engine.exit(lease.conn, exc)
         finally:

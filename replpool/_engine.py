@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from ._health import Failure
 from ._positions import Position
+from ._roles import Source
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,21 @@ class MemberSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Replication:
+    """What a MariaDB/MySQL member says of its replication, for the role decision
+    (:mod:`replpool._roles`). ``sources``: its replication connections, None when the
+    monitor's user may not read them. ``applied``: what replication applied
+    (``gtid_slave_pos``); ``written``: what its binary log holds (``gtid_binlog_pos``;
+    None without one). MySQL's ``gtid_executed`` is both."""
+
+    read_only: bool
+    sources: tuple[Source, ...] | None
+    server_id: int | None
+    applied: Position | None
+    written: Position | None
+
+
+@dataclass(frozen=True, slots=True)
 class Sample:
     """One poll of one member. ``position``: replay position on a replica, current write
     position on a primary. ``sent_ns``: ``time.monotonic_ns()`` before the query was
@@ -39,6 +55,9 @@ class Sample:
     received: Position | None
     sent_ns: int
     epoch: str | None = None  # changes when the server restarts
+    # MariaDB/MySQL: the evidence ``in_recovery`` was guessed from (the monitor decides
+    # the role from every member's, see replpool._roles); None for PostgreSQL.
+    replication: Replication | None = None
 
 
 class Pool(Protocol):
@@ -73,11 +92,17 @@ class Engine(Protocol):
         options: Mapping[str, Any], connect_timeout: float,
     ) -> Pool: ...
 
+    def pool_option_names(self) -> frozenset[str]: ...
+
     def check_pool_options(self, options: Mapping[str, Any]) -> None: ...
 
     def monitor_connect(self, spec: MemberSpec, timeout: float) -> Any: ...
 
-    def poll(self, conn: Any) -> Sample: ...
+    def poll(self, conn: Any, thorough: bool = False) -> Sample:
+        """One poll. ``thorough``: the monitor is looking for a primary (none is known,
+        or the one it had is down): read everything that decides a role now, even what
+        is otherwise read less often."""
+        ...
 
     def close_quietly(self, conn: Any) -> None: ...
 
@@ -97,7 +122,10 @@ class Engine(Protocol):
 
     def is_disconnect(self, exc: BaseException, conn: Any) -> bool: ...
 
-    def is_retryable_read(self, exc: BaseException, conn: Any) -> bool: ...
+    def is_retryable_read(self, exc: BaseException, conn: Any, on_replica: bool | None = None) -> bool:
+        """Whether a read that failed with ``exc`` may run again elsewhere.
+        ``on_replica``: whether replpool had sent it to a replica (None: unknown)."""
+        ...
 
     def classify_failure(self, exc: BaseException) -> Failure:
         """What a failed connection or poll means for waiting (no I/O)."""

@@ -15,6 +15,7 @@ so the thread comes back.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 import threading
 import time
@@ -26,9 +27,11 @@ from typing import Any
 
 from . import _observe
 from ._engine import Engine, MemberSpec, Sample
+from ._episodes import Episodes
 from ._health import Failure, Health, waiting_can_fix
 from ._lag import PrimaryHistory
 from ._positions import Position
+from ._roles import Claim, Verdict, decide_roles
 from ._routing import MemberView, Role, Topology
 
 logger = logging.getLogger("replpool.monitor")
@@ -51,19 +54,23 @@ class MemberState:
     sample: Sample | None = None
     sampled_at: float = 0.0
     epoch: str | None = None
+    # The role it had when last seen answering (the view says "down" while it is not).
     role: Role = "unknown"
     lag_seconds: float | None = None
     lag_bytes: int | None = None
     failed_ns: int = 0
     polls: int = 0
     poll_errors: int = 0
+    server_id: int | None = None  # MariaDB/MySQL: as last seen, to match replicas' sources
     # When the member last came back or was seen restarted (time.monotonic()): pooled
     # connections opened before then may have died with its earlier life.
     back_at: float = 0.0
     # Grows each time that happens: what a replica had replayed before may be lost.
     life: int = 0
-    # What its last failure means for waiting (None while it answers).
+    # What its last failure means for waiting (None while it answers), and whether its
+    # going down was an expected event (a replica without a new database yet).
     failure: Failure | None = None
+    down_expected: bool = False
 
 
 class Monitor:
@@ -118,6 +125,8 @@ class Monitor:
         self.failovers = 0
         self._primary: int | None = None
         self._last_primary: int | None = None
+        # Lasting conditions, logged when they start and when they end (never per poll).
+        self.episodes: Episodes[tuple[Any, ...]] = Episodes()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -196,13 +205,15 @@ class Monitor:
         now = time.monotonic()
         submitted: list[Future[Sample]] = []
         with self.lock:
+            # Looking for a primary: polls read all that decides a role, at once.
+            thorough = self._primary is None or not self.members[self._primary].health.up
             for m in self.members:
                 if m.inflight is not None:
                     if not m.inflight.done() and not m.timed_out and now - m.inflight_since > self.probe_timeout:
                         self._member_hung(m, now)
                     continue
                 if m.health.probe_due(now):
-                    m.inflight = self._executor.submit(self._poll, m)
+                    m.inflight = self._executor.submit(self._poll, m, thorough)
                     m.inflight_since = now
                     m.timed_out = False
                     submitted.append(m.inflight)
@@ -223,13 +234,13 @@ class Monitor:
             for o in _observe._observers:
                 o.round(self.cluster, self.engine.name, topology, pools)
 
-    def _poll(self, m: MemberState) -> Sample:
+    def _poll(self, m: MemberState, thorough: bool = False) -> Sample:
         # Runs on the executor. m.conn is only touched here, and by abort() (which
         # shuts the socket without closing the connection object).
         if m.conn is None:
             m.conn = self.engine.monitor_connect(m.spec, self.probe_timeout)
         try:
-            return self.engine.poll(m.conn)
+            return self.engine.poll(m.conn, thorough)
         except BaseException:
             conn, m.conn = m.conn, None
             self.engine.close_quietly(conn)
@@ -266,9 +277,16 @@ class Monitor:
         m.epoch = sample.epoch
         m.sample = sample
         m.sampled_at = now
-        m.role = "replica" if sample.in_recovery else "primary"
+        if sample.replication is not None and sample.replication.server_id is not None:
+            m.server_id = sample.replication.server_id
+        down_since, failures = m.health.down_since, m.health.failures
         if m.health.succeeded(now):
-            logger.info("cluster %r: %s is answering again", self.cluster, m.spec.name)
+            # At the level its going down was logged: an expected absence ends at INFO.
+            logger.log(
+                logging.INFO if m.down_expected else logging.WARNING,
+                "cluster %r: %s is answering again after %.1f s down (%d failed polls)",
+                self.cluster, m.spec.name, now - (down_since or now), failures,
+            )
             m.back_at = now
             m.life += 1
             self.on_member_up(m.index)
@@ -291,7 +309,8 @@ class Monitor:
         m.failed_ns = time.monotonic_ns()
         m.failure = failure
         if m.health.failed(now, error):
-            if failure is Failure.NO_DATABASE and self._expected_role(m) == "replica":
+            m.down_expected = failure is Failure.NO_DATABASE and self._expected_role(m) == "replica"
+            if m.down_expected:
                 # Expected after the database was made (Django's test runner does it):
                 # the replica joins once it has replayed that.
                 logger.info(
@@ -346,40 +365,119 @@ class Monitor:
 
     # -- the snapshot ------------------------------------------------------------------------
 
-    def _choose_primary(self) -> int | None:
+    def _decide(self) -> list[tuple[Sample | None, Verdict | None]]:
+        """Each member's sample as its role makes it (see :mod:`replpool._roles`), and
+        its verdict; (None, None) for a member that is down or not sampled yet."""
+        claims: list[Claim] = []
+        for m in self.members:
+            s = m.sample
+            if s is None or not m.health.up:
+                claims.append(Claim(m.spec.host, m.spec.port, server_id=m.server_id, up=False))
+            elif s.replication is None:
+                claims.append(Claim(m.spec.host, m.spec.port, in_recovery=s.in_recovery))
+            else:
+                r = s.replication
+                claims.append(Claim(m.spec.host, m.spec.port, None, r.read_only, r.sources, r.server_id))
+        out: list[tuple[Sample | None, Verdict | None]] = []
+        for m, verdict in zip(self.members, decide_roles(claims)):
+            s = m.sample if verdict is not None else None
+            if s is not None and verdict is not None and s.replication is not None:
+                if verdict.kind == "candidate" and s.in_recovery and s.replication.written is not None:
+                    # Writable, in a replication cycle (or fed from outside the
+                    # cluster only): a primary, whose position is what it wrote.
+                    s = dataclasses.replace(s, in_recovery=False, position=s.replication.written, received=None)
+            out.append((s, verdict))
+        return out
+
+    def _choose_primary(self, decided: list[tuple[Sample | None, Verdict | None]], now: float) -> int | None:
         candidates = [
-            m for m in self.members
-            if m.health.up and m.sample is not None and not m.sample.in_recovery
+            m for m, (s, v) in zip(self.members, decided)
+            if s is not None and v is not None and v.kind == "candidate" and not s.in_recovery
         ]
+        names = tuple(m.spec.name for m in candidates)
+        for key in self.episodes:
+            if key[0] == "claimants" and key[1] != names:
+                ended = self.episodes.end(key, now)
+                if ended is not None:
+                    logger.warning(
+                        "cluster %r: %s no longer all claim to be primary, %s",
+                        self.cluster, ", ".join(key[1]), ended.summary(now, "rounds"),
+                    )
         if self._primary is not None and any(m.index == self._primary for m in candidates):
-            if len(candidates) > 1:
+            if len(candidates) > 1 and self.episodes.begin(("claimants", names), now):
                 logger.warning(
-                    "cluster %r: several members claim to be primary (%s); keeping %s",
-                    self.cluster, ", ".join(m.spec.name for m in candidates),
-                    self.members[self._primary].spec.name,
+                    "cluster %r: several members accept writes and replicate from no other "
+                    "member (%s); keeping %s as the primary and using none of the others. "
+                    "If some are replicas, check their replication (SHOW ALL SLAVES STATUS / "
+                    "SHOW REPLICA STATUS); set read_only = ON on those that must not take writes",
+                    self.cluster, ", ".join(names), self.members[self._primary].spec.name,
                 )
             return self._primary
         if not candidates:
             return None
 
         def rank(m: MemberState) -> tuple[int, int]:
-            assert m.sample is not None
+            s = decided[m.index][0]
+            assert s is not None
             ahead = sum(
                 1 for o in candidates
-                if o is not m and o.sample is not None and m.sample.position is not None
-                and o.sample.position is not None and m.sample.position.covers(o.sample.position)
+                if o is not m and (os := decided[o.index][0]) is not None and s.position is not None
+                and os.position is not None and s.position.covers(os.position)
             )
             return (-ahead, 0 if m.configured_role == "primary" else 1)
 
         return min(candidates, key=rank).index
 
+    def _log_verdicts(self, decided: list[tuple[Sample | None, Verdict | None]], now: float) -> None:
+        """Say once when a member starts (and stops) replicating while it accepts
+        writes, or replicates only from outside the cluster."""
+        for m, (_s, v) in zip(self.members, decided):
+            if v is None:
+                continue  # down: whatever it was, it is not now
+            started, ended = self.episodes.observe(("writable", m.index), v.writable, now)
+            if started:
+                source = self.members[v.source].spec.name if v.source is not None else "another member"
+                logger.warning(
+                    "cluster %r: %s replicates from %s but accepts writes (read_only is "
+                    "off): a write made there is not on the primary and breaks replication "
+                    "when it conflicts. replpool sends it reads only; set read_only = ON on "
+                    "it (SET GLOBAL read_only = ON, and read_only in its option file)",
+                    self.cluster, m.spec.name, source,
+                )
+            elif ended is not None:
+                logger.warning(
+                    "cluster %r: %s is no longer a replica that accepts writes (%s), %s",
+                    self.cluster, m.spec.name,
+                    "read_only is on" if v.kind == "replica" else f"now {v.kind}",
+                    ended.summary(now, "rounds"),
+                )
+            started, ended = self.episodes.observe(("external", m.index), v.external, now)
+            if started:
+                logger.warning(
+                    "cluster %r: %s replicates only from servers that are not members of "
+                    "this cluster; its read_only (%s) makes it a %s",
+                    self.cluster, m.spec.name, "on" if v.kind == "replica" else "off",
+                    "replica" if v.kind == "replica" else "candidate for primary",
+                )
+
     def _publish(self) -> None:
-        new_primary = self._choose_primary()
+        now = time.monotonic()
+        decided = self._decide()
+        self._log_verdicts(decided, now)
+        new_primary = self._choose_primary(decided, now)
         if new_primary is None and self._primary is not None:
-            logger.warning(
-                "cluster %r: no primary is reachable (was %s)",
-                self.cluster, self.members[self._primary].spec.name,
-            )
+            if self.episodes.begin(("no primary",), now):
+                logger.warning(
+                    "cluster %r: no primary is reachable (was %s)",
+                    self.cluster, self.members[self._primary].spec.name,
+                )
+        if new_primary is not None:
+            ended = self.episodes.end(("no primary",), now)
+            if ended is not None and new_primary == self._last_primary:
+                logger.warning(
+                    "cluster %r: the primary %s is reachable again %s",
+                    self.cluster, self.members[new_primary].spec.name, ended.summary(now, "rounds"),
+                )
         if new_primary is not None and new_primary != self._last_primary:
             if self._last_primary is not None:
                 old = self.members[self._last_primary].spec.name
@@ -398,7 +496,7 @@ class Monitor:
         primary_position = self.topology.primary_position
         primary_sent = self.topology.primary_sampled_ns
         if new_primary is not None:
-            ps = self.members[new_primary].sample
+            ps = decided[new_primary][0]
             assert ps is not None
             if ps.position is not None:
                 primary_position, primary_sent = ps.position, ps.sent_ns
@@ -414,12 +512,13 @@ class Monitor:
         floor = self.floor
         samples = self._primary_samples
         views = []
-        for m in self.members:
-            s = m.sample
-            role: Role = m.role
+        for m, (s, verdict) in zip(self.members, decided):
+            role = _view_role(m, verdict, new_primary)
+            if s is not None:
+                m.role = role  # what it was when last seen answering
             eligible = False
             fresh_as_of: int | None = None
-            if s is not None and s.in_recovery and s.position is not None:
+            if s is not None and role == "replica" and s.position is not None:
                 m.lag_seconds = self.history.lag_seconds(s.position, m.sampled_at)
                 if primary_position is not None:
                     gap = primary_position.bytes_ahead_of(s.position)
@@ -431,14 +530,12 @@ class Monitor:
                     self.max_lag_bytes is None or m.lag_bytes is None
                     or m.lag_bytes <= self.max_lag_bytes
                 ) and (floor is None or s.position.covers(floor))
-            elif m.index != new_primary and s is not None and not s.in_recovery:
-                role = "unknown"  # a second member that claims to be primary: not used
             views.append(
                 MemberView(
                     index=m.index,
                     name=m.spec.name,
                     role=role,
-                    up=m.health.up and s is not None,
+                    up=m.health.up and m.sample is not None,
                     position=s.position if s is not None else None,
                     received=s.received if s is not None else None,
                     sampled_ns=s.sent_ns if s is not None else 0,
@@ -479,6 +576,21 @@ class Monitor:
             return self.topology
 
 
+def _view_role(m: MemberState, verdict: Verdict | None, primary: int | None) -> Role:
+    """What a member is now, for the snapshot, status() and the metrics: exactly one
+    member (the chosen one) is the primary; a member that does not answer is down
+    (whatever it was); one that claims to be primary beside it is unknown (not used)."""
+    if m.index == primary:
+        return "primary"
+    if not m.health.up:
+        return "down"
+    if verdict is None:
+        return "unknown"  # not sampled yet
+    if verdict.kind == "candidate":
+        return "unknown"  # a second member that claims to be primary: not used
+    return verdict.kind
+
+
 def newest_covered(samples: list[tuple[int, Position]], position: Position) -> int | None:
     """The send time of the newest of ``samples`` (``(sent_ns, position)``, oldest
     first, each covering the one before) that ``position`` covers, or None. A binary
@@ -512,8 +624,21 @@ def _run(ref: weakref.ref[Monitor], stop: threading.Event, demanded: threading.E
         demanded.clear()  # a demand from now on asks for a round after this one
         try:
             monitor.run_round()
-        except Exception:  # never let the monitor die
-            logger.exception("cluster %r: monitor round failed", monitor.cluster)
+        except Exception as exc:  # never let the monitor die
+            if monitor.episodes.begin(("round failed",), time.monotonic()):
+                logger.exception(
+                    "cluster %r: monitor round failed (said once until rounds succeed again)",
+                    monitor.cluster,
+                )
+            else:
+                logger.debug("cluster %r: monitor round failed again: %r", monitor.cluster, exc)
+        else:
+            ended = monitor.episodes.end(("round failed",), time.monotonic())
+            if ended is not None:
+                logger.warning(
+                    "cluster %r: monitor rounds succeed again, %s",
+                    monitor.cluster, ended.summary(time.monotonic(), "failed rounds"),
+                )
         busy = monitor.traffic != traffic
         traffic = monitor.traffic
         interval = monitor.interval if busy else monitor.idle_interval

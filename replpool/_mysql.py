@@ -28,6 +28,7 @@ returned covers it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import re
@@ -40,13 +41,20 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from mysql.connector import errors as mysql_errors
 from mysql.connector.constants import DEFAULT_CONFIGURATION, ClientFlag
 
-from ._engine import MemberSpec, Sample
+from ._engine import MemberSpec, Replication, Sample
+from ._episodes import Episodes
 from ._errors import ConfigurationError
 from ._health import Failure
 from ._mysqlpool import (
-    Connection, MySQLPool, add_client_flag, close_quietly, shut_socket, socket_ok,
+    Connection,
+    MySQLPool,
+    add_client_flag,
+    close_quietly,
+    shut_socket,
+    socket_ok,
 )
 from ._positions import MariaDBGTID, MySQLGTIDSet
+from ._roles import Source
 
 logger = logging.getLogger("replpool.mysql")
 
@@ -58,17 +66,26 @@ Position = MariaDBGTID | MySQLGTIDSet
 # so that a user without the privilege it needs still gets the first answer.
 _MARIADB_POLL = (
     "SELECT @@GLOBAL.read_only, @@GLOBAL.gtid_slave_pos, @@GLOBAL.gtid_binlog_pos,"
-    " @@GLOBAL.log_bin"
+    " @@GLOBAL.log_bin, @@GLOBAL.server_id"
 )
 _MARIADB_STATUS = "SHOW ALL SLAVES STATUS"
 _MYSQL_POLL = (
     "SELECT @@GLOBAL.read_only, @@GLOBAL.super_read_only, @@GLOBAL.gtid_executed,"
-    " @@GLOBAL.gtid_mode"
+    " @@GLOBAL.gtid_mode, @@GLOBAL.server_id"
 )
-# The replication status is a 60-column row, whose column definitions alone cost the
-# pure-Python driver about 0.6 ms of CPU to parse: it is asked of replicas only, at most
-# this often (seconds). What a replica received is only shown, never used for routing.
+# The replication status (whom a member replicates from: its role; what it received) is
+# a 60-column row whose column definitions cost the pure-Python driver about 0.6 ms of
+# CPU to read (one packet each), against 0.15 ms for the rest of a poll; status
+# variables are no cheaper (MariaDB sums them over every connection: 0.25 ms of server
+# CPU for the counters of replication statements) and performance_schema's replication
+# tables are empty unless performance_schema is on (off by default in MariaDB). So it
+# is read once a second on every member, and at once, in a second round trip, when the
+# cheap part of a poll hints at a change of role (see status_hint), or when the monitor
+# looks for a primary (``thorough``). Between two readings, a member's role is decided
+# from what the last one said and its read_only.
 _STATUS_INTERVAL = 1.0
+# Seconds before trying again to read a replication status the user was denied.
+_DENIED_RETRY = 60.0
 # When the server started: Uptime has a resolution of one second, and the two
 # statements may straddle a second (see _stable_start).
 _STARTED = "SELECT UNIX_TIMESTAMP(); SHOW GLOBAL STATUS LIKE 'Uptime'"
@@ -112,7 +129,11 @@ _URL_OPTIONS = frozenset(DEFAULT_CONFIGURATION) | {
     "connect_timeout", "ssl_ca", "ssl_cert", "ssl_key", "ssl_verify_cert",
     "ssl_verify_identity", "ssl_disabled", "tls_versions", "tls_ciphersuites",
     "read_timeout", "write_timeout", "init_command", "local_infile",
+    # The driver's own reading of option files (my.cnf): ?option_files=/path/my.cnf
+    # &option_groups=client,client-mariadb; what the URL sets wins over the files.
+    "option_files", "option_groups",
 }
+_LIST_OPTIONS = frozenset({"option_files", "option_groups"})
 # Arguments of MySQLPool that Cluster sets itself.
 _OWN_POOL_ARGS = frozenset({"conninfo", "min_size", "max_size", "open", "name"})
 _POOL_ARGS = frozenset({
@@ -190,6 +211,8 @@ def _parse_url(text: str, what: str) -> tuple[str, dict[str, Any], str | None]:
             )
         elif key == "use_pure" and not _option_value(value):
             raise ConfigurationError(f"{what}: replpool uses the pure-Python driver (use_pure)")
+        elif key in _LIST_OPTIONS:
+            args[key] = [part for part in value.split(",") if part]
         else:
             args[key] = _option_value(value)
     return scheme, args, password
@@ -206,6 +229,8 @@ class MySQLEngine:
         # Each member's start time (seconds since the epoch), kept across reconnections
         # so that one-second jitter does not look like a restart.
         self._starts: dict[str, int] = {}
+        # Members whose replication status the monitor's user may not read (said once).
+        self._denied: Episodes[str] = Episodes()
 
     @property
     def name(self) -> str:
@@ -243,6 +268,10 @@ class MySQLEngine:
         if password is not None:
             args["password"] = password
         return args
+
+    def pool_option_names(self) -> frozenset[str]:
+        """What ``pool_options`` may set: replpool's MySQL pool's arguments."""
+        return _POOL_ARGS
 
     def check_pool_options(self, options: Mapping[str, Any]) -> None:
         for key in options:
@@ -357,7 +386,7 @@ class MySQLEngine:
             self._starts[member] = started
             return started
 
-    def poll(self, conn: Any) -> Sample:
+    def poll(self, conn: Any, thorough: bool = False) -> Sample:
         flavor: Flavor = conn._rp_flavor
         if flavor == "mariadb":
             query, status = _MARIADB_POLL, _MARIADB_STATUS
@@ -366,37 +395,77 @@ class MySQLEngine:
             # SHOW SLAVE STATUS was renamed in 8.0.22 (and the old name removed in 8.4).
             status = "SHOW REPLICA STATUS" if conn._rp_version >= (8, 0, 22) else "SHOW SLAVE STATUS"
         sent = time.monotonic_ns()
-        # Until the first answer says otherwise, a member may be a replica.
-        with_status = (
-            conn._rp_show_status and getattr(conn, "_rp_replica", True)
-            and sent >= getattr(conn, "_rp_status_due", 0)
+        if not conn._rp_show_status and sent >= getattr(conn, "_rp_status_due", 0):
+            conn._rp_show_status = True  # try again now and then: a grant may have come
+        with_status = conn._rp_show_status and (
+            thorough or sent >= getattr(conn, "_rp_status_due", 0)
         )
         results, error = _results(conn, f"{query}; {status}" if with_status else query)
         if not results:
             raise error or mysql_errors.InterfaceError("no answer to the poll")
         if error is not None:
-            if getattr(error, "errno", None) not in _NO_PRIVILEGE_ERRNOS:
-                raise error
-            conn._rp_show_status = False
-            logger.info(
-                "%s: cannot read the replication status (%s); the received position is not "
-                "shown. Grant %s to see it.", conn._rp_member, getattr(error, "msg", error),
-                "SLAVE MONITOR" if flavor == "mariadb" else "REPLICATION CLIENT",
-            )
+            self._status_denied(conn, error)
         row = results[0][1][0]
         status_rows = _dicts(results[1]) if len(results) > 1 else None
-        make = mariadb_sample if flavor == "mariadb" else mysql_sample
-        sample = make(row, status_rows, sent, conn._rp_epoch)
-        conn._rp_replica = sample.in_recovery
-        if len(results) > 1:
+        sources: tuple[Source, ...] | None = getattr(conn, "_rp_sources", None)
+        if (
+            status_rows is None and conn._rp_show_status
+            and status_hint(getattr(conn, "_rp_last", None), row, sources, flavor)
+        ):
+            # The cheap part of the poll hints at a change of role: read it now.
+            try:
+                more, _error = _results(conn, status)
+            except mysql_errors.Error as exc:
+                self._status_denied(conn, exc)
+            else:
+                status_rows = _dicts(more[0]) if more else []
+        conn._rp_last = row
+        if status_rows is not None:
+            sources = conn._rp_sources = sources_from_status(status_rows)
             conn._rp_status_due = sent + int(_STATUS_INTERVAL * 1e9)
+            self._status_readable(conn)
+        elif not conn._rp_show_status:
+            sources = None
+        make = mariadb_sample if flavor == "mariadb" else mysql_sample
+        sample = make(row, status_rows, sent, conn._rp_epoch, sources)
+        if status_rows is not None:
             conn._rp_received = sample.received
         elif sample.in_recovery and getattr(conn, "_rp_received", None) is not None:
             # Between two readings of the status: what it said then, and what was
             # applied since (which was received too).
             received = conn._rp_received.join(sample.position)
-            sample = Sample(sample.in_recovery, sample.position, received, sent, sample.epoch)
+            sample = dataclasses.replace(sample, received=received)
         return sample
+
+    def _status_denied(self, conn: Any, error: BaseException) -> None:
+        """The replication status could not be read: a missing privilege is said once
+        per member (and roles fall back to read_only); anything else fails the poll."""
+        if getattr(error, "errno", None) not in _NO_PRIVILEGE_ERRNOS:
+            raise error
+        conn._rp_show_status = False
+        conn._rp_sources = None
+        conn._rp_status_due = time.monotonic_ns() + int(_DENIED_RETRY * 1e9)
+        member = conn._rp_member
+        with self._lock:
+            started = self._denied.begin(member, time.monotonic())
+        if started:
+            logger.warning(
+                "%s: the monitor's user may not read the replication status (%s): its role "
+                "is decided from read_only alone, so a replica with read_only off would be "
+                "taken for a primary, and its received position is not shown. Grant %s to "
+                "the monitor's user.", member, getattr(error, "msg", error),
+                "SLAVE MONITOR (REPLICATION CLIENT before MariaDB 10.5.9)"
+                if conn._rp_flavor == "mariadb" else "REPLICATION CLIENT",
+            )
+
+    def _status_readable(self, conn: Any) -> None:
+        with self._lock:
+            ended = self._denied.end(conn._rp_member, time.monotonic())
+        if ended is not None:
+            logger.warning(
+                "%s: the replication status is readable again %s; roles come from "
+                "replication again", conn._rp_member, ended.summary(time.monotonic()),
+            )
 
     def close_quietly(self, conn: Any) -> None:
         close_quietly(conn)
@@ -455,7 +524,7 @@ class MySQLEngine:
     def classify_failure(self, exc: BaseException) -> Failure:
         return classify_failure(exc)
 
-    def is_retryable_read(self, exc: BaseException, conn: Any) -> bool:
+    def is_retryable_read(self, exc: BaseException, conn: Any, on_replica: bool | None = None) -> bool:
         """A read that may run again elsewhere: its connection died (server gone, or
         cut by the monitor because the server hung). MariaDB and MySQL replicas do not
         cancel queries that conflict with replication, as PostgreSQL's do."""
@@ -535,23 +604,88 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _int(value: Any) -> int | None:
+    try:
+        return int(_text(value))
+    except ValueError:
+        return None
+
+
+def sources_from_status(rows: Sequence[Mapping[str, Any]]) -> tuple[Source, ...]:
+    """Each replication connection of a ``SHOW ALL SLAVES STATUS`` (MariaDB) or ``SHOW
+    REPLICA STATUS`` / ``SHOW SLAVE STATUS`` (MySQL) answer: the server it replicates
+    from, and that server's id once reached (``Master_Server_Id``/``Source_Server_Id``,
+    0 before)."""
+    out = []
+    for r in rows:
+        host = _text(r.get("Master_Host", r.get("Source_Host")))
+        port = _int(r.get("Master_Port", r.get("Source_Port"))) or 3306
+        server_id = _int(r.get("Master_Server_Id", r.get("Source_Server_Id"))) or None
+        channel = _text(r.get("Connection_name", r.get("Channel_Name")))
+        out.append(Source(host, port, server_id, channel))
+    return tuple(out)
+
+
+def status_hint(
+    before: Sequence[Any] | None, row: Sequence[Any], sources: tuple[Source, ...] | None,
+    flavor: Flavor,
+) -> bool:
+    """Whether the cheap part of a poll (``row``, after ``before``) hints that the
+    member's role changed since its replication status was last read: ``read_only``
+    (MySQL: or ``super_read_only``) changed; a member replicating from nobody applied
+    replicated transactions (``gtid_slave_pos`` moved: it was made a replica); a member
+    replicating from someone wrote transactions of its own (its binary log's last GTID
+    in a domain moved and carries its own server id: it was promoted, or takes stray
+    writes). Pure."""
+    if before is None:
+        return True
+    if flavor != "mariadb":
+        return tuple(before[:2]) != tuple(row[:2])
+    if _text(before[0]) != _text(row[0]):
+        return True
+    if sources is None:
+        return False
+    if not sources:
+        return _text(before[1]) != _text(row[1])
+    own = _int(row[4]) if len(row) > 4 else None
+    if own is None or _text(before[2]) == _text(row[2]):
+        return False
+    old = {d: (srv, seq) for d, srv, seq in MariaDBGTID.parse(_text(before[2])).domains}
+    return any(
+        srv == own and old.get(d) != (srv, seq)
+        for d, srv, seq in MariaDBGTID.parse(_text(row[2])).domains
+    )
+
+
 def mariadb_sample(
-    row: Sequence[Any], status: list[dict[str, Any]] | None, sent_ns: int, epoch: str | None
+    row: Sequence[Any], status: list[dict[str, Any]] | None, sent_ns: int, epoch: str | None,
+    sources: tuple[Source, ...] | None = None,
 ) -> Sample:
     """A MariaDB poll's answer as a Sample: ``row`` is (read_only, gtid_slave_pos,
-    gtid_binlog_pos, log_bin); ``status`` the rows of SHOW ALL SLAVES STATUS (None
-    when not allowed)."""
-    read_only, slave_pos, binlog_pos, log_bin = row
-    replica = bool(int(read_only))
+    gtid_binlog_pos, log_bin[, server_id]); ``status`` the rows of SHOW ALL SLAVES
+    STATUS when read with it, else ``sources``, the replication connections it last
+    showed (None: unknown, not allowed).
+
+    A member is taken for a replica here when it replicates from anyone or is
+    read-only; the monitor then decides from every member's answer
+    (:func:`replpool._roles.decide_roles`)."""
+    read_only_value, slave_pos, binlog_pos, log_bin = row[:4]
+    server_id = _int(row[4]) if len(row) > 4 else None
+    if status is not None:
+        sources = sources_from_status(status)
+    read_only = bool(int(read_only_value))
+    replica = read_only or bool(sources)
+    applied = MariaDBGTID.parse(_text(slave_pos))
+    written = MariaDBGTID.parse(_text(binlog_pos)) if int(log_bin) else None
     if replica:
-        position = MariaDBGTID.parse(_text(slave_pos))
+        position = applied
     else:
-        if not int(log_bin):
+        if written is None:
             raise ConfigurationError(
                 "the binary log is off on this primary (log_bin), so its writes have no "
                 "GTID and replpool cannot tell which replica has them: enable log_bin"
             )
-        position = MariaDBGTID.parse(_text(binlog_pos))
+        position = written
     received: MariaDBGTID | None = None
     if replica and status:
         received = position
@@ -559,23 +693,31 @@ def mariadb_sample(
             io_pos = _text(r.get("Gtid_IO_Pos"))
             if io_pos:
                 received = received.join(MariaDBGTID.parse(io_pos))
-    return Sample(in_recovery=replica, position=position, received=received, sent_ns=sent_ns, epoch=epoch)
+    return Sample(
+        in_recovery=replica, position=position, received=received, sent_ns=sent_ns, epoch=epoch,
+        replication=Replication(read_only, sources, server_id, applied, written),
+    )
 
 
 def mysql_sample(
-    row: Sequence[Any], status: list[dict[str, Any]] | None, sent_ns: int, epoch: str | None
+    row: Sequence[Any], status: list[dict[str, Any]] | None, sent_ns: int, epoch: str | None,
+    sources: tuple[Source, ...] | None = None,
 ) -> Sample:
     """A MySQL poll's answer as a Sample: ``row`` is (read_only, super_read_only,
-    gtid_executed, gtid_mode); ``status`` the rows of SHOW REPLICA STATUS, one per
-    channel (None when not allowed)."""
-    read_only, super_read_only, executed, gtid_mode = row
+    gtid_executed, gtid_mode[, server_id]); ``status`` the rows of SHOW REPLICA STATUS,
+    one per channel, when read with it, else ``sources`` as for :func:`mariadb_sample`."""
+    read_only_value, super_read_only, executed, gtid_mode = row[:4]
+    server_id = _int(row[4]) if len(row) > 4 else None
     if _text(gtid_mode).upper() != "ON":
         raise ConfigurationError(
             f"gtid_mode is {_text(gtid_mode) or 'OFF'} on this server: replpool needs "
             "GTIDs to tell which replica has a write (gtid_mode=ON, "
             "enforce_gtid_consistency=ON)"
         )
-    replica = bool(int(read_only)) or bool(int(super_read_only))
+    if status is not None:
+        sources = sources_from_status(status)
+    read_only = bool(int(read_only_value)) or bool(int(super_read_only))
+    replica = read_only or bool(sources)
     position = MySQLGTIDSet.parse(_text(executed))
     received: MySQLGTIDSet | None = None
     if replica and status:
@@ -584,5 +726,7 @@ def mysql_sample(
             retrieved = _text(r.get("Retrieved_Gtid_Set"))
             if retrieved:
                 received = received.join(MySQLGTIDSet.parse(retrieved))
-    return Sample(in_recovery=replica, position=position, received=received, sent_ns=sent_ns, epoch=epoch)
-
+    return Sample(
+        in_recovery=replica, position=position, received=received, sent_ns=sent_ns, epoch=epoch,
+        replication=Replication(read_only, sources, server_id, position, position),
+    )

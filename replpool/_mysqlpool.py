@@ -74,6 +74,8 @@ from mysql.connector import errors as mysql_errors
 from mysql.connector.connection import MySQLConnection
 from mysql.connector.constants import ClientFlag, ServerFlag
 
+from ._episodes import Episodes
+
 logger = logging.getLogger("replpool.pool")
 
 _SESSION_STATE_CHANGED = 1 << 14  # ServerFlag.SERVER_SESSION_STATE_CHANGED
@@ -492,6 +494,9 @@ class MySQLPool:
         self._kwargs = connection_kwargs({**conninfo, **(kwargs or {})}, track_state=True)
 
         self._lock = threading.Lock()
+        # Failing to connect lasts while the server is away: said when it starts and
+        # when a connection succeeds again, not at every attempt.
+        self._episodes: Episodes[str] = Episodes()
         self._idle: list[Connection] = []  # a stack: the most recently returned on top
         self._waiting: deque[_Waiter] = deque()
         self._nconns = 0  # open, or being opened
@@ -755,7 +760,15 @@ class MySQLPool:
                 self._stats["connections_errors"] += 1
             attempt = attempt or _Attempt(self.reconnect_timeout)
             delay = attempt.next_delay()
-            logger.warning("pool %r: could not connect: %s", self.name, _describe(exc))
+            with self._lock:
+                started = self._episodes.begin("connect", time.monotonic())
+            if started:
+                logger.warning(
+                    "pool %r: could not connect: %s (retrying; said again when it connects)",
+                    self.name, _describe(exc),
+                )
+            else:
+                logger.debug("pool %r: could not connect again: %s", self.name, _describe(exc))
             if delay is None or self._sched is None:
                 self._abandon_attempt(growing)
                 if delay is None:
@@ -771,6 +784,11 @@ class MySQLPool:
             close_quietly(conn)
             self._abandon_attempt(growing)
             return
+        now = time.monotonic()
+        with self._lock:
+            ended = self._episodes.end("connect", now)
+        if ended is not None:
+            logger.warning("pool %r: connected again %s", self.name, ended.summary(now, "failed attempts"))
         self._return(conn)
         if growing:
             with self._lock:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import configparser
 import inspect
+import logging
 import os
 import re
 import select
 import socket
+import threading
 import time
 import weakref
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import psycopg
@@ -18,6 +22,7 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ._engine import MemberSpec, Sample
+from ._episodes import Episodes
 from ._errors import ConfigurationError
 from ._health import Failure
 from ._positions import LSN
@@ -36,6 +41,57 @@ _SIZES = (
     "SELECT current_setting('wal_block_size')::int,"
     " pg_size_bytes(current_setting('wal_segment_size'))"
 )
+
+logger = logging.getLogger("replpool.pool")
+
+
+class _ConnectErrors(logging.Filter):
+    """psycopg_pool logs a warning at every failed attempt to connect ("error
+    connecting in 'pool': ..."), again and again while a member is away. For the pools
+    replpool made, let the first of a run through, drop the others, and say once when
+    the pool connects again (with how many attempts failed meanwhile)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self.pools: set[str] = set()
+        self.failing: Episodes[str] = Episodes()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != "error connecting in %r: %s" or not isinstance(record.args, tuple):
+            return True
+        name = record.args[0] if record.args else None
+        if name not in self.pools:
+            return True
+        with self._lock:
+            return self.failing.begin(str(name), time.monotonic())
+
+    def connected(self, name: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            ended = self.failing.end(name, now)
+        if ended is not None:
+            logger.warning("pool %r: connected again %s", name, ended.summary(now, "failed attempts"))
+
+
+_CONNECT_ERRORS = _ConnectErrors()
+logging.getLogger("psycopg.pool").addFilter(_CONNECT_ERRORS)
+
+# A standby cancelled a statement that conflicted with replay (see is_recovery_conflict).
+_RECOVERY_CONFLICT_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+def _on_standby(conn: Any, on_replica: bool | None) -> bool:
+    """Whether ``conn``'s server is a standby: as it says (``in_hot_standby``), else as
+    the caller knows (``on_replica``), else no."""
+    try:
+        reported = conn.info.parameter_status("in_hot_standby") if conn is not None else None
+    except Exception:  # a closed connection, or not a psycopg one
+        reported = None
+    if reported is not None:
+        return str(reported) == "on"
+    return bool(on_replica)
+
 
 # Arguments of psycopg_pool.ConnectionPool that Cluster sets itself.
 _OWN_POOL_ARGS = frozenset({"conninfo", "min_size", "max_size", "open", "name"})
@@ -154,6 +210,33 @@ def _watch(conn: psycopg.Connection[Any]) -> _Watch:
     return watch
 
 
+def service_files() -> list[Path]:
+    """libpq's connection service files, in the order it reads them: ``PGSERVICEFILE``
+    (else ``~/.pg_service.conf``), then ``pg_service.conf`` in ``PGSYSCONFDIR`` (else
+    ``/etc/postgresql-common``, where Debian's libpq looks)."""
+    user = os.environ.get("PGSERVICEFILE") or os.path.expanduser("~/.pg_service.conf")
+    system = Path(os.environ.get("PGSYSCONFDIR") or "/etc/postgresql-common") / "pg_service.conf"
+    return [Path(user), system]
+
+
+def service_params(name: str, what: str) -> dict[str, str]:
+    """The keywords of service ``name`` from the first service file that defines it
+    (as libpq does), for naming the member; libpq itself reads them to connect.
+    ConfigurationError if no file defines it."""
+    for path in service_files():
+        parser = configparser.ConfigParser(interpolation=None, strict=False)
+        try:
+            found = parser.read(path, encoding="utf-8")
+        except (configparser.Error, UnicodeDecodeError) as exc:
+            raise ConfigurationError(f"{what}: cannot read the service file {path}: {exc}") from None
+        if found and parser.has_section(name):
+            return {k: v for k, v in parser.items(name) if k != "password"}
+    raise ConfigurationError(
+        f"{what} names the service {name!r}, which none of the service files defines "
+        f"({', '.join(str(p) for p in service_files())})"
+    )
+
+
 def _pool_arg_names() -> frozenset[str]:
     params = inspect.signature(psycopg_pool.ConnectionPool.__init__).parameters
     return frozenset(p for p in params if p != "self") - _OWN_POOL_ARGS
@@ -240,6 +323,11 @@ class PostgresEngine:
             raise ConfigurationError(
                 f"{what} is not a valid PostgreSQL connection string: {_sanitize(str(exc))}"
             ) from None
+        service = params.get("service") or os.environ.get("PGSERVICE")
+        if service:
+            # libpq's order: the string's own keywords, then the service's, then PG*
+            # variables; the member's name must come from where libpq will connect.
+            params = {**service_params(str(service), what), **params}
         host = str(params.get("host") or params.get("hostaddr") or os.environ.get("PGHOST") or "localhost")
         if "," in host:
             raise ConfigurationError(
@@ -258,6 +346,10 @@ class PostgresEngine:
             database=str(params["dbname"]) if params.get("dbname") else None,
             params=shown,
         )
+
+    def pool_option_names(self) -> frozenset[str]:
+        """What ``pool_options`` may set: psycopg_pool's arguments but those replpool sets."""
+        return _pool_arg_names()
 
     def check_pool_options(self, options: Mapping[str, Any]) -> None:
         allowed = _pool_arg_names()
@@ -288,8 +380,11 @@ class PostgresEngine:
         if "connect_timeout" not in spec.params:
             kwargs.setdefault("connect_timeout", max(2, int(round(connect_timeout))))
         user_configure = opts.pop("configure", None)
+        name = f"{cluster}/{spec.name}"
+        _CONNECT_ERRORS.pools.add(name)
 
         def configure(conn: psycopg.Connection[Any]) -> None:
+            _CONNECT_ERRORS.connected(name)
             self._watch_farewell(conn)
             if user_configure is not None:
                 user_configure(conn)
@@ -300,7 +395,7 @@ class PostgresEngine:
             min_size=min_size,
             max_size=max_size,
             open=False,
-            name=f"{cluster}/{spec.name}",
+            name=name,
             configure=configure,
             **opts,
         )
@@ -333,7 +428,9 @@ class PostgresEngine:
             raise
         return conn
 
-    def poll(self, conn: psycopg.Connection[Any]) -> Sample:
+    def poll(self, conn: psycopg.Connection[Any], thorough: bool = False) -> Sample:
+        """One poll; ``pg_is_in_recovery()`` is the role, so ``thorough`` changes
+        nothing."""
         sent = time.monotonic_ns()
         row = conn.execute(_POLL).fetchone()
         assert row is not None
@@ -444,11 +541,11 @@ class PostgresEngine:
     def classify_failure(self, exc: BaseException) -> Failure:
         return classify_failure(exc)
 
-    def is_retryable_read(self, exc: BaseException, conn: Any) -> bool:
+    def is_retryable_read(self, exc: BaseException, conn: Any, on_replica: bool | None = None) -> bool:
         """A read that may run again elsewhere: its connection died (server gone, or
         cut by the monitor because the server hung), or a standby cancelled it to
-        apply the primary's changes (SQLSTATE 40001, "conflict with recovery")."""
-        return self.is_disconnect(exc, conn) or self.is_recovery_conflict(exc)
+        apply the primary's changes (see :meth:`is_recovery_conflict`)."""
+        return self.is_disconnect(exc, conn) or self.is_recovery_conflict(exc, conn, on_replica)
 
     def is_disconnect(self, exc: BaseException, conn: Any) -> bool:
         return isinstance(exc, psycopg.OperationalError) and bool(getattr(conn, "broken", False))
@@ -456,5 +553,22 @@ class PostgresEngine:
     def is_read_only_error(self, exc: BaseException) -> bool:
         return isinstance(exc, psycopg.errors.ReadOnlySqlTransaction)
 
-    def is_recovery_conflict(self, exc: BaseException) -> bool:
-        return isinstance(exc, psycopg.errors.SerializationFailure) and "recovery" in str(exc)
+    def is_recovery_conflict(
+        self, exc: BaseException, conn: Any = None, on_replica: bool | None = None
+    ) -> bool:
+        """A standby cancelled the statement to replay the primary's changes: decided
+        from the SQLSTATE and the member's role, never from the message (which the
+        server translates, ``lc_messages``).
+
+        PostgreSQL cancels such a statement with SQLSTATE 40001 (serialization_failure),
+        or 40P01 (deadlock_detected) for a buffer pin deadlock with the startup process
+        (``ProcessInterrupts`` in postgres.c, ``CheckRecoveryConflictDeadlock`` in
+        standby.c). On a standby nothing else raises them (it runs no serializable
+        transaction and takes no lock a read could deadlock on); on a primary they are
+        the caller's own concurrency errors, which replpool never runs again. The role is
+        what the server reports on the connection (``in_hot_standby``, sent to every
+        client by PostgreSQL 14 and later, updated at promotion), else ``on_replica``
+        (where replpool sent the statement)."""
+        if getattr(exc, "sqlstate", None) not in _RECOVERY_CONFLICT_SQLSTATES:
+            return False
+        return _on_standby(conn, on_replica)

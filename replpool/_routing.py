@@ -43,7 +43,11 @@ class Reason(str, enum.Enum):
 # Reasons after which waiting for the monitor's next snapshot may find a replica.
 WAITABLE = frozenset({Reason.POSITION_PENDING, Reason.NO_FRESH_REPLICA})
 
-Role = Literal["primary", "replica", "unknown"]
+# What a member is, as the monitor last saw it: exactly one member (the one serving
+# writes) is the primary; "fenced": answers, refuses writes, replicates from no one
+# (MariaDB/MySQL); "down": does not answer; "unknown": not polled yet, or claims to be
+# primary beside the primary (not used).
+Role = Literal["primary", "replica", "unknown", "fenced", "down"]
 SELECTIONS = ("least_lag", "round_robin", "random", "least_busy")
 
 

@@ -44,7 +44,7 @@ class PoolStatus:
 @dataclass(frozen=True)
 class MemberStatus:
     name: str                   # host:port
-    role: str                   # primary, replica, or unknown (not answering yet)
+    role: str                   # primary (one member), replica, fenced, down, unknown
     up: bool
     eligible: bool              # a replica within the lag limits, serving reads
     position: str | None        # replay position (replica) or write position (primary)

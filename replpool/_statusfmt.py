@@ -20,6 +20,29 @@ _NUMERIC = frozenset({"LAG S", "LAG BYTES", "IDLE", "IN USE", "WAITING", "READS"
 _NONE = "-"
 
 
+HEALTHY, DEGRADED, NO_PRIMARY = 0, 1, 2
+
+
+def health(status: ClusterStatus) -> tuple[int, str]:
+    """``(code, reason)`` for scripts and probes (the status command's exit status):
+    0 healthy (a primary; every member up, replicas within the lag limits), 1 degraded
+    (a primary, but a member is down, lagging, fenced or of unknown role), 2 no primary
+    reachable. Pure."""
+    if status.primary is None:
+        return NO_PRIMARY, "no primary is reachable"
+    problems = []
+    for m in status.members:
+        if not m.up:
+            problems.append(f"{m.name} is down")
+        elif m.role == "replica" and not m.eligible:
+            problems.append(f"{m.name} is lagging")
+        elif m.role not in ("primary", "replica"):
+            problems.append(f"{m.name} is {m.role}")
+    if problems:
+        return DEGRADED, "; ".join(problems)
+    return HEALTHY, "healthy"
+
+
 def _role(m: MemberStatus) -> str:
     # A replica that is up but not eligible is over a lag limit: it serves no reads,
     # which is the first thing to know about it.

@@ -62,7 +62,7 @@ __all__ = [
 logger = logging.getLogger("replpool.metrics")
 
 PREFIX = "replpool_"
-ROLES = ("primary", "replica", "unknown")
+ROLES = ("primary", "replica", "unknown", "fenced", "down")
 POOL_STATES = ("idle", "in_use")
 # Checkouts usually find an idle connection in microseconds; the long tail (a pool at
 # max_size, a reconnect) is what the upper buckets are for.
@@ -143,7 +143,10 @@ METRICS: tuple[MetricSpec, ...] = (
     ),
     MetricSpec(
         "replpool_member_role", "gauge", ("cluster", "member", "role"),
-        "1 for the member's current role (primary, replica or unknown), 0 for the others.",
+        "1 for the member's current role, 0 for the others: primary (exactly one member, "
+        "the one serving writes), replica, fenced (answers, refuses writes, replicates "
+        "from no one), down (does not answer), unknown (not polled yet, or a second "
+        "member claiming to be primary).",
         multiprocess_mode="mostrecent",
     ),
     MetricSpec(

@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
             | {"failing_only_with_replpool": only_ours}, indent=2,
         ))
     if replpool_run["ran"] == 0 or django_run["ran"] == 0:
-        print("a run did not start; its output:\n" + str((replpool_run if replpool_run["ran"] == 0 else django_run)["output"])[-3000:])
+        failed = replpool_run if replpool_run["ran"] == 0 else django_run
+        print("a run did not start; its output:\n" + str(failed["output"])[-3000:])
         return 2
     if only_ours:
         print("\nfailing with replpool only:\n  " + "\n  ".join(only_ours))

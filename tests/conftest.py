@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-
 from collections.abc import Iterator
 
 import pytest
@@ -10,7 +9,6 @@ from hypothesis import HealthCheck, settings
 from replpool import _session
 from replpool.testing._base import created_directories
 from replpool.testing._process import cmdline
-
 
 # Property tests judge the code, not the machine: on two CPUs shared with lab servers a
 # strategy may draw slowly, and an example may take long, without anything being wrong.

@@ -61,3 +61,18 @@ def test_the_django_views_benchmark_runs_and_prints_ratios():
     for kind in ("read view", "write view", "report view"):
         assert re.search(rf"{kind}.*\n.*\n  django pool \(primary\)\s+\d+\s+[\d.]+\s+1\.000x", proc.stdout), kind
     assert re.search(r"replpool, 2 replicas\s+\d+\s+[\d.]+\s+[\d.]+x", proc.stdout)
+
+
+def test_the_mariadb_poll_benchmark_runs_and_prints_each_variant():
+    proc = run("benchmarks/poll_mariadb.py", "--polls", "20", "--rounds", "1")
+    assert proc.returncode == 0, proc.stderr
+    for variant in ("poll ", "poll + SHOW ALL SLAVES STATUS", "poll + status counters"):
+        assert variant in proc.stdout
+
+
+def test_the_classifier_benchmark_prints_its_cost_per_statement():
+    proc = run("benchmarks/sql_classify.py", "--repeat", "1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for dialect in ("postgresql", "mysql"):
+        for what in ("one ORM SELECT", "ORM reads"):
+            assert re.search(rf"{dialect}: {what}\s+\d+\s+\d+\s+[\d.]+\s+[\d.]+\s+[\d.]+", proc.stdout), proc.stdout

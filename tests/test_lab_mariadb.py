@@ -11,9 +11,9 @@ import mysql.connector
 import pytest
 
 from replpool._positions import MariaDBGTID
-from tests.labtools import lab_processes
 from replpool.testing import LabError, MariaDBLab
 from replpool.testing._process import cmdline
+from tests.labtools import lab_processes
 
 pytestmark = pytest.mark.lab
 

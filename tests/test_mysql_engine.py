@@ -21,9 +21,17 @@ import replpool
 from replpool import _tokens
 from replpool._engine import engine_for
 from replpool._errors import ConfigurationError
-from replpool._mysql import MySQLEngine, mariadb_sample, mysql_sample, server_flavor
+from replpool._mysql import (
+    MySQLEngine,
+    mariadb_sample,
+    mysql_sample,
+    server_flavor,
+    sources_from_status,
+    status_hint,
+)
 from replpool._mysqlpool import Connection, MySQLPool
 from replpool._positions import MariaDBGTID, MySQLGTIDSet
+from replpool._roles import Source
 
 UUID_A = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
 UUID_B = "4f22ab58-82db-22f2-af44-d91bb0530673"
@@ -86,7 +94,7 @@ def recorded_mysql(engine: MySQLEngine, version: str, answers: list[list[Any]]) 
 
 POLL_COLUMNS = [
     "@@GLOBAL.read_only", "@@GLOBAL.super_read_only", "@@GLOBAL.gtid_executed",
-    "@@GLOBAL.gtid_mode",
+    "@@GLOBAL.gtid_mode", "@@GLOBAL.server_id",
 ]
 
 
@@ -166,14 +174,14 @@ def test_polling_mysql_8_reads_show_replica_status_in_the_same_round_trip():
     assert engine.name == "mysql"
     assert conn.sent == [
         "SELECT @@GLOBAL.read_only, @@GLOBAL.super_read_only, @@GLOBAL.gtid_executed,"
-        " @@GLOBAL.gtid_mode; SHOW REPLICA STATUS"
+        " @@GLOBAL.gtid_mode, @@GLOBAL.server_id; SHOW REPLICA STATUS"
     ]
     assert sample.in_recovery and sample.received == MySQLGTIDSet.parse(retrieved)
     assert sample.position == MySQLGTIDSet.parse(f"{UUID_A}:1-40")
     assert sample.epoch == "started 1700000000"
 
 
-def test_the_replication_status_is_read_from_replicas_at_most_once_a_second():
+def test_the_replication_status_is_read_at_most_once_a_second_when_nothing_hints_at_a_change():
     engine = MySQLEngine()
     status = (REPLICA_STATUS_COLUMNS, [replica_status_row(f"{UUID_A}:1-50", f"{UUID_A}:1-40")])
     replica = recorded_mysql(engine, "8.0.36", [
@@ -190,11 +198,14 @@ def test_the_replication_status_is_read_from_replicas_at_most_once_a_second():
     primary = recorded_mysql(engine, "8.0.36", [
         [(POLL_COLUMNS, [(0, 0, f"{UUID_A}:1-60", "ON")]), (REPLICA_STATUS_COLUMNS, [])],
         [(POLL_COLUMNS, [(0, 0, f"{UUID_A}:1-61", "ON")])],
+        [(POLL_COLUMNS, [(0, 0, f"{UUID_A}:1-62", "ON")]), (REPLICA_STATUS_COLUMNS, [])],
     ])
     engine.poll(primary)
-    primary._rp_status_due = 0
     assert engine.poll(primary).received is None
-    assert "SHOW" not in primary.sent[1]  # a primary is not asked again
+    assert "SHOW" not in primary.sent[1]
+    primary._rp_status_due = 0  # a second later: a primary is asked too (it may be demoted)
+    assert not engine.poll(primary).in_recovery
+    assert "SHOW" in primary.sent[2]
 
 
 def test_polling_mysql_before_8_0_22_uses_show_slave_status():
@@ -275,13 +286,15 @@ def test_read_only_errors(errno, message, expected):
     [
         (mysql_error(2013, "Lost connection to MySQL server during query"), True),
         (mysql_error(2006, "MySQL server has gone away"), True),
-        (mysql_error(2055, "Lost connection to MySQL server at '127.0.0.1:3306', system error: 104 Connection reset by peer"), True),
+        (mysql_error(2055, "Lost connection to MySQL server at '127.0.0.1:3306', system error: 104 "
+                     "Connection reset by peer"), True),
         (mysql_error(2003, "Can't connect to MySQL server on '127.0.0.1:3306' (111)"), True),
         (mysql_error(4031, "The client was disconnected by the server because of inactivity.", "HY000"), True),
         (mysql_error(1927, "Connection was killed", "70100"), True),
         (mysql_error(1053, "Server shutdown in progress", "08S01"), True),
         (mysql_errors.ReadTimeoutError(errno=3024), True),
-        (mysql_error(3024, "Query execution was interrupted, maximum statement execution time exceeded", "HY000"), False),
+        (mysql_error(3024, "Query execution was interrupted, maximum statement execution time "
+                     "exceeded", "HY000"), False),
         (mysql_error(1064, "You have an error in your SQL syntax", "42000"), False),
         (mysql_error(1213, "Deadlock found when trying to get lock", "40001"), False),
         (ValueError("not a driver error"), False),
@@ -600,3 +613,114 @@ def test_a_cluster_of_mysql_urls_learns_it_talks_to_mariadb(mariadb_lab):
         token = contextvars.Context().run(write)
         assert token is not None
         assert _tokens.decode(token)["default"].engine == "mariadb"
+
+
+# -- roles from replication ------------------------------------------------------------------
+
+MARIADB_STATUS_ROW = {
+    "Connection_name": "", "Master_Host": "10.0.0.1", "Master_Port": 3306,
+    "Master_Server_Id": 1, "Slave_IO_Running": "Yes", "Gtid_IO_Pos": "0-1-120",
+}
+
+
+def test_a_mariadb_replica_with_read_only_off_is_a_replica_from_its_replication():
+    sample = mariadb_sample((0, "0-1-90", "0-1-90", 1, 2), [MARIADB_STATUS_ROW], 5, None)
+    assert sample.in_recovery and sample.position == MariaDBGTID.parse("0-1-90")
+    assert sample.replication is not None and sample.replication.read_only is False
+    assert sample.replication.sources == (Source("10.0.0.1", 3306, 1),)
+    assert sample.replication.server_id == 2
+
+
+def test_a_mariadb_member_replicating_from_nobody_is_what_read_only_says():
+    primary = mariadb_sample((0, "", "0-1-100", 1, 1), [], 5, None)
+    assert not primary.in_recovery and primary.position == MariaDBGTID.parse("0-1-100")
+    fenced = mariadb_sample((1, "0-1-90", "0-1-100", 1, 1), [], 5, None)
+    assert fenced.in_recovery and fenced.replication.sources == ()
+
+
+def test_between_two_readings_a_sample_carries_the_last_sources_seen():
+    sources = (Source("db1", 3306, 1),)
+    sample = mariadb_sample((0, "0-1-90", "0-1-90", 1, 2), None, 5, None, sources)
+    assert sample.in_recovery and sample.replication.sources == sources
+    unknown = mariadb_sample((0, "0-1-90", "0-1-90", 1, 2), None, 5, None, None)
+    assert not unknown.in_recovery and unknown.replication.sources is None  # read_only decides
+
+
+def test_a_mysql_replica_with_read_only_off_is_a_replica_from_its_replication():
+    status = [dict(zip(REPLICA_STATUS_COLUMNS, replica_status_row(f"{UUID_A}:1-9", f"{UUID_A}:1-8")))]
+    sample = mysql_sample((0, 0, f"{UUID_A}:1-8", "ON", 7), status, 0, None)
+    assert sample.in_recovery
+    assert sample.replication.sources == (Source("10.0.0.1", 3306, None),)
+
+
+def test_sources_are_read_from_either_naming_of_the_replication_status():
+    assert sources_from_status([MARIADB_STATUS_ROW, {**MARIADB_STATUS_ROW, "Connection_name": "b",
+                                                     "Master_Host": "db9", "Master_Server_Id": 0}]) == (
+        Source("10.0.0.1", 3306, 1, ""), Source("db9", 3306, None, "b"),
+    )
+    mysql_row = {"Source_Host": "db1", "Source_Port": "3307", "Source_Server_Id": "5", "Channel_Name": "c"}
+    assert sources_from_status([mysql_row]) == (Source("db1", 3307, 5, "c"),)
+    old = {"Master_Host": "db1", "Master_Port": 3306, "Master_Server_Id": 5, "Channel_Name": ""}
+    assert sources_from_status([old]) == (Source("db1", 3306, 5, ""),)
+    assert sources_from_status([]) == ()
+
+
+ONE = (Source("db1", 3306, 1),)
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "sources", "hint"),
+    [
+        (None, (0, "", "0-1-5", 1, 1), (), True),                          # a new connection
+        ((0, "", "0-1-5", 1, 1), (0, "", "0-1-6", 1, 1), (), False),       # a primary writes
+        ((0, "", "0-1-5", 1, 1), (1, "", "0-1-5", 1, 1), (), True),        # read_only set
+        ((0, "", "0-1-5", 1, 1), (0, "0-2-7", "0-2-7", 1, 1), (), True),   # began to replicate
+        ((0, "0-1-5", "0-1-5", 1, 2), (0, "0-1-6", "0-1-6", 1, 2), ONE, False),  # replicating
+        ((0, "0-1-5", "0-1-5", 1, 2), (0, "0-1-5", "0-2-1", 1, 2), ONE, True),   # its own write
+        ((0, "0-1-5", "0-1-5", 1, 2), (0, "0-1-5", "0-1-6", 1, 2), None, False),  # unreadable
+    ],
+)
+def test_the_cheap_part_of_a_mariadb_poll_hints_at_a_change_of_role(before, after, sources, hint):
+    assert status_hint(before, after, sources, "mariadb") is hint
+
+
+def test_a_mysql_poll_hints_at_a_change_of_role_when_read_only_changes():
+    row = (0, 0, f"{UUID_A}:1-5", "ON", 1)
+    assert status_hint(row, (0, 0, f"{UUID_A}:1-6", "ON", 1), ONE, "mysql") is False
+    assert status_hint(row, (0, 1, f"{UUID_A}:1-5", "ON", 1), ONE, "mysql") is True
+
+
+def test_a_hint_reads_the_replication_status_at_once_in_a_second_round_trip():
+    engine = MySQLEngine()
+    status = (REPLICA_STATUS_COLUMNS, [replica_status_row(f"{UUID_A}:1-40", f"{UUID_A}:1-40")])
+    conn = recorded_mysql(engine, "8.0.36", [
+        [(POLL_COLUMNS, [(0, 0, f"{UUID_A}:1-40", "ON", 2)]), (REPLICA_STATUS_COLUMNS, [])],
+        [(POLL_COLUMNS, [(0, 1, f"{UUID_A}:1-40", "ON", 2)])],  # super_read_only was set
+        [status],
+    ])
+    assert not engine.poll(conn).in_recovery
+    demoted = engine.poll(conn)
+    assert conn.sent[1:] == [conn.sent[1].split(";")[0], "SHOW REPLICA STATUS"]
+    assert demoted.in_recovery and demoted.replication.sources == (Source("10.0.0.1", 3306, None),)
+
+
+def test_a_thorough_poll_reads_the_replication_status_every_time():
+    engine = MySQLEngine()
+    answer = [(POLL_COLUMNS, [(0, 0, f"{UUID_A}:1-40", "ON", 2)]), (REPLICA_STATUS_COLUMNS, [])]
+    conn = recorded_mysql(engine, "8.0.36", [answer, answer])
+    engine.poll(conn, thorough=True)
+    engine.poll(conn, thorough=True)
+    assert all(sent.endswith("; SHOW REPLICA STATUS") for sent in conn.sent)
+
+
+def test_a_denied_replication_status_is_said_once_per_member_even_across_connections(caplog):
+    engine = MySQLEngine()
+    denied = mysql_error(1227, "Access denied; you need the REPLICATION CLIENT privilege", "42000")
+    caplog.set_level("INFO", logger="replpool")
+    for _ in range(3):  # the monitor reconnects: a new connection asks again
+        conn = recorded_mysql(engine, "8.0.36", [[(POLL_COLUMNS, [(0, 0, f"{UUID_A}:1-7", "ON", 2)]), denied]])
+        sample = engine.poll(conn)
+        assert not sample.in_recovery and sample.replication.sources is None
+    lines = [r.getMessage() for r in caplog.records if "replication status" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert "decided from read_only alone" in lines[0] and "REPLICATION CLIENT" in lines[0]

@@ -36,10 +36,14 @@ def replica(
 
 
 def topology(*replicas: MemberView, position: LSN | None = LSN(1000), sampled_ns: int = 100) -> Topology:
-    return Topology((primary(0, position), *replicas), primary=0, primary_position=position, primary_sampled_ns=sampled_ns)
+    return Topology(
+        (primary(0, position), *replicas), primary=0, primary_position=position, primary_sampled_ns=sampled_ns
+    )
 
 
-def route(topo: Topology, req: Requirement | None = None, selector: Selector | None = None, **kw: object) -> tuple[int | None, Reason]:
+def route(
+    topo: Topology, req: Requirement | None = None, selector: Selector | None = None, **kw: object
+) -> tuple[int | None, Reason]:
     d = route_read(topo, req, selector or Selector(), **kw)  # type: ignore[arg-type]
     return d.member, d.reason
 

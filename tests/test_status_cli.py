@@ -4,6 +4,7 @@ and ``format_status`` on hand-built statuses."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -25,10 +26,11 @@ def member_name(m: Any) -> str:
     return f"{m.host}:{m.port}"
 
 
-def run_status(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def run_status(*args: str, timeout: float = 30, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "replpool", "status", *args],
         capture_output=True, text=True, cwd=ROOT, timeout=timeout,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -61,7 +63,9 @@ def test_json_describes_every_member(postgres_lab):
         proc = run_status("--json", "--name", "ops", *urls(lab))
     finally:
         lab.query(lab.primary, "DROP TABLE rp_status_t")
-    assert proc.returncode == 0, proc.stderr
+    # Degraded: the paused replica is behind what the primary had when the command
+    # started (the cluster's floor), so it serves no reads.
+    assert proc.returncode == 1, proc.stderr
     assert lab.password not in proc.stdout + proc.stderr
     data = json.loads(proc.stdout)
     assert data["name"] == "ops" and data["engine"] == "postgresql"
@@ -76,6 +80,7 @@ def test_json_describes_every_member(postgres_lab):
     # The paused replica received the insert but did not apply it.
     assert paused["lag_bytes"] > 0 and paused["position"] != paused["received"]
     assert data["monitor_rounds"] >= 1 and data["poll_errors"] == 0
+    assert data["health"] == {"code": 1, "reason": f"{member_name(lab.replicas[0])} is lagging"}
 
 
 @pytest.mark.lab
@@ -83,7 +88,7 @@ def test_table_shows_roles_and_a_dead_member(postgres_lab):
     lab = postgres_lab
     lab.kill(lab.replicas[1])
     proc = run_status(*urls(lab))
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # degraded
     out = proc.stdout
     assert lab.password not in out + proc.stderr
     assert "://" not in out
@@ -95,7 +100,7 @@ def test_table_shows_roles_and_a_dead_member(postgres_lab):
     primary, alive, dead = (rows[member_name(m)] for m in (lab.primary, *lab.replicas))
     assert primary[1:3] == ["primary", "yes"]
     assert alive[1:3] == ["replica", "yes"] and alive[4] == "0.000" and alive[5].isdigit()
-    assert dead[2] == "no" and dead[3] == "-"
+    assert dead[1:4] == ["down", "no", "-"]
     for row in rows.values():
         assert len(row) == len(COLUMNS)
     # Why the dead member is down, after the table.
@@ -131,7 +136,7 @@ def test_watch_refreshes_until_ctrl_c(postgres_lab):
 def test_an_unreachable_primary_is_shown_down_without_its_password():
     port = free_port()
     proc = run_status(f"postgresql://app:Hunter2%2Fx@127.0.0.1:{port}/app")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 2, proc.stderr  # no primary
     assert "Hunter2" not in proc.stdout + proc.stderr
     assert "primary: none reachable" in proc.stdout
     row = table_rows(proc.stdout)[f"127.0.0.1:{port}"]
@@ -151,7 +156,7 @@ def test_an_unreachable_primary_is_shown_down_without_its_password():
 )
 def test_errors_never_echo_a_password(args):
     proc = run_status(*args)
-    assert proc.returncode == 2
+    assert proc.returncode == 3
     assert proc.stderr.strip()
     assert "Hunter2" not in proc.stdout + proc.stderr
 
@@ -217,3 +222,101 @@ def test_format_status_without_a_primary_or_members_down():
     assert "primary: none reachable" in text.splitlines()[0]
     assert table_rows(text)["db1:5432"][2] == "no"
     assert text.endswith("\n") and not text.endswith("\n\n")  # no error section without errors
+
+
+# -- exit status ---------------------------------------------------------------------------------
+
+
+def test_health_is_0_healthy_1_degraded_2_no_primary():
+    from replpool._statusfmt import health
+
+    def status(*members: MemberStatus, primary: str | None = "db1:5432") -> ClusterStatus:
+        return ClusterStatus(name="c", engine="postgresql", primary=primary, members=members)
+
+    primary, replica = member("db1:5432", "primary"), member("db2:5432", "replica")
+    assert health(status(primary, replica)) == (0, "healthy")
+    assert health(status(primary, member("db2:5432", "down", up=False, eligible=False))) == (
+        1, "db2:5432 is down")
+    assert health(status(primary, member("db2:5432", "replica", eligible=False)))[0] == 1
+    assert health(status(primary, member("db2:5432", "fenced", eligible=False))) == (
+        1, "db2:5432 is fenced")
+    assert health(status(primary, member("db2:5432", "unknown", eligible=False)))[0] == 1
+    assert health(status(member("db1:5432", "down", up=False), replica, primary=None)) == (
+        2, "no primary is reachable")
+
+
+def test_the_usage_line_says_replicas_are_optional_and_a_usage_error_exits_3():
+    proc = run_status()
+    assert proc.returncode == 3
+    assert "usage: python -m replpool status [options] PRIMARY [REPLICA ...]" in proc.stderr
+    assert "the following arguments are required: PRIMARY\n" in proc.stderr
+    helped = run_status("--help")
+    assert helped.returncode == 0
+    assert "exit status" in helped.stdout and "PGPASSWORD" in helped.stdout and "MYSQL_PWD" in helped.stdout
+
+
+@pytest.mark.lab
+def test_json_carries_the_health_and_a_primary_alone_is_healthy(postgres_lab):
+    proc = run_status("--json", postgres_lab.primary.url)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["health"] == {"code": 0, "reason": "healthy"}
+
+
+# -- connection details from the environment and files -------------------------------------------
+
+
+def without_password(url: str) -> str:
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1@", url)
+
+
+@pytest.mark.lab
+def test_postgresql_passwords_from_pgpassword(postgres_lab):
+    lab = postgres_lab
+    proc = run_status("--json", *[without_password(u) for u in urls(lab)],
+                      env={"PGPASSWORD": lab.password})
+    assert proc.returncode == 0, proc.stderr
+    assert [m["up"] for m in json.loads(proc.stdout)["members"]] == [True, True, True]
+
+
+@pytest.mark.lab
+def test_postgresql_members_from_a_service_file_and_passwords_from_pgpass(postgres_lab, tmp_path):
+    lab = postgres_lab
+    services, passfile = tmp_path / "pg_service.conf", tmp_path / "pgpass"
+    services.write_text("".join(
+        f"[{m.name}]\nhost={m.host}\nport={m.port}\ndbname={m.database}\nuser={m.user}\n\n"
+        for m in lab.members
+    ))
+    passfile.write_text("".join(f"{m.host}:{m.port}:*:{m.user}:{lab.password}\n" for m in lab.members))
+    passfile.chmod(0o600)
+    proc = run_status(
+        "--json", *[f"service={m.name}" for m in lab.members],
+        env={"PGSERVICEFILE": str(services), "PGPASSFILE": str(passfile), "PGPASSWORD": ""},
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert [m["name"] for m in data["members"]] == [member_name(m) for m in lab.members]
+    assert data["primary"] == member_name(lab.primary)
+    assert lab.password not in proc.stdout + proc.stderr
+
+
+def test_an_unknown_service_is_refused_naming_the_files_searched(tmp_path):
+    proc = run_status("service=nowhere", env={"PGSERVICEFILE": str(tmp_path / "none.conf")})
+    assert proc.returncode == 3
+    assert "service 'nowhere'" in proc.stderr and str(tmp_path / "none.conf") in proc.stderr
+
+
+@pytest.mark.lab
+def test_mariadb_passwords_from_mysql_pwd_or_my_cnf(mariadb_lab, tmp_path):
+    lab = mariadb_lab
+    bare = [without_password(u) for u in urls(lab)]
+    proc = run_status("--json", *bare, env={"MYSQL_PWD": lab.password})
+    assert proc.returncode == 0, proc.stderr
+    (tmp_path / ".my.cnf").write_text(f"[client]\npassword={lab.password}\n")
+    proc = run_status("--json", *bare, env={"HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    assert lab.password not in proc.stdout + proc.stderr
+    explicit = tmp_path / "replpool.cnf"
+    explicit.write_text(f"[client]\npassword={lab.password}\n")
+    proc = run_status("--json", *[f"{u}?option_files={explicit}" for u in bare])
+    assert proc.returncode == 0, proc.stderr
+    assert all(m["up"] for m in json.loads(proc.stdout)["members"])

@@ -239,13 +239,17 @@ json_values = st.recursive(
     max_leaves=12,
 )
 position_texts = st.one_of(
-    st.builds(lambda e, t: f"{e}:{t}", st.sampled_from(["postgresql", "mariadb", "mysql", "x", ""]), st.text(max_size=40)),
+    st.builds(
+        lambda e, t: f"{e}:{t}", st.sampled_from(["postgresql", "mariadb", "mysql", "x", ""]), st.text(max_size=40)
+    ),
     st.text(max_size=40),
 )
 
 
 @common
-@given(st.one_of(json_values, st.dictionaries(st.text(max_size=10), st.one_of(position_texts, json_values), max_size=4)))
+@given(st.one_of(
+    json_values, st.dictionaries(st.text(max_size=10), st.one_of(position_texts, json_values), max_size=4)
+))
 def test_arbitrary_json_payloads_raise_nothing_but_token_error(payload: object) -> None:
     decode_or_token_error(token_of(payload))
 

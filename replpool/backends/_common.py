@@ -15,6 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.base.base import NO_DB_ALIAS, BaseDatabaseWrapper
 
 from .._cluster import Cluster
+from .._engine import engine_for
 from .._errors import ConfigurationError
 from ..django import _liveserver
 from ..django import checks as _checks  # noqa: F401  (registers replpool's system checks)
@@ -386,6 +387,16 @@ def engine_cluster(
             raise SettingsError(
                 f"DATABASES[{alias!r}]['OPTIONS']['pool'][{key!r}] is set by the engine (it "
                 f"configures connections the way {who} does): remove it", E_POOL,
+            )
+    # Named as the user wrote them (not as Cluster's pool_options), sizes included.
+    allowed = sorted({"min_size", "max_size"} | (
+        set(engine_for(primary, None).pool_option_names()) - {"configure", "kwargs"}
+    ))
+    for key in pool_options:
+        if key not in allowed:
+            raise ImproperlyConfigured(
+                f"DATABASES[{alias!r}]['OPTIONS']['pool'] sets {key!r}, which is not a pool "
+                f"option; the pool options are: {', '.join(allowed)}"
             )
     pool_options["kwargs"] = dict(kwargs)
     pool_options["configure"] = configure

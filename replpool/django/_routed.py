@@ -7,7 +7,7 @@ connection for reads, and keeps both until Django closes the connection (the end
 request), like Django's own pool does. Every cursor is a :class:`RoutingCursor`, which
 decides per statement:
 
-- in autocommit, a plain read (see :mod:`._sql`) goes where ``Cluster.decide_read``
+- in autocommit, a plain read (see :mod:`replpool._sql`) goes where ``Cluster.decide_read``
   says: a replica that has applied the session's writes, else the primary;
 - everything else goes to the primary: writes, locking reads, anything inside a
   transaction (``atomic()``), and everything while ``pinned_to_master()`` is active.
@@ -197,6 +197,7 @@ class RoutingCursor:
         is_retryable_read: Callable[[BaseException, Any], bool],
     ) -> None:
         self._wrapper = wrapper
+        self._dialect: str = wrapper.vendor  # "postgresql" or "mysql": how to read SQL
         self._make_cursor = make_cursor
         self._is_read_only_error = is_read_only_error
         self._is_retryable_read = is_retryable_read
@@ -232,17 +233,18 @@ class RoutingCursor:
     # -- execution ----------------------------------------------------------------------------
 
     def execute(self, sql: Any, params: Any = None) -> Any:
-        kind = statement_kind(sql)
+        kind = statement_kind(sql, self._dialect)
         in_transaction = self._in_transaction()
         if kind is Kind.READ and not in_transaction:
             return self._read(sql, params)
-        if kind is Kind.CONTROL:
+        if kind is Kind.CONTROL or kind is Kind.SESSION or kind is Kind.SESSION_READ:
+            # Session state is the primary's; not counted as a write.
             return self._on_primary("execute", sql, params, None, False)
-        if kind is Kind.WRITE:
+        if kind.writes:
             reason = Reason.WRITE
         else:
             reason = Reason.IN_TRANSACTION if in_transaction else Reason.LOCKING_READ
-        return self._on_primary("execute", sql, params, reason, kind is Kind.WRITE)
+        return self._on_primary("execute", sql, params, reason, kind.writes)
 
     def executemany(self, sql: Any, param_list: Sequence[Any]) -> Any:
         return self._on_primary("executemany", sql, param_list, Reason.WRITE, True)

@@ -113,7 +113,10 @@ class MariaDBLab(Lab):
     Members are named ``maria1`` (the first primary), ``maria2``, ``maria3``...; each has
     its own data folder under the lab's temporary folder and its own free port. Every
     member writes a binary log with ``log_slave_updates`` and ``gtid_strict_mode``, so any
-    replica can become the primary and feed the others; replicas run with ``read_only``.
+    replica can become the primary and feed the others; replicas run with ``read_only``
+    on, or off with ``replica_read_only=False`` (the server's default, and common in
+    real setups: such replicas accept writes, so tests can check that replpool still
+    takes them for replicas and sends them none).
     The ``app`` user owns the ``app`` database and the ``test_...`` databases Django's
     test runner creates, and nothing else, bar ``SLAVE MONITOR`` and ``BINLOG MONITOR``
     to read replication state: ``read_only`` applies to it.
@@ -129,8 +132,11 @@ class MariaDBLab(Lab):
     name_prefix = "maria"
     account_names = ("mysql",)
 
-    def __init__(self, replicas: int = 1, *, startup_timeout: float = 60.0) -> None:
+    def __init__(
+        self, replicas: int = 1, *, startup_timeout: float = 60.0, replica_read_only: bool = True
+    ) -> None:
         super().__init__(replicas, startup_timeout=startup_timeout)
+        self.replica_read_only = replica_read_only
         self._bins: Binaries | None = None
         # The mariadbd processes are our children: reap them once they exit.
         self._servers: dict[str, subprocess.Popen[bytes]] = {}
@@ -146,7 +152,7 @@ class MariaDBLab(Lab):
     def start(self, member: LabMember | str | None = None) -> MariaDBLab:
         if member is None:
             # Fail before making folders if the binaries, account or driver are missing.
-            self.bins
+            _ = self.bins
             self._account()
             _driver()
         super().start(member)
@@ -177,6 +183,11 @@ class MariaDBLab(Lab):
     def _pidfile(self, m: LabMember) -> Path:
         return m.directory / "mariadbd.pid"
 
+    @property
+    def _tmpdir(self) -> Path:
+        assert self.directory is not None
+        return self.directory / "tmp"
+
     def _build(self) -> None:
         assert self.directory is not None
         account = self._account()
@@ -187,9 +198,14 @@ class MariaDBLab(Lab):
         template = self.directory / "template"
         template.mkdir(mode=0o700)
         account.own(template)
+        # A temporary folder of the lab's own: in a /tmp shared with other machines'
+        # processes (containers), a file named after a PID may be someone else's.
+        self._tmpdir.mkdir(mode=0o700)
+        account.own(self._tmpdir)
         run(
             [
                 self.bins["mariadb-install-db"], "--no-defaults", f"--datadir={template}",
+                f"--tmpdir={self._tmpdir}",
                 "--auth-root-authentication-method=normal", "--skip-test-db", "--force",
                 *_INNODB_OPTIONS,
             ],
@@ -241,13 +257,14 @@ class MariaDBLab(Lab):
             f"--port={m.port}",
             f"--bind-address={m.host}",
             f"--socket={m.socket}",
+            f"--tmpdir={self._tmpdir}",
             f"--pid-file={self._pidfile(m)}",
             f"--log-error={m.log_file}",
             f"--server-id={m.server_id}",
             f"--log-bin={m.name}-bin",
             "--log-slave-updates",
             "--gtid-strict-mode=1",
-            f"--read-only={1 if m.role == 'replica' else 0}",
+            f"--read-only={1 if m.role == 'replica' and self.replica_read_only else 0}",
             f"--report-host={m.host}",
             f"--report-port={m.port}",
             *_SERVER_OPTIONS,

@@ -4,6 +4,9 @@ pg_ctl, on loopback ports, for tests."""
 from __future__ import annotations
 
 import functools
+import os
+import re
+import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -104,9 +107,16 @@ class PostgresLab(Lab):
         *,
         startup_timeout: float = 60.0,
         settings: dict[str, str] | None = None,
+        locales: tuple[str, ...] = (),
     ) -> None:
+        """``settings``: extra ``postgresql.conf`` lines for every member. ``locales``:
+        system locales to build for the servers (``"de_DE.UTF-8"``; compiled with
+        ``localedef`` into the lab's folder, which the servers find through
+        ``LOCPATH``), so that e.g. ``settings={"lc_messages": "de_DE.UTF-8"}`` works
+        on a machine that has none generated; it needs Debian's ``locales`` package."""
         super().__init__(replicas, startup_timeout=startup_timeout)
         self.settings = dict(settings or {})
+        self.locales = tuple(locales)
         self._bins: Binaries | None = None
 
     # -- building -----------------------------------------------------------------------
@@ -119,7 +129,7 @@ class PostgresLab(Lab):
 
     def start(self, member: LabMember | str | None = None) -> PostgresLab:
         if member is None:
-            self.bins  # fail before making folders if the binaries are missing
+            _ = self.bins  # fail before making folders if the binaries are missing
             self._account()
         super().start(member)
         return self
@@ -127,10 +137,41 @@ class PostgresLab(Lab):
     def _pidfile(self, m: LabMember) -> Path:
         return m.datadir / "postmaster.pid"
 
+    def _locpath(self) -> Path | None:
+        return self.directory / "locales" if self.locales and self.directory else None
+
+    def _build_locales(self, account: Account) -> None:
+        """Compile the requested locales (``ll_CC.CHARSET``) into the lab's folder."""
+        folder = self._locpath()
+        if folder is None:
+            return
+        localedef = shutil.which("localedef")
+        if localedef is None:
+            raise LabError("building locales needs localedef (Debian's libc-bin)")
+        folder.mkdir(mode=0o755)
+        for name in self.locales:
+            m = re.fullmatch(r"([A-Za-z_@]+)\.([A-Za-z0-9-]+)", name)
+            if m is None:
+                raise LabError(f"locale {name!r}: expected a name such as 'de_DE.UTF-8'")
+            source = Path("/usr/share/i18n/locales") / m.group(1)
+            if not source.exists():
+                raise LabError(
+                    f"locale {name!r}: {source} is missing (apt-get install locales)"
+                )
+            run([localedef, "-i", m.group(1), "-f", m.group(2), str(folder / name)],
+                account=Account(), what=f"building the locale {name}")
+        for path in [folder, *folder.rglob("*")]:
+            account.own(path)
+
+    def _server_env(self) -> dict[str, str] | None:
+        folder = self._locpath()
+        return None if folder is None else {**os.environ, "LOCPATH": str(folder)}
+
     def _build(self) -> None:
         account = self._account()
         primary = self._new_member(1, "primary")
         self._save_state()
+        self._build_locales(account)
         run(
             [
                 self.bins["initdb"], "-D", str(primary.datadir), "-U", "postgres",
@@ -210,6 +251,7 @@ class PostgresLab(Lab):
             account=self._account(),
             what=f"starting {m.name}",
             timeout=self.startup_timeout + 5,
+            env=self._server_env(),
             new_session=True,  # Ctrl-C in the terminal must not reach the server
         )
 

@@ -4,6 +4,8 @@
     A lab shared by the whole test session (started on first use), handed to each test
     in a healthy state: after every test it is healed (faults undone, replicas caught
     up), or replaced by a fresh one when the test promoted a replica.
+``mariadb_lab_writable_replicas``
+    The same, its replicas running with ``read_only`` off (MariaDB's default).
 ``lab_factory``
     ``lab_factory("postgresql", replicas=2)`` starts a lab for this test alone, stopped
     after it.
@@ -19,6 +21,12 @@ import pytest
 from ._base import Lab, logger
 
 SHARED_REPLICAS = {"postgresql": 2, "mariadb": 2}
+# Shared labs by key: the engine, and the options of its lab class.
+SHARED_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "postgresql": ("postgresql", {}),
+    "mariadb": ("mariadb", {}),
+    "mariadb-writable-replicas": ("mariadb", {"replica_read_only": False}),
+}
 
 
 def _lab_class(engine: str) -> type[Lab]:
@@ -39,12 +47,14 @@ class SharedLabs:
     def __init__(self) -> None:
         self.labs: dict[str, Lab] = {}
 
-    def get(self, engine: str) -> Lab:
-        lab = self.labs.get(engine)
+    def get(self, key: str) -> Lab:
+        """The shared lab of ``key`` (an engine, or a key of SHARED_OPTIONS)."""
+        lab = self.labs.get(key)
         if lab is None:
-            lab = _lab_class(engine)(SHARED_REPLICAS[engine])
+            engine, options = SHARED_OPTIONS[key]
+            lab = _lab_class(engine)(SHARED_REPLICAS[engine], **options)
             lab.start()
-            self.labs[engine] = lab
+            self.labs[key] = lab
         return lab
 
     def after_test(self, engine: str) -> None:
@@ -97,6 +107,17 @@ def mariadb_lab(replpool_shared_labs: SharedLabs) -> Iterator[Any]:
         yield lab
     finally:
         replpool_shared_labs.after_test("mariadb")
+
+
+@pytest.fixture
+def mariadb_lab_writable_replicas(replpool_shared_labs: SharedLabs) -> Iterator[Any]:
+    """A shared MariaDB lab whose two replicas run with ``read_only`` off."""
+    key = "mariadb-writable-replicas"
+    lab = replpool_shared_labs.get(key)
+    try:
+        yield lab
+    finally:
+        replpool_shared_labs.after_test(key)
 
 
 @pytest.fixture

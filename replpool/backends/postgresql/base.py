@@ -17,8 +17,8 @@ from django.utils.functional import cached_property
 from django.db.backends.postgresql import base as pg_base
 from django.db.backends.postgresql import creation as pg_creation
 from django.db.backends.postgresql.psycopg_any import IsolationLevel, register_tzloader
-from psycopg.conninfo import make_conninfo
 from psycopg import pq
+from psycopg.conninfo import make_conninfo
 from psycopg.pq import Format
 
 from ..._cluster import Cluster

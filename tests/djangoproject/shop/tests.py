@@ -9,18 +9,16 @@ import threading
 import time
 
 from asgiref.sync import sync_to_async
-
 from django.core import signing
 from django.db import connection, connections, transaction
 from django.http import HttpResponse
 from django.test import AsyncClient, Client, SimpleTestCase, TransactionTestCase, override_settings
 
 import replpool
+from legacy.models import Customer, Order
 from replpool import _session, _tokens
 from replpool.django._signing import CookieSetter, TokenSigner
 from replpool.django.middleware import SALT
-
-from legacy.models import Customer, Order
 from shop import lab
 from shop.models import Item
 
@@ -288,18 +286,27 @@ class ConnectionSetupTests(TransactionTestCase):
     def test_replicas_and_the_primary_share_the_backends_session_setup(self):
         wait_for_replica_reads(self.client)  # the flush before this test is on replicas
         if connection.vendor == "postgresql":
-            isolation = "SELECT current_setting('transaction_isolation')"  # SHOW: the primary
+            isolation = "SELECT current_setting('transaction_isolation')"
+            on_replica_sql = "SELECT current_setting('transaction_isolation'), pg_is_in_recovery()"
         else:
             isolation = "SELECT @@tx_isolation"
+            on_replica_sql = "SELECT @@tx_isolation, @@read_only"
+        # Session settings are read on the primary through the engine (they are session
+        # state); a pooled replica connection, the kind the engine reads from, is asked
+        # directly.
+        with connection.replpool_cluster().connection(read_only=True) as conn:
+            cur = conn.cursor()
+            cur.execute(on_replica_sql)
+            on_replica, is_replica = cur.fetchone()
+            cur.close()
+        self.assertTrue(is_replica)
         before = replica_reads()
         with connection.cursor() as cursor:
-            cursor.execute(isolation)  # a plain read in autocommit: a replica
-            on_replica = cursor.fetchone()[0]
             # The backend's converters: TIME as datetime.time (mysql.connector's own
-            # converter would give a timedelta).
+            # converter would give a timedelta). A plain read in autocommit: a replica.
             cursor.execute("SELECT CAST('01:02:03' AS TIME)")
             clock = cursor.fetchone()[0]
-        self.assertEqual(replica_reads() - before, 2)
+        self.assertEqual(replica_reads() - before, 1)
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(isolation)  # inside a transaction: the primary
             on_primary = cursor.fetchone()[0]
@@ -310,7 +317,7 @@ class ConnectionSetupTests(TransactionTestCase):
         item = Item.objects.create(name="same")
         self.assertEqual(Item.objects.filter(pk=item.pk).update(name="same"), 1)
 
-    def test_a_select_that_writes_is_refused_by_the_replica_and_rerun_on_the_primary(self):
+    def test_a_select_that_writes_runs_on_the_primary_as_a_write(self):
         with connection.cursor() as cursor:
             cursor.execute("CREATE SEQUENCE shop_probe")
         try:
@@ -328,7 +335,7 @@ class ConnectionSetupTests(TransactionTestCase):
                 for target, reasons in after.items() for reason, n in reasons.items()
                 if n != before.get(target, {}).get(reason, 0)
             }
-            # Tried on a replica (uncounted: it refused), then run as a write.
+            # nextval() / NEXTVAL() write (a replica would refuse them): the primary.
             self.assertEqual(went, {"primary/write": 1})
         finally:
             with connection.cursor() as cursor:

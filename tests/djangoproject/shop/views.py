@@ -22,7 +22,7 @@ def item(request, pk):
     try:
         found = Item.objects.get(pk=pk)
     except Item.DoesNotExist:
-        raise Http404("no such item (yet?)")
+        raise Http404("no such item (yet?)") from None
     return HttpResponse(found.name)
 
 
@@ -36,7 +36,7 @@ async def async_item(request, pk):
     try:
         found = await Item.objects.aget(pk=pk)
     except Item.DoesNotExist:
-        raise Http404("no such item (yet?)")
+        raise Http404("no such item (yet?)") from None
     return HttpResponse(found.name)
 
 
@@ -64,11 +64,13 @@ def legacy_customers(request):
 
 
 def _on_replica():
-    """Whether this alias's reads run on a replica now: the statement is a plain read,
-    routed like any other."""
+    """Whether this alias's reads run on a replica now: a plain read, routed like any
+    other, and the cluster's count of replica reads says where it went. (Asking the server
+    whether it is a replica, pg_is_in_recovery() or @@read_only, reads the state of the
+    server the session is on: the engines run that on the primary.)"""
+    cluster = connection.replpool_cluster()
+    before = sum(cluster.status().routing.get("replica", {}).values())
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("SELECT pg_is_in_recovery()")
-        else:  # MariaDB: the lab runs its replicas, and only them, read-only
-            cursor.execute("SELECT @@read_only")
-        return bool(cursor.fetchone()[0])
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+    return sum(cluster.status().routing.get("replica", {}).values()) > before

@@ -1,0 +1,102 @@
+"""What the monitor logs on a real lab: a lasting condition once when it starts and once
+when it ends, never once per poll."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import pytest
+
+import replpool
+from tests.labtools import wait_until
+
+pytestmark = pytest.mark.lab
+
+FAST = {"monitor_interval": 0.02, "monitor_idle_interval": 0.02, "probe_timeout": 0.5, "connect_timeout": 2}
+
+
+def lines(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
+
+def cluster_of(lab: Any, **options: Any) -> replpool.Cluster:
+    return replpool.Cluster(lab.primary.url, [r.url for r in lab.replicas], **{**FAST, **options})
+
+
+def test_replicas_that_accept_writes_are_each_warned_about_once(mariadb_lab_writable_replicas, caplog):
+    lab = mariadb_lab_writable_replicas
+    caplog.set_level(logging.INFO, logger="replpool")
+    with cluster_of(lab) as c:
+        rounds = c.status().monitor_rounds
+        wait_until(lambda: c.status().monitor_rounds > rounds + 30, 5, "30 more rounds")
+        assert [m.role for m in c.status().members] == ["primary", "replica", "replica"]
+    warned = lines(caplog, "accepts writes (read_only is off)")
+    assert len(warned) == 2, warned
+    for r in lab.replicas:
+        assert sum(f"{r.host}:{r.port} replicates from" in w for w in warned) == 1
+    assert "SET GLOBAL read_only = ON" in warned[0]
+    assert not lines(caplog, "claim"), "no member is taken for a second primary"
+
+
+@pytest.mark.parametrize("fixture", ["postgres_lab", "mariadb_lab"])
+def test_a_member_down_is_logged_once_when_it_goes_and_once_when_it_comes_back(fixture, request, caplog):
+    lab = request.getfixturevalue(fixture)
+    victim = lab.replicas[0]
+    name = f"{victim.host}:{victim.port}"
+    caplog.set_level(logging.INFO, logger="replpool")
+    with cluster_of(lab) as c:
+        lab.kill(victim)
+        wait_until(lambda: c._monitor.members[1].poll_errors >= 5, 10, "five failed polls")
+        lab.start(victim)
+        wait_until(lambda: c.status().member(name).up, 10, "the replica back")
+    assert len(lines(caplog, f"{name} is down")) == 1
+    back = lines(caplog, f"{name} is answering again")
+    assert len(back) == 1 and "failed polls" in back[0], back
+
+
+def test_two_members_claiming_to_be_primary_are_logged_once_while_it_lasts(mariadb_lab_writable_replicas, caplog):
+    lab = mariadb_lab_writable_replicas
+    detached = lab.replicas[1]
+    caplog.set_level(logging.INFO, logger="replpool")
+    with cluster_of(lab) as c:
+        # Replication removed from a writable replica: it now looks like a primary too.
+        lab.query(detached, "STOP SLAVE")
+        lab.query(detached, "RESET SLAVE ALL")
+        name = f"{detached.host}:{detached.port}"
+        wait_until(lambda: c.status().member(name).role == "unknown", 5, "a second claimant")
+        rounds = c.status().monitor_rounds
+        wait_until(lambda: c.status().monitor_rounds > rounds + 30, 5, "30 more rounds")
+        assert c.status().primary == f"{lab.primary.host}:{lab.primary.port}"
+        claims = lines(caplog, "several members accept writes")
+        assert len(claims) == 1, claims
+        lab.stop(detached)
+        lab.start(detached)  # the lab points it at the primary again
+        wait_until(lambda: c.status().member(name).role == "replica", 10, "a replica again")
+        time.sleep(0.2)
+    assert len(lines(caplog, "several members accept writes")) == 1
+    assert len(lines(caplog, "no longer all claim to be primary")) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fixture", ["postgres_lab", "mariadb_lab"])
+def test_a_pool_failing_to_connect_says_so_once_and_once_when_it_connects_again(fixture, request, caplog):
+    lab = request.getfixturevalue(fixture)
+    victim = lab.replicas[0]
+    name = f"{victim.host}:{victim.port}"
+    caplog.set_level(logging.INFO)
+    lab.kill(victim)
+    with cluster_of(lab) as c:
+        pool = c._members[1].pool
+        wait_until(lambda: pool.get_stats().get("connections_errors", 0) >= 3, 15, "three failed attempts")
+        lab.start(victim)
+        wait_until(lambda: lines(caplog, "connected again"), 15, "the pool connected again")
+    failed = [
+        r.getMessage() for r in caplog.records
+        if name in r.getMessage() and r.levelno >= logging.WARNING
+        and ("could not connect" in r.getMessage() or "error connecting" in r.getMessage())
+    ]
+    assert len(failed) == 1, failed
+    again = lines(caplog, "connected again")
+    assert len(again) == 1 and name in again[0] and "failed attempts" in again[0], again
