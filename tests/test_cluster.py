@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import replpool
-from replpool import Reason
+from replpool import Reason, _session
 from tests.engines import CLUSTER_LABS, EngineOps, rows
 from tests.labtools import wait_until
 
