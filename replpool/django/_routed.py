@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _session
 from .._cluster import Cluster, Lease
+from .._errors import NoPrimaryAvailable
 from .._routing import Reason
 from ._sql import Kind, statement_kind
 
@@ -56,6 +57,10 @@ class RoutedConnection:
         # The session told that the current transaction wrote (no token until it ends).
         self._writer: _session.Session | None = None
         self.closed = False
+        # A wait for a primary failed on this connection: do not wait again. Django
+        # closes it at the end of the request (CONN_MAX_AGE is 0), so a request waits
+        # for a missing primary once at most.
+        self.primary_missed = False
 
     # -- leases ----------------------------------------------------------------------------
 
@@ -69,7 +74,13 @@ class RoutedConnection:
     def primary(self) -> Any:
         """The primary connection, leased on first use."""
         if self._primary is None:
-            lease = self._current_cluster().lease_write(count=False)
+            try:
+                lease = self._current_cluster().lease_write(
+                    count=False, wait_for_primary=not self.primary_missed
+                )
+            except NoPrimaryAvailable:
+                self.primary_missed = True
+                raise
             try:
                 if lease.conn.autocommit != self._autocommit:
                     lease.conn.autocommit = self._autocommit
