@@ -39,11 +39,11 @@ def _lab_up(args: argparse.Namespace) -> int:
             ShardLab(args.shards, args.replicas, engine=args.engine) if args.shards is not None
             else _lab_class(args.engine)(args.replicas)
         ) as lab:
-            if args.shards is None:
+            if not isinstance(lab, ShardLab):
                 for name in args.database:
                     lab.create_database(name)
             print(lab.describe(), flush=True)
-            if args.shards is None:
+            if not isinstance(lab, ShardLab):
                 print(
                     "\nFor a Django project (the user may create test databases):\n\n"
                     + django_snippet(lab.django_databases(args.database)),

@@ -29,7 +29,9 @@ FAST = {"monitor_interval": 0.05, "probe_timeout": 0.5, "connect_timeout": 2}
 
 
 def pg_failure(message: str) -> psycopg.OperationalError:
-    return psycopg.OperationalError(f'connection failed: connection to server at "10.0.0.1", port 5432 failed: {message}')
+    return psycopg.OperationalError(
+        f'connection failed: connection to server at "10.0.0.1", port 5432 failed: {message}'
+    )
 
 
 @pytest.mark.parametrize(("message", "failure"), [

@@ -76,7 +76,9 @@ def site(request: pytest.FixtureRequest) -> Any:
         proc.stdout.close()
 
 
-def manage(site: Site, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def manage(
+    site: Site, *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     description = {"engine": site.engine, "databases": site.databases, "members": site.members}
     return subprocess.run(
         [sys.executable, "manage.py", *args],
@@ -152,7 +154,7 @@ def test_the_readme_router_example_works_end_to_end(site):
     """REPLPOOL_DATABASE_APPS = {"auth": "users", "contenttypes": "users", "admin": "users"}
     with contenttypes, auth, sessions and admin: migrate on both databases, a user with
     permissions, has_perm, the admin logging an addition, a session."""
-    for alias, proc in migrated(site).items():
+    for proc in migrated(site).values():
         assert proc.returncode == 0, output(proc)
     proc = manage(site, "users_roundtrip")
     assert proc.returncode == 0, output(proc)

@@ -29,7 +29,6 @@ contrib apps: auth goes with contenttypes, admin with auth.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 

@@ -34,7 +34,11 @@ from ..._cluster import Cluster
 from ..._mysql import _URL_OPTIONS, MySQLEngine, _option_value
 from ..._mysqlpool import Connection
 from .._common import (
-    E_REPLICAS, ClusterWrapperMixin, SettingsError, TestDatabasesMixin, engine_cluster,
+    E_REPLICAS,
+    ClusterWrapperMixin,
+    SettingsError,
+    TestDatabasesMixin,
+    engine_cluster,
     replica_settings,
 )
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import psycopg
 from django.core.exceptions import ImproperlyConfigured
-from django.utils.functional import cached_property
 from django.db.backends.postgresql import base as pg_base
 from django.db.backends.postgresql import creation as pg_creation
 from django.db.backends.postgresql.psycopg_any import IsolationLevel, register_tzloader
+from django.utils.functional import cached_property
 from psycopg import pq
 from psycopg.conninfo import make_conninfo
 from psycopg.pq import Format
@@ -24,7 +24,10 @@ from psycopg.pq import Format
 from ..._cluster import Cluster
 from ..._pg import PostgresEngine
 from .._common import (
-    ClusterWrapperMixin, TestDatabasesMixin, base_init_connection_state, engine_cluster,
+    ClusterWrapperMixin,
+    TestDatabasesMixin,
+    base_init_connection_state,
+    engine_cluster,
     replica_settings,
 )
 

@@ -10,7 +10,7 @@ from urllib.request import urlopen
 
 from django.db import connections
 from django.db.utils import load_backend
-from django.test import LiveServerTestCase, RequestFactory, SimpleTestCase, TestCase, override_settings
+from django.test import LiveServerTestCase, RequestFactory, TestCase, override_settings
 from django.views.debug import ExceptionReporter
 
 import replpool

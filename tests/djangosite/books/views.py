@@ -17,7 +17,7 @@ def book(request, pk):
     try:
         return HttpResponse(Book.objects.get(pk=pk).title)
     except Book.DoesNotExist:
-        raise Http404("no such book (yet?)")
+        raise Http404("no such book (yet?)") from None
 
 
 @csrf_exempt

@@ -1,7 +1,6 @@
+from books import views
 from django.contrib import admin
 from django.urls import path
-
-from books import views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
