@@ -271,7 +271,10 @@ class Cluster:
                 m.spec, cluster=self.name, min_size=self.min_size, max_size=self.max_size,
                 options=self.pool_options, connect_timeout=self.connect_timeout,
             )
-            m.pool.open(wait=False)
+        # A member's pool opens once the monitor has seen it answer (nothing is routed
+        # to it before): a member down at start-up, or a replica that has not replayed a
+        # new database yet, is reported once, by the monitor, not again by its pool.
+        self._monitor.on_first_answer = self._open_pool
         self._monitor.start()
         _session.register(self.name, self)
         if wait:
@@ -402,13 +405,23 @@ class Cluster:
             o.causal_waited(self.name, waited, "replica" if d.member is not None else "primary")
         return d
 
-    def _primary_index(self, deadline: float) -> int:
-        """The primary's index, waiting until ``deadline`` for one to be found."""
+    def _primary_index(self, deadline: float, waiting: bool = True) -> int:
+        """The primary's index, waiting until ``deadline`` for one to be found, unless
+        the primary refuses us for a reason waiting cannot fix."""
         topo = self._monitor.topology
         while True:
             view = topo.primary_view
             if view is not None:
                 return view.index
+            refusal = self._monitor.primary_refusal()
+            if refusal is not None:
+                # A refused login, a missing database, bad options: waiting cannot fix
+                # them, and the server's own message says what to change.
+                for o in _observe._observers:
+                    o.checkout_failed(self.name, "", "no_primary")
+                raise NoPrimaryAvailable(
+                    f"cluster {self.name!r} has no primary: {refusal}", cluster=self.name,
+                )
             left = deadline - time.monotonic()
             if left <= 0:
                 downs = "; ".join(
@@ -417,9 +430,12 @@ class Cluster:
                 )
                 for o in _observe._observers:
                     o.checkout_failed(self.name, "", "no_primary")
+                waited = (
+                    f"after waiting {self.failover_wait:g} s (failover_wait)" if waiting
+                    else "(this request waited for one already)"
+                )
                 raise NoPrimaryAvailable(
-                    f"cluster {self.name!r} has no reachable primary after waiting "
-                    f"{self.failover_wait:g} s (failover_wait) ({downs})",
+                    f"cluster {self.name!r} has no reachable primary {waited} ({downs})",
                     cluster=self.name,
                 )
             topo = self._monitor.wait_for_change(topo.version, left)
@@ -443,6 +459,11 @@ class Cluster:
         # now (each costs no round trip to check), taking only idle ones (no waiting),
         # and give up on the member only if none was alive: this time, and for good
         # only if one of them was opened since the monitor saw the member come back.
+        if self._engine.alive(conn):  # the common case, kept short
+            if start:
+                for o in _observe._observers:
+                    o.checkout_waited(self.name, m.spec.name, time.monotonic() - start)
+            return conn
         newest = 0.0
         for _ in range(self.max_size + 1):
             if self._engine.alive(conn):
@@ -515,10 +536,12 @@ class Cluster:
             raise
         return conn
 
-    def _checkout_primary(self, timeout: float, read_only: bool) -> tuple[_Member, Any]:
-        deadline = time.monotonic() + self.failover_wait
+    def _checkout_primary(
+        self, timeout: float, read_only: bool, wait: bool = True
+    ) -> tuple[_Member, Any]:
+        deadline = time.monotonic() + (self.failover_wait if wait else 0.0)
         while True:
-            m = self._members[self._primary_index(deadline)]
+            m = self._members[self._primary_index(deadline, wait)]
             conn = self._getconn(m, timeout)
             if conn is not None:
                 break
@@ -606,8 +629,13 @@ class Cluster:
             return _PINNED if level.level is Level.STRONG else _NO_REPLICA
         req = self._requirement(level)
         if req is None and not avoid and level is SESSION:
-            # The common read: no requirement, nothing to avoid.
-            return route_read(self._monitor.topology, None, self._selector, busy=self._busy)
+            # The common read: no requirement, nothing to avoid, an eligible replica.
+            topo = self._monitor.topology
+            eligible = topo.eligible
+            if eligible:
+                chosen = eligible[0] if len(eligible) == 1 else self._selector.choose(eligible, self._busy)
+                return topo.fresh[chosen.index]
+            return route_read(topo, None, self._selector, busy=self._busy)
         decision = decide_read(
             self._monitor.topology, req, self._selector, self._resolve, level=level,
             now_ns=time.monotonic_ns() if level.level is Level.BOUNDED else 0,
@@ -646,9 +674,13 @@ class Cluster:
         self._count(m.index, "primary", decision.reason, level)
         return Lease(self, m, conn, False, True, decision.reason, level)
 
-    def lease_write(self, timeout: float | None = None, *, count: bool = True) -> Lease:
+    def lease_write(
+        self, timeout: float | None = None, *, count: bool = True, wait_for_primary: bool = True
+    ) -> Lease:
         """A connection to the primary, for reads and writes. ``count=False``: the
-        caller counts its statements itself (the Django engines do)."""
+        caller counts its statements itself (the Django engines do).
+        ``wait_for_primary=False``: while no primary is reachable, fail at once rather
+        than wait ``failover_wait`` (for a request that waited once already)."""
         if not self._opened or self._closed:
             self._check_open()
         monitor = self._monitor
@@ -656,7 +688,8 @@ class Cluster:
         if monitor.idle:
             monitor.demand()
         m, conn = self._checkout_primary(
-            self.checkout_timeout if timeout is None else timeout, read_only=False
+            self.checkout_timeout if timeout is None else timeout, read_only=False,
+            wait=wait_for_primary,
         )
         if count:
             self._count(m.index, "primary", Reason.WRITE)
@@ -715,6 +748,11 @@ class Cluster:
             _observe.pool_snapshot(m.spec.name, m.pool_stats())
             for m in self._members if m.pool is not None
         ]
+
+    def _open_pool(self, index: int) -> None:
+        pool = self._members[index].pool
+        if pool is not None and not self._closed:
+            pool.open(wait=False)
 
     def _member_up(self, index: int) -> None:
         pool = self._members[index].pool
@@ -885,10 +923,14 @@ class _Checkout:
             lease = c.lease_read(self.timeout, self.avoid, level=self.level)
         else:
             lease = c.lease_write(self.timeout)
+            # No token may claim to cover what the block writes before it commits.
+            _session.writing_session().write_began(c.name)
         self.lease = lease
         try:
             c._engine.enter(lease.conn)
         except BaseException:
+            if not self.read_only:
+                _session.writing_session().write_ended(c.name)
             c.release(lease)
             raise
         return lease.conn
@@ -908,7 +950,9 @@ class _Checkout:
             c.release(lease, exc)
             # What the block saw (an error included) binds the session.
             if not self.read_only:
-                c.note_write()
+                session = _session.writing_session()
+                session.write_ended(c.name)
+                session.note_write(c.name, c.engine_name, time.monotonic_ns())
             elif lease.on_replica:
                 c.observed(lease.member.index, lease.level)
             else:

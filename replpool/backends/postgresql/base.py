@@ -16,21 +16,42 @@ import psycopg.sql
 import psycopg_pool
 from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.postgresql import base as pg_base
+from django.db.backends.postgresql import creation as pg_creation
 from django.db.backends.postgresql.psycopg_any import IsolationLevel, register_tzloader
+from django.utils.functional import cached_property
 from psycopg import pq
 from psycopg.conninfo import make_conninfo
 from psycopg.pq import Format
 
 from ..._cluster import Cluster
 from ..._pg import PostgresEngine
-from .._common import ClusterWrapperMixin, base_init_connection_state, engine_cluster, replica_settings
+from .._common import (
+    ClusterWrapperMixin,
+    TestDatabasesMixin,
+    base_init_connection_state,
+    engine_cluster,
+    replica_settings,
+)
 
 # Connection parameters that are psycopg arguments, not libpq keywords.
 _PSYCOPG_KWARGS = ("context", "cursor_factory", "prepare_threshold", "row_factory", "autocommit")
 _ENGINE = PostgresEngine()
+# What OPTIONS may hold besides replpool's keys: libpq's connection parameters, psycopg's
+# connection arguments, and the options Django's backend reads itself.
+_LIBPQ_KEYWORDS = frozenset(o.keyword.decode() for o in pq.Conninfo.get_defaults())
+_DJANGO_OPTIONS = frozenset({"assume_role", "isolation_level", "server_side_binding"})
+
+
+class DatabaseCreation(TestDatabasesMixin, pg_creation.DatabaseCreation):
+    pass
 
 
 class DatabaseWrapper(ClusterWrapperMixin, pg_base.DatabaseWrapper):
+    creation_class = DatabaseCreation
+    connection_options = _LIBPQ_KEYWORDS | _DJANGO_OPTIONS | frozenset(_PSYCOPG_KWARGS)
+    replica_connection_options = _LIBPQ_KEYWORDS
+    options_owner = "PostgreSQL (libpq), psycopg or Django's backend"
+
     # -- the cluster ---------------------------------------------------------------------
 
     def get_connection_params(self) -> dict[str, Any]:
@@ -53,28 +74,29 @@ class DatabaseWrapper(ClusterWrapperMixin, pg_base.DatabaseWrapper):
                     p[lib] = rs[key]
             p.update(rs["OPTIONS"])
             replicas.append(self._split(p)[0])
-        configure = self._twin()._configure_pooled
-        cluster = engine_cluster(
-            self.alias, self.settings_dict["OPTIONS"], primary, replicas, kwargs, configure, "Django",
+        return engine_cluster(
+            self.alias, self.settings_dict["OPTIONS"], primary, replicas, kwargs,
+            self._twin()._configure_pooled, "Django",
             # CONN_HEALTH_CHECKS: what Django's pool checks each connection with.
             psycopg_pool.ConnectionPool.check_connection if self.settings_dict["CONN_HEALTH_CHECKS"] else None,
         )
-        self._check_configure(primary, kwargs, configure, cluster.connect_timeout)
-        return cluster
 
-    @staticmethod
-    def _check_configure(primary: str, kwargs: dict[str, Any], configure: Any, timeout: float) -> None:
+    def check_configuration(self, cluster: Cluster) -> None:
         """Set up one connection to the primary as the pools will, now: a setting the
         server refuses (``assume_role`` naming no role, ...) raises the server's error
         from Django's ``connect()``, as with Django's own backend, rather than leaving
         the pools failing in their threads. A primary out of reach is no error here:
         the monitor and the pools deal with that."""
+        options = cluster.pool_options
+        timeout = max(2, int(round(cluster.connect_timeout)))
         try:
-            conn = psycopg.connect(primary, **{"connect_timeout": max(2, int(round(timeout))), **kwargs})
+            conn = psycopg.connect(
+                cluster._members[0].spec.conninfo, **{"connect_timeout": timeout, **options["kwargs"]}
+            )
         except psycopg.OperationalError:
             return
         try:
-            configure(conn)
+            options["configure"](conn)
         finally:
             conn.close()
 
@@ -108,6 +130,7 @@ class DatabaseWrapper(ClusterWrapperMixin, pg_base.DatabaseWrapper):
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         if not self.routed:
             return super().get_new_connection(conn_params)
+        del conn_params  # the cluster has them; a frame's variables show on error pages
         level = self.settings_dict["OPTIONS"].get("isolation_level")
         try:
             self.isolation_level = IsolationLevel(level) if level is not None else IsolationLevel.READ_COMMITTED
@@ -135,6 +158,16 @@ class DatabaseWrapper(ClusterWrapperMixin, pg_base.DatabaseWrapper):
         if self.connection._primary is None:
             return False
         return self._configure_timezone(self.connection.primary())
+
+    @cached_property
+    def pg_version(self) -> int:
+        """The server's version number (as ``server_version_num``): Django checks it
+        when it first connects, and replicas run the primary's version, so any member
+        answers; while no primary is reachable, a replica does."""
+        if not self.routed:
+            return pg_base.DatabaseWrapper.pg_version.func(self)  # type: ignore[attr-defined,no-any-return]
+        with self.temporary_connection():
+            return int(self.member_connection().info.server_version)
 
     # -- cursors ------------------------------------------------------------------------------
 
