@@ -3,6 +3,7 @@
 These are TransactionTestCases: a plain TestCase wraps every test in a transaction,
 and inside a transaction everything runs on the primary, which would prove nothing."""
 
+import copy
 import datetime
 import json
 import threading
@@ -10,7 +11,7 @@ import time
 
 from asgiref.sync import sync_to_async
 from django.core import signing
-from django.db import connection, connections, transaction
+from django.db import DatabaseError, connection, connections, transaction
 from django.http import HttpResponse
 from django.test import AsyncClient, Client, SimpleTestCase, TransactionTestCase, override_settings
 
@@ -311,6 +312,147 @@ class OneSessionTests(TransactionTestCase):
 
         self.assertEqual(last_statement_after_close("SELECT 1"), "SELECT pg_backend_pid()")
         self.assertNotEqual(last_statement_after_close("SET search_path TO public"), "SELECT pg_backend_pid()")
+
+
+def in_thread(func):
+    """``func()`` in a thread of its own: its result, or its exception raised here."""
+    outcome = []
+
+    def run():
+        try:
+            outcome.append((True, func()))
+        except BaseException as exc:
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(30)
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
+def through(wrapper, func):
+    """``func`` as a thread that was handed ``wrapper`` runs it (Django's own
+    ThreadTests do this): the thread's ``connections["default"]`` is that wrapper."""
+
+    def run():
+        connections["default"] = wrapper
+        return func()
+
+    return run
+
+
+def copy_of_connection(**options):
+    """A copy of the default connection with OPTIONS of its own."""
+    other = connection.copy()
+    other.settings_dict = copy.deepcopy(connection.settings_dict)
+    other.settings_dict["OPTIONS"].update(options)
+    return other
+
+
+class DjangoConnectionTests(TransactionTestCase):
+    """The connection object behaves as Django's own backends' does where Django's own
+    test suite looks (scripts/django_suite.py runs its backends module against both)."""
+
+    def setUp(self):
+        lab.heal()
+        connection.close()
+
+    def tearDown(self):
+        connection.close()
+        lab.heal()
+
+    def test_a_closed_cursor_says_so_and_refuses_to_execute(self):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        self.assertIs(cursor.closed, True)
+        with self.assertRaises(connection.features.closed_cursor_error_class):
+            cursor.execute("SELECT 1")
+
+    def test_a_cursor_whose_connection_closed_raises_rather_than_connecting_again(self):
+        cursor = connection.cursor()
+        connection.close()
+        with self.assertRaises(DatabaseError):
+            cursor.execute("SELECT 1")
+        self.assertIsNone(connection.connection)
+
+    def test_a_connection_shared_with_another_thread_reads_its_writes_there(self):
+        for replica in lab.REPLICAS:  # neither replica has the write for seconds
+            lab.delay(replica, 5)
+        item = Item.objects.create(name="shared")
+        shared = connections["default"]
+        shared.inc_thread_sharing()
+        try:
+            found = in_thread(through(shared, lambda: Item.objects.filter(pk=item.pk).exists()))
+        finally:
+            shared.dec_thread_sharing()
+        self.assertIs(found, True)
+
+    def test_what_another_thread_writes_through_a_shared_connection_binds_this_threads_reads(self):
+        for replica in lab.REPLICAS:
+            lab.delay(replica, 5)
+        # This thread starts afresh: nothing it observed before (the flush between tests)
+        # keeps its reads on the primary.
+        _session.forget_implicit_session()
+        shared = connections["default"]
+        shared.inc_thread_sharing()
+        try:
+            pk = in_thread(through(shared, lambda: Item.objects.create(name="from there").pk))
+        finally:
+            shared.dec_thread_sharing()
+        self.assertIs(Item.objects.filter(pk=pk).exists(), True)
+
+    def test_a_copy_with_other_options_leaves_the_aliass_cluster_to_the_connections_using_it(self):
+        Item.objects.create(name="before")  # this connection is open, on the alias's cluster
+        cluster = connection.replpool_cluster()
+        other = copy_of_connection(pool={"min_size": 1, "max_size": 2})
+        try:
+            with other.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            self.assertIsNot(other.replpool_cluster(), cluster)
+            self.assertIs(cluster.closed, False)
+            self.assertEqual(Item.objects.filter(name="before").count(), 1)
+        finally:
+            other.close()
+
+    def test_a_cluster_of_superseded_settings_closes_once_no_connection_uses_it(self):
+        Item.objects.create(name="before")
+        cluster = connection.replpool_cluster()
+        other = copy_of_connection(pool={"min_size": 1, "max_size": 2})
+        with other.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        other.close()
+        self.assertIs(cluster.closed, False)  # this connection still uses it
+        connection.close()
+        self.assertIs(cluster.closed, True)
+        self.assertEqual(Item.objects.filter(name="before").count(), 1)  # on a new cluster
+
+    def test_a_role_the_server_refuses_fails_at_connect_with_the_servers_error(self):
+        if lab.ENGINE != "postgresql":
+            self.skipTest("assume_role is an option of Django's PostgreSQL backend")
+        import psycopg
+
+        other = copy_of_connection(assume_role="no_such_role")
+        start = time.monotonic()
+        try:
+            with self.assertRaisesMessage(psycopg.errors.InvalidParameterValue, 'role "no_such_role" does not exist'):
+                other.connect()
+        finally:
+            other.close()
+        self.assertLess(time.monotonic() - start, 5)
+
+    def test_the_pool_is_the_primarys_checked_as_djangos_is_with_health_checks(self):
+        if lab.ENGINE != "postgresql":
+            self.skipTest("CONN_HEALTH_CHECKS reaches psycopg_pool's check on PostgreSQL")
+        from psycopg_pool import ConnectionPool
+
+        other = copy_of_connection(pool=True)
+        other.settings_dict["CONN_HEALTH_CHECKS"] = True
+        with other.pool.connection() as conn:
+            self.assertIs(conn.execute("SELECT pg_is_in_recovery()").fetchone()[0], False)
+        self.assertIs(other.pool._check, ConnectionPool.check_connection)
 
 
 class StandInTask:
