@@ -13,7 +13,12 @@ from django.conf import settings
 from django.db import connections
 from django.db.utils import load_backend
 from django.test import (
-    Client, LiveServerTestCase, RequestFactory, SimpleTestCase, TestCase, TransactionTestCase,
+    Client,
+    LiveServerTestCase,
+    RequestFactory,
+    SimpleTestCase,
+    TestCase,
+    TransactionTestCase,
     override_settings,
 )
 from django.views.debug import ExceptionReporter
