@@ -285,18 +285,17 @@ class RoutingCursor:
     # -- execution ----------------------------------------------------------------------------
 
     def execute(self, sql: Any, params: Any = None) -> Any:
-        if self.closed or self._wrapper.connection is None:
+        wrapper = self._wrapper
+        rc = wrapper.connection
+        if self.closed or rc is None:
             # Closed, or its connection is (it takes no other one).
             raise self._closed_error(not self.closed)
-        shared = shared_session(self._wrapper)
-        if shared is not None:
-            return in_session(shared, self._execute, sql, params)
-        return self._execute(sql, params)
-
-    def _execute(self, sql: Any, params: Any) -> Any:
+        if wrapper._replpool_shared is not None:  # type: ignore[attr-defined]
+            shared = shared_session(wrapper)
+            if shared is not None and _session._current.get() is not shared:
+                return in_session(shared, self.execute, sql, params)
         kind = statement_kind(sql, self._dialect)
         in_transaction = self._in_transaction()
-        rc = self._rc
         if kind is Kind.READ and not in_transaction and not rc.stateful:
             return self._read(sql, params)
         if kind.sets_session_state:
