@@ -141,7 +141,10 @@ def _inherited(wrapper: Any, name: str) -> Any:
 
 
 class DatabaseWrapper(ClusterWrapperMixin, connector_base.DatabaseWrapper):
-    display_name = "MariaDB/MySQL (replpool)"
+    # The server's name, as Django's messages use it ("... 10.5 or later is required");
+    # the connector's own display_name cannot be read (a cached_property over a
+    # staticmethod).
+    display_name = "MariaDB/MySQL"
     # What OPTIONS may hold besides replpool's keys: the driver's connection arguments,
     # and the isolation level the connector's backend reads itself.
     connection_options = frozenset(DEFAULT_CONFIGURATION) | {"isolation_level"}
