@@ -146,18 +146,19 @@ class ClusterWrapperMixin:
     :meth:`is_read_only_error` and :meth:`is_retryable_read`.
     """
 
-    # Per alias, its clusters by the settings they were made from, the newest last.
+    # Per alias, its clusters by the settings they were made from.
     _replpool_clusters: ClassVar[dict[str, dict[tuple[Any, ...], Cluster]]] = {}
     _replpool_lock: ClassVar[threading.Lock] = threading.Lock()
-    # The routed connections not closed yet (which clusters are in use).
-    _replpool_open: ClassVar[weakref.WeakSet[RoutedConnection]] = weakref.WeakSet()
-    _replpool_open_lock: ClassVar[threading.Lock] = threading.Lock()
+    # The wrappers that have connected (which settings, and clusters, are in use).
+    _replpool_wrappers: ClassVar[weakref.WeakSet[ClusterWrapperMixin]] = weakref.WeakSet()
+    _replpool_wrappers_lock: ClassVar[threading.Lock] = threading.Lock()
 
     alias: str
     settings_dict: dict[str, Any]
     connection: Any
     timezone_name: str | None
     _replpool_options_memo: tuple[Any, str]
+    _replpool_known: bool
     # While Django shares the wrapper with other threads: the sharing thread and its session.
     _replpool_shared: tuple[int, _session.Session] | None = None
 
@@ -202,8 +203,9 @@ class ClusterWrapperMixin:
         """The cluster for this wrapper's settings, made on first use. An alias has one
         cluster per distinct settings: when they change (the test runner switches NAME
         to the test database; a copy of the wrapper with other OPTIONS or another time
-        zone), the wrapper gets a new cluster, and the clusters of the alias's earlier
-        settings close as soon as no open connection uses them."""
+        zone), the wrapper gets a new cluster; a cluster closes once no wrapper of the
+        alias has its settings any more (the wrapper was dropped, or its settings
+        changed) and no open connection uses it."""
         key = self._settings_key()
         clusters = self._replpool_clusters.get(self.alias)
         if clusters is not None:
@@ -222,26 +224,42 @@ class ClusterWrapperMixin:
                 # passwords included; Django's DEBUG page would list them.
                 forget_locals(exc)
                 raise
-            clusters.pop(key, None)
-            clusters[key] = cluster  # the newest last
-            retired = self._retire_idle(self.alias)
+            clusters[key] = cluster
+            self._known()
+            retired = self._retire_unused(self.alias)
         for old in retired:
             old.close()
         return cluster
 
+    def _known(self) -> None:
+        """Count this wrapper among those whose settings are in use (once)."""
+        if "_replpool_known" not in self.__dict__:
+            with self._replpool_wrappers_lock:
+                self._replpool_wrappers.add(self)
+            self._replpool_known = True
+
     @classmethod
-    def _retire_idle(cls, alias: str) -> list[Cluster]:
-        """Take out the alias's clusters that are neither its newest nor used by an open
-        connection (the caller holds the lock, and closes them after releasing it)."""
+    def _retire_unused(cls, alias: str) -> list[Cluster]:
+        """Take out the alias's clusters whose settings no wrapper of the alias has now
+        and that no open connection uses (the caller holds the lock, and closes them
+        after releasing it)."""
         clusters = cls._replpool_clusters.get(alias)
         if not clusters or len(clusters) < 2:
             return []
-        newest = next(reversed(clusters.values()))
-        with cls._replpool_open_lock:
-            used = {id(rc.cluster) for rc in cls._replpool_open if not rc.closed}
+        with cls._replpool_wrappers_lock:
+            wrappers = [w for w in cls._replpool_wrappers if w.alias == alias]
+        keys, used = set(), set()
+        for w in wrappers:
+            rc = w.connection
+            if isinstance(rc, RoutedConnection) and not rc.closed:
+                used.add(id(rc.cluster))
+            try:
+                keys.add(w._settings_key())
+            except Exception:  # settings that make no cluster (a test's mock...)
+                continue
         retired = []
         for key, cluster in list(clusters.items()):
-            if cluster is not newest and (cluster.closed or id(cluster) not in used):
+            if cluster.closed or (key not in keys and id(cluster) not in used):
                 del clusters[key]
                 retired.append(cluster)
         return retired
@@ -387,10 +405,8 @@ class ClusterWrapperMixin:
         """Per-lease setup of the primary connection (isolation level, ...)."""
 
     def routed_connection(self) -> RoutedConnection:
-        rc = RoutedConnection(self, self.replpool_cluster, self.on_primary_connection)  # type: ignore[arg-type]
-        with self._replpool_open_lock:
-            self._replpool_open.add(rc)
-        return rc
+        self._known()
+        return RoutedConnection(self, self.replpool_cluster, self.on_primary_connection)  # type: ignore[arg-type]
 
     def _close(self) -> None:
         if not self.routed:
@@ -402,19 +418,16 @@ class ClusterWrapperMixin:
             with self.wrap_database_errors:  # type: ignore[attr-defined]
                 rc.close()
         finally:
-            with self._replpool_open_lock:
-                self._replpool_open.discard(rc)
-            self._cluster_released(rc.cluster)
+            self._connection_closed()
         return None
 
-    def _cluster_released(self, cluster: Cluster) -> None:
-        """A connection of ``cluster`` closed: if newer settings superseded it and no
-        open connection uses it any more, close it."""
+    def _connection_closed(self) -> None:
+        """A connection closed: the alias's clusters that nobody uses any more close."""
         clusters = self._replpool_clusters.get(self.alias)
         if not clusters or len(clusters) < 2:
             return  # the common case: one cluster per alias
         with self._replpool_lock:
-            retired = self._retire_idle(self.alias)
+            retired = self._retire_unused(self.alias)
         for old in retired:
             old.close()
 

@@ -5,6 +5,7 @@ and inside a transaction everything runs on the primary, which would prove nothi
 
 import copy
 import datetime
+import gc
 import json
 import threading
 import time
@@ -417,17 +418,23 @@ class DjangoConnectionTests(TransactionTestCase):
         finally:
             other.close()
 
-    def test_a_cluster_of_superseded_settings_closes_once_no_connection_uses_it(self):
+    def test_a_cluster_closes_once_no_connection_uses_it_and_no_wrapper_has_its_settings(self):
         Item.objects.create(name="before")
         cluster = connection.replpool_cluster()
         other = copy_of_connection(pool={"min_size": 1, "max_size": 2})
         with other.cursor() as cursor:
             cursor.execute("SELECT 1")
+        others = other.replpool_cluster()
         other.close()
-        self.assertIs(cluster.closed, False)  # this connection still uses it
         connection.close()
-        self.assertIs(cluster.closed, True)
-        self.assertEqual(Item.objects.filter(name="before").count(), 1)  # on a new cluster
+        self.assertIs(others.closed, False)  # its wrapper may connect again
+        del other, cursor
+        gc.collect()
+        self.assertEqual(Item.objects.filter(name="before").count(), 1)
+        connection.close()
+        self.assertIs(others.closed, True)
+        self.assertIs(cluster.closed, False)  # this connection's, all along
+        self.assertIs(connection.replpool_cluster(), cluster)
 
     def test_a_role_the_server_refuses_fails_at_connect_with_the_servers_error(self):
         if lab.ENGINE != "postgresql":
