@@ -154,9 +154,13 @@ def test_migrate_twice_in_a_row_with_lagging_replicas(django_lab):
 
 
 def test_djangos_own_tests_pass_as_with_djangos_backend() -> None:
-    """A few modules of Django's own test suite (scripts/django_suite.py runs more)."""
+    """A few modules of Django's own test suite (scripts/django_suite.py runs more), and
+    the tests of its backends module that look at the connection object most closely:
+    cursors, threads, health checks, pools, the PostgreSQL backend's own."""
     proc = subprocess.run(
-        [sys.executable, "scripts/django_suite.py", "basic", "transactions", "select_for_update"],
+        [sys.executable, "scripts/django_suite.py", "basic", "transactions", "select_for_update",
+         "backends.postgresql.tests", "backends.tests.BackendTestCase", "backends.tests.ThreadTests",
+         "backends.base.test_base.ConnectionHealthChecksTests"],
         cwd=PROJECT.parent.parent, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
