@@ -120,3 +120,11 @@ class _Cursor:
 
     def close(self) -> None:
         self.front.call(self.cursor.close())
+
+
+def make(front: str, primary: str, replicas: list[str], **options: Any) -> Any:
+    """A cluster on ``front`` (``"sync"``: a Cluster; ``"async"``: an AsyncCluster
+    behind an :class:`AsyncFront`), not opened: open it with ``with``."""
+    if front == "sync":
+        return replpool.Cluster(primary, replicas, **options)
+    return AsyncFront(replpool.AsyncCluster(primary, replicas, **options))
