@@ -3,12 +3,14 @@
 These are TransactionTestCases: a plain TestCase wraps every test in a transaction,
 and inside a transaction everything runs on the primary, which would prove nothing."""
 
+import asyncio
 import datetime
 import json
 import threading
 import time
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.core import signing
 from django.db import connection, connections, transaction
 from django.http import HttpResponse
@@ -185,6 +187,58 @@ class ReadYourWritesTests(TransactionTestCase):
     def test_requests_without_writes_set_no_cookie(self):
         response = self.client.get("/where/")
         self.assertNotIn("replpool_token", response.cookies)
+
+
+class AsgiTests(TransactionTestCase):
+    """The two inputs of issue 14, under Django's async request path and async ORM."""
+
+    databases = {"default", "legacy_db"}
+
+    def setUp(self):
+        lab.heal()
+
+    def tearDown(self):
+        lab.heal()
+
+    async def test_a_middleware_pins_in_process_request_and_unpins_in_process_response(self):
+        def pinned_reads():
+            return routing().get("primary", {}).get("pinned", 0)
+
+        with self.settings(MIDDLEWARE=["shop.middleware.PinWhenAsked", *settings.MIDDLEWARE]):
+            client = AsyncClient()  # its handler loads the middleware of these settings
+            before = await sync_to_async(pinned_reads)()
+            pinned = await client.get("/where/", headers={"X-Pin": "yes"})
+            self.assertEqual(pinned.status_code, 200, pinned.content[-2000:])
+            self.assertIs(json.loads(pinned.content)["on_replica"], False)
+            self.assertEqual(await sync_to_async(pinned_reads)(), before + 1)
+            # Nothing stays pinned, neither for the next request nor in this task.
+            for _ in range(3):
+                response = await client.get("/where/")
+                self.assertEqual(response.status_code, 200)
+            self.assertEqual(await sync_to_async(pinned_reads)(), before + 1)
+            self.assertFalse(_session.is_pinned())
+
+    def test_a_count_after_gather_sees_the_rows_the_tasks_created(self):
+        """An async management command or consumer, without a session: the parent
+        awaits two tasks that each create an item, then counts, with both replicas
+        lagging."""
+        self.lagging()
+
+        async def make_item(name):
+            await Item.objects.acreate(name=name)
+
+        async def command():
+            try:
+                await asyncio.gather(make_item("a"), make_item("b"))
+                return await Item.objects.acount()
+            finally:
+                await sync_to_async(connections.close_all)()
+
+        self.assertEqual(as_stranger(asyncio.run, command()), 2)
+
+    def lagging(self):
+        lab.pause(lab.REPLICAS[0])
+        lab.delay(lab.REPLICAS[1], lab.LAG_SECONDS)
 
 
 def same_second(make):
