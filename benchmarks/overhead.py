@@ -3,10 +3,15 @@ pool, and replpool, side by side on the same lab in one process.
 
     python benchmarks/overhead.py [--seconds 1] [--rounds 5] [--threads 1 4]
 
-Read path: a one-row SELECT on the same replica (replpool routes to it: it is the only
-replica and the session wrote nothing). Write path: a one-row UPDATE on the primary,
-including what replpool records for read-your-writes. Throughput is the median over
-interleaved rounds; ratios > 1 mean faster than the raw pool.
+First, unpinned (client and servers wherever the scheduler puts them, as most
+deployments run): the read path with the same connection settings on both sides
+(autocommit) and a session per read, as a web request has, replpool against
+psycopg_pool. Then, with the client pinned to one CPU and the servers to the others
+(ratios that hold still from run to run): the read path, a one-row SELECT on the same
+replica (replpool routes to it: it is the only replica and the session wrote nothing),
+and the write path, a one-row UPDATE on the primary, including what replpool records for
+read-your-writes. Throughput is the median over interleaved rounds; ratios > 1 mean
+faster than the raw pool.
 """
 
 from __future__ import annotations
@@ -36,9 +41,39 @@ def main(argv: list[str] | None = None) -> int:
             c.execute("CREATE TABLE bench (id int PRIMARY KEY, v int NOT NULL)")
             c.execute("INSERT INTO bench SELECT g, 0 FROM generate_series(1, %s) g", (ROWS,))
         lab.wait_until_caught_up()
-        placement = pin_cpus(lab)
+        read = "SELECT v FROM bench WHERE id = %s"
         print(f"PostgreSQL lab: primary {primary.port}, replica {replica.port}; "
-              f"{args.rounds} rounds of {args.seconds:g} s; {placement}\n")
+              f"{args.rounds} rounds of {args.seconds:g} s\n")
+        for threads in args.threads:
+            size = max(2, threads)
+            key = _Keys()
+            pool = psycopg_pool.ConnectionPool(replica.dsn, min_size=size, max_size=size,
+                                               kwargs={"autocommit": True}, open=True)
+            pool.wait()
+            cluster = replpool.Cluster(primary.url, [replica.url], min_size=size, max_size=size,
+                                       pool_options={"kwargs": {"autocommit": True}}, name="unpinned")
+            cluster.open()
+
+            def pool_read() -> None:
+                with pool.connection() as conn:
+                    conn.execute(read, (key.next(),)).fetchall()
+
+            def replpool_read() -> None:
+                with replpool.session(), cluster.connection(read_only=True) as conn:
+                    conn.execute(read, (key.next(),)).fetchall()
+
+            unpinned = interleaved(
+                {"psycopg_pool": pool_read, "replpool, a session per read": replpool_read},
+                rounds=args.rounds, seconds=args.seconds, threads=threads,
+            )
+            routed = cluster.status().routing
+            assert set(routed) == {"replica"}, f"replpool reads went elsewhere: {routed}"
+            print(table(f"read path, unpinned, autocommit, {threads} thread(s), replica", unpinned, "psycopg_pool"))
+            cluster.close()
+            pool.close()
+        print()
+        placement = pin_cpus(lab)
+        print(f"pinned: {placement}\n")
         for threads in args.threads:
             size = max(2, threads)
             direct = {
@@ -81,7 +116,6 @@ def main(argv: list[str] | None = None) -> int:
                             cur.fetchall()
                 return op
 
-            read = "SELECT v FROM bench WHERE id = %s"
             write = "UPDATE bench SET v = v + 1 WHERE id = %s"
             with replpool.session():
                 reads = interleaved(

@@ -13,7 +13,14 @@ from __future__ import annotations
 
 from ._aio import AsyncCluster
 from ._cluster import Cluster
-from ._errors import ConfigurationError, Error, NoPrimaryAvailable, PoolTimeout, TokenError
+from ._errors import (
+    ConfigurationError,
+    Error,
+    NoPrimaryAvailable,
+    PoolTimeout,
+    TokenError,
+    WriteInProgress,
+)
 from ._placement import partition_hash, shard_for
 from ._positions import LSN, MariaDBGTID, MySQLGTIDSet
 from ._routing import Reason
@@ -68,6 +75,7 @@ __all__ = [
     "ShardRow",
     "ShardSet",
     "TokenError",
+    "WriteInProgress",
     "consistency",
     "current_consistency",
     "current_session",

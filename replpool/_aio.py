@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any
 
@@ -70,6 +71,7 @@ class AsyncCluster(ClusterBase[AsyncPool]):
     _aio: AsyncPostgres
     _loop: asyncio.AbstractEventLoop | None = None
     _tasks: set[asyncio.Task[None]]
+    _unopened: set[int]  # members whose pools are not open yet
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -90,7 +92,10 @@ class AsyncCluster(ClusterBase[AsyncPool]):
                 m.spec, cluster=self.name, min_size=self.min_size, max_size=self.max_size,
                 options=self.pool_options, connect_timeout=self.connect_timeout,
             )
-            await m.pool.open(wait=False)
+        # A member's pool opens once the monitor has seen it answer, as Cluster's do
+        # (then on this loop; a checkout that comes first opens it itself).
+        self._unopened = set(range(len(self._members)))
+        self._monitor.on_first_answer = self._open_pool
         self._monitor.start()
         _session.register(self.name, self)
         if wait:
@@ -159,6 +164,8 @@ class AsyncCluster(ClusterBase[AsyncPool]):
         """A live connection from a member's pool, or None when the member is gone (see
         ``Cluster._getconn``)."""
         assert m.pool is not None
+        if self._unopened and m.index in self._unopened:
+            await self._open_member(m.index)
         start = time.monotonic() if _observe._observers else 0.0
         try:
             conn = await m.pool.getconn(timeout=max(0.001, min(timeout, self.probe_timeout)))
@@ -166,6 +173,11 @@ class AsyncCluster(ClusterBase[AsyncPool]):
             conn = await self._getconn_slowly(m, timeout)
             if conn is None:
                 return None
+        if self._engine.alive(conn):  # the common case, kept short
+            if start:
+                for o in _observe._observers:
+                    o.checkout_waited(self.name, m.spec.name, time.monotonic() - start)
+            return conn
         newest = 0.0
         for _ in range(self.max_size + 1):
             if self._engine.alive(conn):
@@ -223,12 +235,14 @@ class AsyncCluster(ClusterBase[AsyncPool]):
             raise
         return conn
 
-    async def _checkout_primary(self, timeout: float, read_only: bool) -> tuple[_Member[AsyncPool], Any]:
-        deadline = time.monotonic() + self.failover_wait
+    async def _checkout_primary(
+        self, timeout: float, read_only: bool, wait: bool = True
+    ) -> tuple[_Member[AsyncPool], Any]:
+        deadline = time.monotonic() + (self.failover_wait if wait else 0.0)
         while True:
             view = self._monitor.topology.primary_view
             index = view.index if view is not None else await arun_waits(
-                self._waiting_for_primary(deadline), self._monitor.wait_for_change_async
+                self._waiting_for_primary(deadline, wait), self._monitor.wait_for_change_async
             )
             m = self._members[index]
             conn = await self._getconn(m, timeout)
@@ -300,8 +314,11 @@ class AsyncCluster(ClusterBase[AsyncPool]):
         self._count(m.index, "primary", decision.reason, level)
         return Lease(self, m, conn, False, True, decision.reason, level)
 
-    async def lease_write(self, timeout: float | None = None, *, count: bool = True) -> Lease:
-        """A connection to the primary, for reads and writes."""
+    async def lease_write(
+        self, timeout: float | None = None, *, count: bool = True, wait_for_primary: bool = True
+    ) -> Lease:
+        """A connection to the primary, for reads and writes. ``wait_for_primary=False``:
+        while no primary is reachable, fail at once rather than wait ``failover_wait``."""
         if not self._opened or self._closed:
             self._check_open()
         monitor = self._monitor
@@ -309,7 +326,8 @@ class AsyncCluster(ClusterBase[AsyncPool]):
         if monitor.idle:
             monitor.demand()
         m, conn = await self._checkout_primary(
-            self.checkout_timeout if timeout is None else timeout, read_only=False
+            self.checkout_timeout if timeout is None else timeout, read_only=False,
+            wait=wait_for_primary,
         )
         if count:
             self._count(m.index, "primary", Reason.WRITE)
@@ -323,21 +341,37 @@ class AsyncCluster(ClusterBase[AsyncPool]):
 
     # -- hooks from the monitor -------------------------------------------------------------
 
-    def _member_up(self, index: int) -> None:
-        # Called in the monitor's thread: check the pool on the cluster's loop.
-        pool, loop = self._members[index].pool, self._loop
-        if pool is None or loop is None:
+    def _on_loop(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``work()`` as a task of the cluster's loop (called in another thread)."""
+        loop = self._loop
+        if loop is None:
             return
 
-        def check() -> None:
-            task = loop.create_task(pool.check())
+        def start() -> None:
+            task = loop.create_task(work())
             self._tasks.add(task)
             task.add_done_callback(_forget(self._tasks))
 
         try:
-            loop.call_soon_threadsafe(check)
+            loop.call_soon_threadsafe(start)
         except RuntimeError:
             pass  # the loop is closed
+
+    def _open_pool(self, index: int) -> None:
+        # Called in the monitor's thread, when the member first answers.
+        self._on_loop(lambda: self._open_member(index))
+
+    async def _open_member(self, index: int) -> None:
+        pool = self._members[index].pool
+        if pool is not None and index in self._unopened and not self._closed:
+            await pool.open(wait=False)
+            self._unopened.discard(index)
+
+    def _member_up(self, index: int) -> None:
+        # Called in the monitor's thread: check the pool on the cluster's loop.
+        pool = self._members[index].pool
+        if pool is not None and index not in self._unopened:
+            self._on_loop(pool.check)
 
     async def raise_floor(self, timeout: float | None = None) -> Position:
         """:meth:`replpool.Cluster.raise_floor`, without blocking the loop."""
@@ -387,6 +421,8 @@ class _AsyncCheckout:
             lease = await c.lease_read(self.timeout, self.avoid, level=self.level)
         else:
             lease = await c.lease_write(self.timeout)
+            # No token may claim to cover what the block writes before it commits.
+            _session.writing_session().write_began(c.name)
         self.lease = lease
         # psycopg's AsyncConnection.__aenter__ only returns the connection: nothing to do.
         return lease.conn

@@ -31,12 +31,24 @@ def _lab_up(args: argparse.Namespace) -> int:
     if args.shards is not None and args.shards < 1:
         print("replpool lab: --shards must be 1 or more", file=sys.stderr)
         return 2
+    if args.shards is not None and args.database:
+        print("replpool lab: --database is for a lab of one cluster, not with --shards", file=sys.stderr)
+        return 2
     try:
         with (
             ShardLab(args.shards, args.replicas, engine=args.engine) if args.shards is not None
             else _lab_class(args.engine)(args.replicas)
         ) as lab:
+            if not isinstance(lab, ShardLab):
+                for name in args.database:
+                    lab.create_database(name)
             print(lab.describe(), flush=True)
+            if not isinstance(lab, ShardLab):
+                print(
+                    "\nFor a Django project (the user may create test databases):\n\n"
+                    + django_snippet(lab.django_databases(args.database)),
+                    flush=True,
+                )
             print("\nRunning; press Ctrl-C to stop and remove the lab.", flush=True)
             threading.Event().wait()
     except LabError as exc:
@@ -45,6 +57,25 @@ def _lab_up(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\nlab stopped and removed", file=sys.stderr)
     return 0
+
+
+def django_snippet(databases: dict[str, dict[str, object]]) -> str:
+    """``DATABASES = {...}`` as Python source to paste into a Django settings module.
+    The dict holds only strings, lists and dicts, whose JSON is Python; a dict of
+    strings alone (a replica) takes one line."""
+
+    def source(value: object, depth: int) -> str:
+        pad, inner = "    " * depth, "    " * (depth + 1)
+        if isinstance(value, dict):
+            if all(isinstance(v, str) for v in value.values()):
+                return json.dumps(value)
+            items = [f"{inner}{json.dumps(k)}: {source(v, depth + 1)}," for k, v in value.items()]
+            return "{\n" + "\n".join(items) + f"\n{pad}}}"
+        if isinstance(value, list):
+            return "[" + ", ".join(source(v, depth + 1) for v in value) + "]"
+        return json.dumps(value)
+
+    return "DATABASES = " + source(databases, 0)
 
 
 def _lab_install_servers(args: argparse.Namespace) -> int:
@@ -221,13 +252,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     lab = sub.add_parser("lab", help="run replicated database servers on loopback")
     lab_sub = lab.add_subparsers(dest="lab_command", required=True)
-    up = lab_sub.add_parser("up", help="start a lab, print how to connect, run until Ctrl-C")
+    up = lab_sub.add_parser(
+        "up", help="start a lab, print how to connect (and Django DATABASES), run until Ctrl-C"
+    )
     up.add_argument("--engine", choices=("postgresql", "mariadb"), default="postgresql")
     up.add_argument("--replicas", type=int, default=2, help="number of replicas (default 2; per shard)")
     up.add_argument(
         "--shards", type=int, default=None, metavar="N",
         help="start N clusters at once, each a primary with --replicas replicas (shards of "
         "a sharded application)",
+    )
+    up.add_argument(
+        "--database", action="append", default=[], metavar="NAME",
+        help="create another database for the app user (repeatable); the printed Django "
+        "DATABASES gives it an alias of the same name",
     )
     up.set_defaults(func=_lab_up)
     install = lab_sub.add_parser(

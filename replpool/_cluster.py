@@ -72,7 +72,10 @@ class Cluster(ClusterBase[Pool]):
                 m.spec, cluster=self.name, min_size=self.min_size, max_size=self.max_size,
                 options=self.pool_options, connect_timeout=self.connect_timeout,
             )
-            m.pool.open(wait=False)
+        # A member's pool opens once the monitor has seen it answer (nothing is routed
+        # to it before): a member down at start-up, or a replica that has not replayed a
+        # new database yet, is reported once, by the monitor, not again by its pool.
+        self._monitor.on_first_answer = self._open_pool
         self._monitor.start()
         _session.register(self.name, self)
         if wait:
@@ -173,6 +176,11 @@ class Cluster(ClusterBase[Pool]):
         # now (each costs no round trip to check), taking only idle ones (no waiting),
         # and give up on the member only if none was alive: this time, and for good
         # only if one of them was opened since the monitor saw the member come back.
+        if self._engine.alive(conn):  # the common case, kept short
+            if start:
+                for o in _observe._observers:
+                    o.checkout_waited(self.name, m.spec.name, time.monotonic() - start)
+            return conn
         newest = 0.0
         for _ in range(self.max_size + 1):
             if self._engine.alive(conn):
@@ -235,12 +243,14 @@ class Cluster(ClusterBase[Pool]):
             raise
         return conn
 
-    def _checkout_primary(self, timeout: float, read_only: bool) -> tuple[_Member[Pool], Any]:
-        deadline = time.monotonic() + self.failover_wait
+    def _checkout_primary(
+        self, timeout: float, read_only: bool, wait: bool = True
+    ) -> tuple[_Member[Pool], Any]:
+        deadline = time.monotonic() + (self.failover_wait if wait else 0.0)
         while True:
             view = self._monitor.topology.primary_view
             index = view.index if view is not None else run_waits(
-                self._waiting_for_primary(deadline), self._monitor.wait_for_change
+                self._waiting_for_primary(deadline, wait), self._monitor.wait_for_change
             )
             m = self._members[index]
             conn = self._getconn(m, timeout)
@@ -315,9 +325,13 @@ class Cluster(ClusterBase[Pool]):
         self._count(m.index, "primary", decision.reason, level)
         return Lease(self, m, conn, False, True, decision.reason, level)
 
-    def lease_write(self, timeout: float | None = None, *, count: bool = True) -> Lease:
+    def lease_write(
+        self, timeout: float | None = None, *, count: bool = True, wait_for_primary: bool = True
+    ) -> Lease:
         """A connection to the primary, for reads and writes. ``count=False``: the
-        caller counts its statements itself (the Django engines do)."""
+        caller counts its statements itself (the Django engines do).
+        ``wait_for_primary=False``: while no primary is reachable, fail at once rather
+        than wait ``failover_wait`` (for a request that waited once already)."""
         if not self._opened or self._closed:
             self._check_open()
         monitor = self._monitor
@@ -325,7 +339,8 @@ class Cluster(ClusterBase[Pool]):
         if monitor.idle:
             monitor.demand()
         m, conn = self._checkout_primary(
-            self.checkout_timeout if timeout is None else timeout, read_only=False
+            self.checkout_timeout if timeout is None else timeout, read_only=False,
+            wait=wait_for_primary,
         )
         if count:
             self._count(m.index, "primary", Reason.WRITE)
@@ -342,6 +357,11 @@ class Cluster(ClusterBase[Pool]):
                       lease.read_only and not lease.on_replica, exc)
 
     # -- hooks from the monitor -------------------------------------------------------------
+
+    def _open_pool(self, index: int) -> None:
+        pool = self._members[index].pool
+        if pool is not None and not self._closed:
+            pool.open(wait=False)
 
     def _member_up(self, index: int) -> None:
         pool = self._members[index].pool
@@ -394,10 +414,14 @@ class _Checkout:
             lease = c.lease_read(self.timeout, self.avoid, level=self.level)
         else:
             lease = c.lease_write(self.timeout)
+            # No token may claim to cover what the block writes before it commits.
+            _session.writing_session().write_began(c.name)
         self.lease = lease
         try:
             c._engine.enter(lease.conn)
         except BaseException:
+            if not self.read_only:
+                _session.writing_session().write_ended(c.name)
             c.release(lease)
             raise
         return lease.conn

@@ -389,8 +389,13 @@ class ClusterBase(Generic[P]):
             return _PINNED if level.level is Level.STRONG else _NO_REPLICA
         req = self._requirement(level)
         if req is None and not avoid and level is SESSION:
-            # The common read: no requirement, nothing to avoid.
-            return route_read(self._monitor.topology, None, self._selector, busy=self._busy)
+            # The common read: no requirement, nothing to avoid, an eligible replica.
+            topo = self._monitor.topology
+            eligible = topo.eligible
+            if eligible:
+                chosen = eligible[0] if len(eligible) == 1 else self._selector.choose(eligible, self._busy)
+                return topo.fresh[chosen.index]
+            return route_read(topo, None, self._selector, busy=self._busy)
         return decide_read(
             self._monitor.topology, req, self._selector, self._resolve, level=level,
             now_ns=time.monotonic_ns() if level.level is Level.BOUNDED else 0,
@@ -426,14 +431,25 @@ class ClusterBase(Generic[P]):
             o.causal_waited(self.name, waited, "replica" if d.member is not None else "primary")
         return d
 
-    def _waiting_for_primary(self, deadline: float) -> Waits:
+    def _waiting_for_primary(self, deadline: float, waiting: bool = True) -> Waits:
         """The primary's index, waiting until ``deadline`` (``time.monotonic()``) for one
-        to be found; :class:`NoPrimaryAvailable` then."""
+        to be found, unless the primary refuses us for a reason waiting cannot fix;
+        :class:`NoPrimaryAvailable` then. ``waiting``: whether the caller waits (a
+        request that waited once already does not)."""
         topo = self._monitor.topology
         while True:
             view = topo.primary_view
             if view is not None:
                 return view.index
+            refusal = self._monitor.primary_refusal()
+            if refusal is not None:
+                # A refused login, a missing database, bad options: waiting cannot fix
+                # them, and the server's own message says what to change.
+                for o in _observe._observers:
+                    o.checkout_failed(self.name, "", "no_primary")
+                raise NoPrimaryAvailable(
+                    f"cluster {self.name!r} has no primary: {refusal}", cluster=self.name,
+                )
             left = deadline - time.monotonic()
             if left <= 0:
                 downs = "; ".join(
@@ -442,9 +458,12 @@ class ClusterBase(Generic[P]):
                 )
                 for o in _observe._observers:
                     o.checkout_failed(self.name, "", "no_primary")
+                waited = (
+                    f"after waiting {self.failover_wait:g} s (failover_wait)" if waiting
+                    else "(this request waited for one already)"
+                )
                 raise NoPrimaryAvailable(
-                    f"cluster {self.name!r} has no reachable primary after waiting "
-                    f"{self.failover_wait:g} s (failover_wait) ({downs})",
+                    f"cluster {self.name!r} has no reachable primary {waited} ({downs})",
                     cluster=self.name,
                 )
             topo = yield (topo.version, left)
@@ -495,7 +514,9 @@ class ClusterBase(Generic[P]):
     def _ended(self, lease: Lease) -> None:
         """A checkout ended: what its block saw (an error included) binds the session."""
         if not lease.read_only:
-            self.note_write()
+            session = _session.writing_session()
+            session.write_ended(self.name)
+            session.note_write(self.name, self.engine_name, time.monotonic_ns())
         elif lease.on_replica:
             self.observed(lease.member.index, lease.level)
         else:

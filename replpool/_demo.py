@@ -32,6 +32,7 @@ class Tally:
     lock: threading.Lock = field(default_factory=threading.Lock)
     writes: int = 0
     own_reads: int = 0
+    own_on_replica: int = 0  # reads of one's own writes that a replica served
     browse_reads: int = 0
     stale: int = 0
     errors: Counter[str] = field(default_factory=Counter)
@@ -43,9 +44,18 @@ class Tally:
                 setattr(self, key, getattr(self, key) + n)
 
 
+def _read_own(cluster: Cluster, user_id: int) -> tuple[int, bool]:
+    """Read my profile's version: (version, whether a replica served it)."""
+    checkout = cluster.connection(read_only=True)
+    with checkout as conn:
+        on_replica = checkout.lease is not None and checkout.lease.on_replica
+        version = conn.execute("SELECT version FROM profiles WHERE id = %s", (user_id,)).fetchone()[0]
+    return version, on_replica
+
+
 def _user(cluster: Cluster, user_id: int, tally: Tally, stop: threading.Event) -> None:
-    """Write my profile, read it back at once, now and then carry on in a new request
-    that resumes from a token (a redirect, a task)."""
+    """Write my profile, read it back at once, then carry on in a new request that
+    resumes from a token (a redirect, a task) and read it there again."""
     rng = random.Random(user_id)
     while not stop.is_set():
         start = time.perf_counter()
@@ -56,12 +66,12 @@ def _user(cluster: Cluster, user_id: int, tally: Tally, stop: threading.Event) -
                     (user_id,),
                 )
                 written = rows[0][0]
-                seen = cluster.query("SELECT version FROM profiles WHERE id = %s", (user_id,), read_only=True)[0][0]
+                seen, first_on_replica = _read_own(cluster, user_id)
                 token = _session.current_token()
             with _session.session(after=token):
-                again = cluster.query("SELECT version FROM profiles WHERE id = %s", (user_id,), read_only=True)[0][0]
+                again, second_on_replica = _read_own(cluster, user_id)
             stale = int(seen < written) + int(again < written)
-            tally.add(writes=1, own_reads=2, stale=stale)
+            tally.add(writes=1, own_reads=2, stale=stale, own_on_replica=first_on_replica + second_on_replica)
             with tally.lock:
                 tally.latencies.append(time.perf_counter() - start)
         except Exception as exc:  # the demo reports errors instead of dying
@@ -90,13 +100,16 @@ def _browser(cluster: Cluster, seed: int, tally: Tally, stop: threading.Event) -
 def _progress_line(
     elapsed: float, cluster: Cluster, tally: Tally, previous: Counter[str], names: dict[str, str]
 ) -> str:
-    """One second of the run: reads by target, why reads went to the primary, lag."""
+    """One second of the run: reads by target, the share of read-backs of one's own
+    writes that replicas served, why reads went to the primary, lag."""
     status = cluster.status()
     now: Counter[str] = Counter()
     for target, reasons in status.routing.items():
         for reason, n in reasons.items():
             if reason != "write":
                 now[f"{target}:{reason}"] = n
+    with tally.lock:
+        now["own"], now["own_on_replica"] = tally.own_reads, tally.own_on_replica
     delta = now - previous
     previous.clear()
     previous.update(now)
@@ -109,9 +122,11 @@ def _progress_line(
         for m in status.members if m.role == "replica"
     )
     share = 100 * on_replicas / max(1, on_replicas + on_primary)
+    own_share = 100 * delta["own_on_replica"] / max(1, delta["own"])
     return (
         f"{elapsed:5.1f}s  reads/s {on_replicas:4d} on replicas, {on_primary:4d} on the primary "
-        f"({share:3.0f}%)  lag: {lags}  stale: {tally.stale}  | primary because: {why or '-'}"
+        f"({share:3.0f}%); read-backs of own writes on replicas {own_share:3.0f}%  lag: {lags}  "
+        f"stale: {tally.stale}  | primary because: {why or '-'}"
     )
 
 
@@ -132,15 +147,18 @@ def run(seconds: float = 30.0, users: int = 8, browsers: int = 4, out: TextIO = 
         server, _thread = metrics.start_http_server(0)
         cluster = Cluster(
             lab.primary.url, [r.url for r in lab.replicas], name="demo",
-            max_size=users + browsers, max_replica_lag=5.0,
+            max_size=users + browsers, max_replica_lag=5.0, causal_wait=0.02,
         )
         names = {f"{m.host}:{m.port}": m.name for m in lab.members}
         for m in lab.members:
             say(f"  {m.name}  {m.role:<8} {m.host}:{m.port}")
         say(f"\nPrometheus metrics: http://127.0.0.1:{server.server_port}/metrics")
         say(f"Workload: {users} users who write and read back at once, {browsers} readers; "
-            f"{seconds:g} s.\nAt {seconds / 2:g} s {delayed.name} gets a 1 s apply delay and "
-            f"{paused.name} stops applying. (* = replica over max_replica_lag, 5 s: no reads)\n")
+            f"{seconds:g} s.\nA read-back may wait up to 20 ms (causal_wait) for a replica to "
+            f"apply the write, which a healthy one does in a millisecond or two.\n"
+            f"At {seconds / 2:g} s {delayed.name} gets a 1 s apply delay and {paused.name} stops "
+            f"applying: read-backs then wait in vain and go to the primary.\n"
+            f"(* = replica over max_replica_lag, 5 s: no reads)\n")
         tally = Tally()
         stop = threading.Event()
         with cluster:
@@ -175,6 +193,7 @@ def run(seconds: float = 30.0, users: int = 8, browsers: int = 4, out: TextIO = 
         "own_reads": tally.own_reads,
         "browse_reads": tally.browse_reads,
         "stale_reads": tally.stale,
+        "own_on_replica": tally.own_on_replica,
         "errors": dict(tally.errors),
         "replica_share": replica_reads / max(1, replica_reads + primary_reads),
         "routing": status.routing,
@@ -184,6 +203,9 @@ def run(seconds: float = 30.0, users: int = 8, browsers: int = 4, out: TextIO = 
     say(f"  writes: {tally.writes}, reads of one's own writes: {tally.own_reads}, other reads: "
         f"{tally.browse_reads}")
     say(f"  stale reads of one's own writes: {tally.stale}")
+    say(f"  reads of one's own writes served by replicas: {tally.own_on_replica} of {tally.own_reads} "
+        f"({100 * tally.own_on_replica / max(1, tally.own_reads):.0f}%; the replicas had applied "
+        "each write by then)")
     say(f"  reads served by replicas: {100 * report['replica_share']:.0f}% "
         f"(the rest went to the primary, by reason: "
         f"{', '.join(f'{k} {v}' for k, v in sorted(status.routing.get('primary', {}).items()) if k != 'write')})")

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ._health import Failure
 from ._positions import Position
 from ._roles import Source
 
@@ -160,6 +161,10 @@ class Engine(Protocol):
     def is_retryable_read(self, exc: BaseException, conn: Any, on_replica: bool | None = None) -> bool:
         """Whether a read that failed with ``exc`` may run again elsewhere.
         ``on_replica``: whether replpool had sent it to a replica (None: unknown)."""
+        ...
+
+    def classify_failure(self, exc: BaseException) -> Failure:
+        """What a failed connection or poll means for waiting (no I/O)."""
         ...
 
 

@@ -31,3 +31,9 @@ class PoolTimeout(Error, TimeoutError):
 
 class TokenError(Error, ValueError):
     """A causal token is malformed, names another engine, or was tampered with."""
+
+
+class WriteInProgress(Error):
+    """A token was asked for while the session has a write that has not committed yet
+    (an open transaction, a ``connection()`` block): it could not cover that write. Take
+    the token once the write commits (Django: in ``transaction.on_commit``)."""

@@ -1,8 +1,10 @@
 """Member health: up until it fails, then down and probed with growing delays until it
-answers again. Pure state; the monitor feeds it events and the clock."""
+answers again. Pure state; the monitor feeds it events and the clock. And what a
+failure means for waiting (:class:`Failure`), which the engines tell from their errors."""
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 
@@ -50,3 +52,21 @@ class Health:
 
     def probe_due(self, now: float) -> bool:
         return self.up or now >= self.next_probe
+
+
+class Failure(enum.Enum):
+    """Why a member could not be polled or connected to, as far as waiting goes."""
+
+    UNREACHABLE = "unreachable"  # down, starting, stopping, full, cut off: it may come back
+    NO_DATABASE = "no_database"  # the database does not exist there (a replica may not
+    #                              have replayed its creation yet)
+    REFUSED = "refused"          # authentication or configuration: waiting cannot fix it
+
+
+def waiting_can_fix(failure: Failure | None, role: str) -> bool:
+    """Whether waiting may bring back a member that failed so: anything but a refusal,
+    except a database missing on the primary (a replica gets it by replication; the
+    primary is where it is made). ``role``: ``"primary"`` or ``"replica"``."""
+    if failure is Failure.REFUSED:
+        return False
+    return not (failure is Failure.NO_DATABASE and role == "primary")

@@ -29,7 +29,7 @@ from typing import Any
 from . import _observe
 from ._engine import Engine, MemberSpec, Sample
 from ._episodes import Episodes
-from ._health import Health
+from ._health import Failure, Health, waiting_can_fix
 from ._lag import PrimaryHistory
 from ._positions import Position
 from ._roles import Claim, Verdict, decide_roles
@@ -72,6 +72,10 @@ class MemberState:
     # a sample shows replay moved past where the first sample after that found it.
     stall_ns: int | None = None
     stalled_at: Position | None = None
+    # What its last failure means for waiting (None while it answers), and whether its
+    # going down was an expected event (a replica without a new database yet).
+    failure: Failure | None = None
+    down_expected: bool = False
 
 
 class Monitor:
@@ -138,6 +142,9 @@ class Monitor:
         # (check its pool), the primary moved.
         self.on_member_down: Callable[[int, bool], None] = lambda index, hung: None
         self.on_member_up: Callable[[int], None] = lambda index: None
+        # A member answered for the first time (its pool may open: before, it could only
+        # fail, and say so again in the pool's own log).
+        self.on_first_answer: Callable[[int], None] = lambda index: None
         self.pool_stats: Callable[[], Sequence[_observe.PoolSnapshot]] = lambda: ()
 
     # -- life cycle --------------------------------------------------------------------------
@@ -270,7 +277,7 @@ class Monitor:
             m.poll_errors += 1
             for o in _observe._observers:
                 o.poll_failed(self.cluster, m.spec.name)
-            self._member_failed(m, now, _describe(exc))
+            self._member_failed(m, now, _describe(exc), failure=self.engine.classify_failure(exc))
             return
         if m.timed_out:
             # It answered after all, but too late to trust its timing: poll again.
@@ -279,6 +286,9 @@ class Monitor:
             # Sent before someone saw the member fail: says nothing about it now.
             return
         m.polls += 1
+        m.failure = None
+        if m.polls == 1:
+            self.on_first_answer(m.index)
         if m.epoch is not None and sample.epoch != m.epoch:
             logger.warning(
                 "cluster %r: %s restarted; forgetting what it had replayed",
@@ -293,7 +303,9 @@ class Monitor:
             m.server_id = sample.replication.server_id
         down_since, failures = m.health.down_since, m.health.failures
         if m.health.succeeded(now):
-            logger.warning(
+            # At the level its going down was logged: an expected absence ends at INFO.
+            logger.log(
+                logging.INFO if m.down_expected else logging.WARNING,
                 "cluster %r: %s is answering again after %.1f s down (%d failed polls)",
                 self.cluster, m.spec.name, now - (down_since or now), failures,
             )
@@ -310,13 +322,31 @@ class Monitor:
             self.engine.abort(m.conn)
         self._member_failed(m, now, f"no answer within {self.probe_timeout:g} s", hung=True)
 
-    def _member_failed(self, m: MemberState, now: float, error: str, hung: bool = False) -> None:
+    def _member_failed(
+        self, m: MemberState, now: float, error: str, hung: bool = False,
+        failure: Failure = Failure.UNREACHABLE,
+    ) -> None:
         m.sample = None  # a member that failed may come back with an older state
         m.stall_ns = m.stalled_at = None
         m.lag_seconds = m.lag_bytes = None
         m.failed_ns = time.monotonic_ns()
+        m.failure = failure
         if m.health.failed(now, error):
-            logger.warning("cluster %r: %s is down: %s", self.cluster, m.spec.name, error)
+            m.down_expected = failure is Failure.NO_DATABASE and self._expected_role(m) == "replica"
+            if m.down_expected:
+                # Expected after the database was made (Django's test runner does it):
+                # the replica joins once it has replayed that.
+                logger.info(
+                    "cluster %r: %s does not have the database yet; it serves nothing until "
+                    "it has replayed its creation (%s)", self.cluster, m.spec.name, error,
+                )
+            elif not waiting_can_fix(failure, self._expected_role(m)):
+                logger.warning(
+                    "cluster %r: %s is down: it refuses us (check the settings): %s",
+                    self.cluster, m.spec.name, error,
+                )
+            else:
+                logger.warning("cluster %r: %s is down: %s", self.cluster, m.spec.name, error)
             # Publish before the hook runs: a request that checks out after the hook
             # looked at the member's connections then sees it down (see _Checkout).
             self._publish()
@@ -342,6 +372,27 @@ class Monitor:
                 return
             if m.health.up:
                 self._member_failed(m, time.monotonic(), error)
+
+    def _expected_role(self, m: MemberState) -> str:
+        """The role a member is expected to have: the last one seen, else the
+        configured one."""
+        if self._last_primary is not None:
+            return "primary" if m.index == self._last_primary else "replica"
+        return m.configured_role
+
+    def primary_refusal(self) -> str | None:
+        """Why no primary can be had until the configuration changes: the error of the
+        member expected to be the primary (the last seen, else the configured one) when
+        it is down for a reason waiting cannot fix (a refused login, a missing database,
+        bad options). None when no primary is known to be refusing: waiting may help."""
+        with self.lock:
+            for m in self.members:
+                if self._expected_role(m) != "primary":
+                    continue
+                if m.health.up or waiting_can_fix(m.failure, "primary"):
+                    return None
+                return f"{m.spec.name} refuses: {m.health.last_error}"
+        return None
 
     # -- the snapshot ------------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ from mysql.connector.constants import DEFAULT_CONFIGURATION, ClientFlag
 from ._engine import MemberSpec, Replication, Sample
 from ._episodes import Episodes
 from ._errors import ConfigurationError
+from ._health import Failure
 from ._mysqlpool import (
     Connection,
     MySQLPool,
@@ -106,6 +107,21 @@ _LOCK_WAIT_TIMEOUT = 1205  # ER_LOCK_WAIT_TIMEOUT (metadata and row locks)
 _READ_ONLY_TRANSACTION = 1792  # ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION
 # Not allowed to read the replication status (no SLAVE MONITOR / REPLICATION CLIENT).
 _NO_PRIVILEGE_ERRNOS = frozenset({1227, 1142, 1044})
+
+# Failures to connect that waiting cannot fix: authentication and access.
+_REFUSED_ERRNOS = frozenset({
+    1044,  # ER_DBACCESS_DENIED_ERROR: no access to the database
+    1045,  # ER_ACCESS_DENIED_ERROR: wrong user or password
+    1129,  # ER_HOST_IS_BLOCKED: until FLUSH HOSTS
+    1130,  # ER_HOST_NOT_PRIVILEGED: this host may not connect
+    1251,  # ER_NOT_SUPPORTED_AUTH_MODE
+    1698,  # ER_ACCESS_DENIED_NO_PASSWORD_ERROR
+    2026,  # CR_SSL_CONNECTION_ERROR
+    2059,  # CR_AUTH_PLUGIN_CANNOT_LOAD
+    3159,  # ER_SECURE_TRANSPORT_REQUIRED (MySQL)
+    4151,  # ER_ACCOUNT_HAS_BEEN_LOCKED (MySQL)
+})
+_BAD_DB_ERROR = 1049  # ER_BAD_DB_ERROR: unknown database
 
 _SCHEMES = ("mysql", "mariadb")
 # Driver arguments a URL may set in its query string, besides these taken from the URL.
@@ -530,6 +546,9 @@ class MySQLEngine:
         finally:
             cur.close()
 
+    def classify_failure(self, exc: BaseException) -> Failure:
+        return classify_failure(exc)
+
     def is_retryable_read(self, exc: BaseException, conn: Any, on_replica: bool | None = None) -> bool:
         """A read that may run again elsewhere: its connection died (server gone, or
         cut by the monitor because the server hung), or on a replica it gave up waiting
@@ -560,6 +579,25 @@ class MySQLEngine:
         if exc.errno == _READ_ONLY_TRANSACTION:
             return True
         return exc.errno == _READ_ONLY_OPTION and "read-only" in str(exc.msg).lower()
+
+
+def classify_failure(exc: BaseException) -> Failure:
+    """What a failure to connect to or poll a MariaDB/MySQL member means for waiting
+    (see :class:`~replpool._health.Failure`), by the server's error number: a refusal
+    (authentication, access, or arguments the driver rejects), an unknown database, or
+    anything else (refused or lost connections, too many connections, a shutdown),
+    which may pass."""
+    if isinstance(exc, ConfigurationError):
+        return Failure.REFUSED
+    if isinstance(exc, mysql_errors.Error):
+        if exc.errno == _BAD_DB_ERROR:
+            return Failure.NO_DATABASE
+        if exc.errno in _REFUSED_ERRNOS:
+            return Failure.REFUSED
+        return Failure.UNREACHABLE
+    if isinstance(exc, (ValueError, TypeError, AttributeError)):
+        return Failure.REFUSED  # the driver refused its arguments
+    return Failure.UNREACHABLE
 
 
 # -- answers to samples (no I/O: unit-tested over recorded answers) ---------------------------

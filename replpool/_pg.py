@@ -24,6 +24,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from ._engine import MemberSpec, Sample
 from ._episodes import Episodes
 from ._errors import ConfigurationError
+from ._health import Failure
 from ._positions import LSN
 
 # One round trip per poll: role, position, received position, and the postmaster start
@@ -244,6 +245,57 @@ def service_params(name: str, what: str) -> dict[str, str]:
 def _pool_arg_names() -> frozenset[str]:
     params = inspect.signature(psycopg_pool.ConnectionPool.__init__).parameters
     return frozenset(p for p in params if p != "self") - _OWN_POOL_ARGS
+
+
+# A failed connection carries no SQLSTATE in psycopg, only libpq's message (the server's
+# FATAL text included): failures that waiting cannot fix are told by these words, from
+# libpq's and the server's English messages (fe-auth.c, fe-connect.c, auth.c,
+# postinit.c). Anything else, a refused or timed-out connection, a server starting up,
+# shutting down or out of connection slots, is one that may pass.
+_REFUSED_WORDS = (
+    "authentication failed",  # password, ident, peer, pam, ldap... (28P01, 28000)
+    "no password supplied",
+    "no pg_hba.conf entry",
+    "pg_hba.conf rejects",
+    "is not permitted to log in",
+    "permission denied for database",
+    "invalid connection option",
+    "invalid value for parameter",
+    "unrecognized configuration parameter",
+    "unsupported frontend protocol",
+    "ssl was required",
+    "ssl error",
+    "certificate",
+    "channel binding",
+)
+_NO_ROLE = re.compile(r'role "[^"]*" does not exist')
+_NO_DATABASE = re.compile(r'database "[^"]*" does not exist')
+
+
+def classify_failure(exc: BaseException) -> Failure:
+    """What a failure to connect to or poll a PostgreSQL member means for waiting (see
+    :class:`~replpool._health.Failure`): a refusal (authentication, privileges, bad
+    options), a database that does not exist there, or anything else, which may pass."""
+    if isinstance(exc, ConfigurationError):
+        return Failure.REFUSED
+    sqlstate = getattr(exc, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate:
+        # An error the server sent once connected: invalid_catalog_name, then
+        # authorization (class 28) and syntax or access rule violations (class 42).
+        if sqlstate == "3D000":
+            return Failure.NO_DATABASE
+        return Failure.REFUSED if sqlstate[:2] in ("28", "42") else Failure.UNREACHABLE
+    if isinstance(exc, psycopg.ProgrammingError):
+        return Failure.REFUSED  # the connection string itself (an unknown option...)
+    if not isinstance(exc, psycopg.Error):
+        return Failure.UNREACHABLE
+    text = str(exc)
+    if _NO_DATABASE.search(text):
+        return Failure.NO_DATABASE
+    low = text.lower()
+    if _NO_ROLE.search(text) or any(word in low for word in _REFUSED_WORDS):
+        return Failure.REFUSED
+    return Failure.UNREACHABLE
 
 
 def _sanitize(message: str) -> str:
@@ -493,14 +545,18 @@ class PostgresEngine:
         """``lock_timeout`` for the session: a replica's reads give up waiting behind
         replay (a replayed TRUNCATE or ALTER holds an ACCESS EXCLUSIVE lock until its
         commit is replayed: forever while replay is paused), with SQLSTATE 55P03."""
+        if getattr(conn, "_replpool_lock_timeout_s", None) == seconds:
+            return  # already so: the common case
         value = lock_timeout_value(seconds)
         if getattr(conn, "_replpool_lock_timeout", "0") == value:
+            conn._replpool_lock_timeout_s = seconds  # type: ignore[attr-defined]
             return
         idle = conn.pgconn.transaction_status == _IDLE
         conn.execute("SELECT set_config('lock_timeout', %s, false)", (value,))
         if idle and conn.pgconn.transaction_status != _IDLE:
             conn.commit()  # not autocommit: keep it, end the transaction it opened
         conn._replpool_lock_timeout = value  # type: ignore[attr-defined]
+        conn._replpool_lock_timeout_s = seconds  # type: ignore[attr-defined]
 
     def is_lock_timeout(self, exc: BaseException) -> bool:
         return isinstance(exc, psycopg.errors.LockNotAvailable)
@@ -520,6 +576,7 @@ class PostgresEngine:
             conn.execute("DISCARD ALL")
             self._ro_sessions.discard(conn)
             conn._replpool_lock_timeout = "0"  # type: ignore[attr-defined]
+            conn._replpool_lock_timeout_s = None  # type: ignore[attr-defined]
             configure = getattr(pool, "_replpool_configure", None)
             if configure is not None:
                 configure(conn)
@@ -530,6 +587,9 @@ class PostgresEngine:
     def run(self, conn: psycopg.Connection[Any], query: Any, params: Any) -> list[Any]:
         cur = conn.execute(query, params)
         return cur.fetchall() if cur.description is not None else []
+
+    def classify_failure(self, exc: BaseException) -> Failure:
+        return classify_failure(exc)
 
     def is_retryable_read(self, exc: BaseException, conn: Any, on_replica: bool | None = None) -> bool:
         """A read that may run again elsewhere: its connection died (server gone, or

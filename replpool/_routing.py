@@ -89,14 +89,18 @@ class Topology:
     primary_position: Position | None = None
     primary_sampled_ns: int = 0         # when the query that read primary_position was sent
     version: int = 0
-    # The replicas that may serve reads, worked out once per snapshot, not per read.
+    # The replicas that may serve reads, worked out once per snapshot, not per read, and
+    # the decision sending a read to each.
     eligible: tuple[MemberView, ...] = field(init=False, default=())
+    fresh: dict[int, Decision] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "eligible", tuple(
+        eligible = tuple(
             m for m in self.members
             if m.role == "replica" and m.eligible and m.up and m.position is not None
-        ))
+        )
+        object.__setattr__(self, "eligible", eligible)
+        object.__setattr__(self, "fresh", {m.index: Decision(m.index, Reason.FRESH_REPLICA) for m in eligible})
 
     @property
     def primary_view(self) -> MemberView | None:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, TypeVar, overload
 
 from . import _tokens
-from ._errors import ConfigurationError, TokenError
+from ._errors import ConfigurationError, TokenError, WriteInProgress
 from ._positions import Position
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -220,11 +220,13 @@ class Session:
     """A consistency scope (see the module doc). Thread-safe: tasks and threads that
     share a session may write and read through it at once."""
 
-    __slots__ = ("_lock", "_reqs", "_nonces", "writes", "__weakref__")
+    __slots__ = ("_lock", "_reqs", "_nonces", "_open", "writes", "__weakref__")
 
     def __init__(self, requirements: Mapping[str, Requirement] | None = None) -> None:
         self._lock = threading.Lock()
         self._reqs: dict[str, Requirement] = dict(requirements or {})
+        # Writes begun and not ended yet, per cluster (transactions, connection blocks).
+        self._open: dict[str, int] = {}
         # Per cluster, the nonces naming this session's pending observations in tokens,
         # each with the pending_since it stands for (made for a token, or adopted).
         self._nonces: dict[str, list[tuple[int, str]]] = {}
@@ -232,6 +234,20 @@ class Session:
 
     def requirement(self, cluster: str) -> Requirement | None:
         return self._reqs.get(cluster)
+
+    def write_began(self, cluster: str) -> None:
+        """A write on ``cluster`` began that will not be visible before it commits (a
+        transaction, a ``connection()`` block): no token until :meth:`write_ended`."""
+        with self._lock:
+            self._open[cluster] = self._open.get(cluster, 0) + 1
+
+    def write_ended(self, cluster: str) -> None:
+        with self._lock:
+            n = self._open.get(cluster, 0) - 1
+            if n > 0:
+                self._open[cluster] = n
+            else:
+                self._open.pop(cluster, None)
 
     def note_write(self, cluster: str, engine: str, finished_ns: int) -> None:
         """A write on ``cluster`` completed at ``finished_ns`` (monotonic)."""
@@ -370,7 +386,18 @@ class Session:
     def entries(self) -> dict[str, _tokens.Entry]:
         """What a token of this session says, cluster by cluster. No I/O: a pending
         observation is resolved from what the cluster's monitor has sampled since, or
-        named by a nonce (see :mod:`replpool._tokens`)."""
+        named by a nonce (see :mod:`replpool._tokens`). Raises
+        :class:`~replpool.WriteInProgress` while a write of the session has not
+        committed: no token could cover it."""
+        if self._open:
+            clusters = ", ".join(repr(c) for c in sorted(self._open))
+            raise WriteInProgress(
+                f"this session has a write in progress on {clusters} (an open transaction or "
+                "connection block): a token made now would not cover it. Take the token "
+                "once it has committed (Django: in transaction.on_commit; "
+                "replpool.django.tasks.send_on_commit does it for tasks)",
+                cluster=next(iter(sorted(self._open))),
+            )
         out: dict[str, _tokens.Entry] = {}
         for name, req in self.snapshot().items():
             if req.pending_since is not None:
@@ -398,8 +425,18 @@ class Session:
             named.append((since, nonce))
             return nonce
 
+    def cover_until_now(self, now_ns: int) -> None:
+        """Treat everything on the clusters this session used as observed up to
+        ``now_ns`` (pending since then, to be named in a token by a nonce). A token made
+        afterwards covers writes that happen after it is made but before it reaches its
+        user (web middleware around the one making the token, saving a session row)."""
+        with self._lock:
+            for name, req in list(self._reqs.items()):
+                self._pend(name, req.engine, now_ns)
+
     def token(self) -> str | None:
-        """The token of what this session must observe, or None if nothing."""
+        """The token of what this session must observe, or None if nothing. Raises
+        :class:`~replpool.WriteInProgress` inside an uncommitted write of the session."""
         entries = self.entries()
         return _tokens.encode(entries) if entries else None
 

@@ -27,6 +27,9 @@ def test_the_demo_routes_reads_and_reports_no_stale_read():
     assert "stale reads of one's own writes: 0" in out
     share = int(re.search(r"reads served by replicas: (\d+)%", out).group(1))
     assert 0 < share < 100
+    # Read-backs of one's own writes: replicas serve some (the feature the demo is about).
+    own = re.search(r"reads of one's own writes served by replicas: (\d+) of (\d+)", out)
+    assert own and 0 < int(own.group(1)) <= int(own.group(2)), out
     assert "password" not in out and "postgresql://" not in out
 
 

@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+import difflib
+import hashlib
 import logging
+import os
+import secrets
 import threading
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -16,6 +20,8 @@ from django.db.models.signals import post_migrate
 from .._cluster import Cluster
 from .._engine import engine_for
 from .._errors import ConfigurationError, Error
+from ..django import _liveserver
+from ..django import checks as _checks  # noqa: F401  (registers replpool's system checks)
 from ..django._routed import RoutedConnection, RoutingCursor
 
 # OPTIONS keys that belong to replpool, not to the driver.
@@ -30,20 +36,67 @@ REPLPOOL_OPTIONS = ("replicas", "pool", *CLUSTER_OPTIONS)
 REPLICA_KEYS = ("HOST", "PORT", "USER", "PASSWORD", "OPTIONS")
 
 
+# The system checks that report each kind of settings mistake (replpool/django/checks.py).
+E_UNKNOWN_OPTION = "replpool.E001"
+E_CONN_MAX_AGE = "replpool.E002"
+E_CLUSTER_OPTION = "replpool.E003"
+E_REPLICAS = "replpool.E004"
+E_POOL = "replpool.E005"
+E_OTHER = "replpool.E009"
+
+
+class SettingsError(ImproperlyConfigured):
+    """A setting the engine refuses, and the system check (``check_id``) that reports
+    it before the first connection does."""
+
+    def __init__(self, message: str, check_id: str) -> None:
+        super().__init__(message)
+        self.check_id = check_id
+
+
+def unknown_options(
+    alias: str, options: Mapping[str, Any], known: frozenset[str], replica_known: frozenset[str],
+    who: str,
+) -> list[str]:
+    """A message for each OPTIONS key (the alias's, and each replica's) that neither
+    replpool nor the connection reads, with the likely meaning when one is close: the
+    driver would otherwise refuse it at the first connection, or ignore it."""
+    out = []
+    everything = known | set(REPLPOOL_OPTIONS)
+    where = f"DATABASES[{alias!r}]['OPTIONS']"
+    entries: list[tuple[str, Mapping[str, Any], frozenset[str]]] = [(where, options, frozenset(everything))]
+    replicas = options.get("replicas")
+    if isinstance(replicas, (list, tuple)):
+        for i, entry in enumerate(replicas):
+            if isinstance(entry, Mapping) and isinstance(entry.get("OPTIONS"), Mapping):
+                entries.append((f"{where}['replicas'][{i}]['OPTIONS']", entry["OPTIONS"], replica_known))
+    for place, given, allowed in entries:
+        for key in given:
+            if key in allowed:
+                continue
+            close = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.75)
+            meant = f"; did you mean {close[0]!r}?" if close else ""
+            out.append(
+                f"{place} has {key!r}, which is neither a replpool option nor a connection "
+                f"option of {who}: remove it{meant}"
+            )
+    return out
+
+
 def replica_settings(alias: str, settings_dict: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Each replica's settings: its own keys over the primary's."""
     entries = settings_dict.get("OPTIONS", {}).get("replicas", [])
     if not isinstance(entries, (list, tuple)):
-        raise ImproperlyConfigured(
+        raise SettingsError(
             f"DATABASES[{alias!r}]['OPTIONS']['replicas'] must be a list of dicts such as "
-            f"{{'HOST': 'db2'}}, not {type(entries).__name__}"
+            f"{{'HOST': 'db2'}}, not {type(entries).__name__}", E_REPLICAS,
         )
     out = []
     for i, entry in enumerate(entries):
         if not isinstance(entry, Mapping):
-            raise ImproperlyConfigured(
+            raise SettingsError(
                 f"DATABASES[{alias!r}]['OPTIONS']['replicas'][{i}] must be a dict such as "
-                f"{{'HOST': 'db2', 'PORT': '5432'}}, not {entry!r}"
+                f"{{'HOST': 'db2', 'PORT': '5432'}}, not a {type(entry).__name__}", E_REPLICAS,
             )
         unknown = sorted(set(entry) - set(REPLICA_KEYS))
         if unknown:
@@ -51,9 +104,9 @@ def replica_settings(alias: str, settings_dict: Mapping[str, Any]) -> list[dict[
                 " (a replica serves the primary's databases; NAME is always the primary's)"
                 if "NAME" in unknown else ""
             )
-            raise ImproperlyConfigured(
+            raise SettingsError(
                 f"DATABASES[{alias!r}]['OPTIONS']['replicas'][{i}] sets {', '.join(unknown)}, "
-                f"but a replica may only set {', '.join(REPLICA_KEYS)}{hint}"
+                f"but a replica may only set {', '.join(REPLICA_KEYS)}{hint}", E_REPLICAS,
             )
         merged = {k: settings_dict.get(k) for k in ("HOST", "PORT", "USER", "PASSWORD")}
         merged.update({k: v for k, v in entry.items() if k != "OPTIONS"})
@@ -69,9 +122,9 @@ def cluster_arguments(alias: str, options: Mapping[str, Any]) -> dict[str, Any]:
     if pool is True:
         pool = {}
     if not isinstance(pool, Mapping):
-        raise ImproperlyConfigured(
+        raise SettingsError(
             f"DATABASES[{alias!r}]['OPTIONS']['pool'] must be a dict of pool options such as "
-            f"{{'min_size': 2, 'max_size': 20}}, not {pool!r}"
+            f"{{'min_size': 2, 'max_size': 20}}, not {pool!r}", E_POOL,
         )
     pool = dict(pool)
     for key in ("min_size", "max_size"):
@@ -109,14 +162,16 @@ class ClusterWrapperMixin:
 
     def _settings_key(self) -> tuple[Any, ...]:
         # OPTIONS by content, so that copies of the wrapper (connection.copy()) share the
-        # cluster; its text is worked out once per OPTIONS dict, not on every request
+        # cluster; its digest is worked out once per OPTIONS dict, not on every request
         # (like Django's own pool, a dict changed in place after the first connection
-        # needs close_pool()).
+        # needs close_pool()). A keyed digest, not the text: OPTIONS hold the replicas'
+        # passwords, and this key is a local variable of frames Django's DEBUG page shows.
         s = self.settings_dict
         options = s.get("OPTIONS")
         memo = self.__dict__.get("_replpool_options_memo")
         if memo is None or memo[0] is not options:
-            memo = self._replpool_options_memo = (options, repr(options))
+            digest = hashlib.blake2b(repr(options).encode(), key=_DIGEST_KEY, digest_size=16).hexdigest()
+            memo = self._replpool_options_memo = (options, digest)
         return (s.get("NAME"), s.get("USER"), s.get("HOST"), s.get("PORT"), memo[1])
 
     def replpool_cluster(self) -> Cluster:
@@ -132,18 +187,80 @@ class ClusterWrapperMixin:
                 return found[1]
             if found is not None:
                 found[1].close()
-            if self.settings_dict.get("CONN_MAX_AGE", 0) != 0:
-                raise ImproperlyConfigured(
-                    f"DATABASES[{self.alias!r}]: replpool pools connections itself; set "
-                    "CONN_MAX_AGE to 0 (the default)"
-                )
             try:
-                cluster = self.build_cluster()
-            except ConfigurationError as exc:
-                raise ImproperlyConfigured(f"DATABASES[{self.alias!r}]: {exc}") from None
-            cluster.open()
+                cluster = self._new_cluster()
+            except BaseException as exc:
+                # The frames that built the cluster held the connection settings,
+                # passwords included; Django's DEBUG page would list them.
+                forget_locals(exc)
+                raise
             self._replpool_clusters[self.alias] = (key, cluster)
             return cluster
+
+    def _new_cluster(self) -> Cluster:
+        conn_max_age = self.conn_max_age_problem()
+        if conn_max_age is not None:
+            raise SettingsError(conn_max_age, E_CONN_MAX_AGE)
+        unknown = self.unknown_options()
+        if unknown:
+            raise SettingsError(unknown[0], E_UNKNOWN_OPTION)
+        cluster = self.build_cluster()
+        cluster.open()
+        return cluster
+
+    # -- settings ------------------------------------------------------------------------
+
+    # OPTIONS keys the connection reads, besides replpool's own, on the alias and on a
+    # replica entry (set by each engine).
+    connection_options: ClassVar[frozenset[str]] = frozenset()
+    replica_connection_options: ClassVar[frozenset[str]] = frozenset()
+    options_owner: ClassVar[str] = "the driver"
+
+    def conn_max_age_problem(self) -> str | None:
+        value = self.settings_dict.get("CONN_MAX_AGE", 0)
+        if value == 0:
+            return None
+        return (
+            f"DATABASES[{self.alias!r}]['CONN_MAX_AGE'] is {value!r}: replpool pools "
+            "connections itself, and hands them back at the end of each request; set "
+            "CONN_MAX_AGE to 0 (the default)"
+        )
+
+    def unknown_options(self) -> list[str]:
+        """A message for each OPTIONS key nobody reads (see :func:`unknown_options`)."""
+        return unknown_options(
+            self.alias, self.settings_dict.get("OPTIONS") or {}, self.connection_options,
+            self.replica_connection_options, self.options_owner,
+        )
+
+    def settings_problems(self) -> list[tuple[str, str]]:
+        """Every mistake in this alias's settings the engine can tell without
+        connecting, as ``(check id, message)``: what the system checks report, and
+        what the first connection would otherwise fail on."""
+        problems: list[tuple[str, str]] = []
+        conn_max_age = self.conn_max_age_problem()
+        if conn_max_age is not None:
+            problems.append((E_CONN_MAX_AGE, conn_max_age))
+        unknown = self.unknown_options()
+        problems += [(E_UNKNOWN_OPTION, message) for message in unknown]
+        # The rest, as building the cluster finds it (no connection is made), on a copy
+        # without the unknown keys, which would stop it before the others are seen.
+        settings_dict = dict(self.settings_dict)
+        options = dict(settings_dict.get("OPTIONS") or {})
+        allowed = self.connection_options | set(REPLPOOL_OPTIONS)
+        settings_dict["OPTIONS"] = {k: v for k, v in options.items() if k in allowed}
+        try:
+            type(self)(settings_dict, self.alias).build_cluster()  # type: ignore[call-arg]
+        except SettingsError as exc:
+            problems.append((exc.check_id, str(exc)))
+        except ImproperlyConfigured as exc:
+            problems.append((E_OTHER, f"DATABASES[{self.alias!r}]: {exc}"))
+        except ConfigurationError as exc:
+            problems.append((E_CLUSTER_OPTION, f"DATABASES[{self.alias!r}]['OPTIONS']: {exc}"))
+        except Exception as exc:
+            forget_locals(exc)
+            problems.append((E_OTHER, f"DATABASES[{self.alias!r}]: {type(exc).__name__}: {exc}"))
+        return problems
 
     def close_pool(self) -> None:
         """Close the alias's cluster (the test runner does this before it drops or
@@ -184,6 +301,23 @@ class ClusterWrapperMixin:
             return super().close_if_health_check_failed()  # type: ignore[misc, no-any-return]
         # Pooled connections are checked at every checkout.
 
+    def member_connection(self) -> Any:
+        """A DB-API connection to any member, for what every member shares (the
+        server's version, its SQL mode): the primary connection if one is held, else
+        the one a read would use now (a replica when one is fresh), so that start-up
+        questions such as Django's version check need no primary. The caller holds
+        the wrapper connected (``temporary_connection()``)."""
+        rc = self.connection
+        conn = rc.held_primary
+        if conn is not None:
+            return conn
+        decision = rc._current_cluster().decide_read()
+        if decision.member is not None:
+            lease = rc.replica(decision.member)
+            if lease is not None:
+                return lease.conn
+        return rc.primary()
+
     def on_primary_connection(self, conn: Any) -> None:
         """Per-lease setup of the primary connection (isolation level, ...)."""
 
@@ -202,6 +336,47 @@ class ClusterWrapperMixin:
         return params
 
 
+# Keys the digest of each alias's OPTIONS (see _settings_key), fresh in each process.
+_DIGEST_KEY = secrets.token_bytes(16)
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def forget_locals(exc: BaseException) -> None:
+    """Clear the local variables of replpool's frames that an exception (and those it
+    was raised from) passed through, bar the ones still running: they held connection
+    settings, and Django's DEBUG page shows every frame's variables. The frames
+    themselves (file, line, code) stay in the traceback, and so do other code's."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        tb = current.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+                try:
+                    tb.tb_frame.clear()
+                except RuntimeError:
+                    pass  # still running (the frame handling the exception)
+            tb = tb.tb_next
+        current = current.__cause__ or current.__context__
+
+
+class TestDatabasesMixin:
+    """Mixed into an engine's ``DatabaseCreation``: a process that creates (or, as a
+    worker of the parallel test runner, clones) a test database runs tests, and a live
+    server's requests there read the primary (see :mod:`replpool.django._liveserver`)."""
+
+    def create_test_db(self, *args: Any, **kwargs: Any) -> Any:
+        _liveserver.enable()
+        return super().create_test_db(*args, **kwargs)  # type: ignore[misc]
+
+    def setup_worker_connection(self, *args: Any, **kwargs: Any) -> Any:
+        _liveserver.enable()
+        return super().setup_worker_connection(*args, **kwargs)  # type: ignore[misc]
+
+
 def engine_cluster(
     alias: str, options: Mapping[str, Any], primary: str, replicas: list[str],
     kwargs: Mapping[str, Any], configure: Any, who: str,
@@ -212,9 +387,9 @@ def engine_cluster(
     pool_options = args.pop("pool_options")
     for key in ("configure", "kwargs"):
         if key in pool_options:
-            raise ImproperlyConfigured(
+            raise SettingsError(
                 f"DATABASES[{alias!r}]['OPTIONS']['pool'][{key!r}] is set by the engine (it "
-                f"configures connections the way {who} does)"
+                f"configures connections the way {who} does): remove it", E_POOL,
             )
     # Named as the user wrote them (not as Cluster's pool_options), sizes included.
     allowed = sorted({"min_size", "max_size"} | (
@@ -228,7 +403,11 @@ def engine_cluster(
             )
     pool_options["kwargs"] = dict(kwargs)
     pool_options["configure"] = configure
-    return Cluster(primary, replicas, name=alias, pool_options=pool_options, **args)
+    try:
+        return Cluster(primary, replicas, name=alias, pool_options=pool_options, **args)
+    except ConfigurationError as exc:
+        check_id = E_POOL if "pool_options" in str(exc) else E_CLUSTER_OPTION
+        raise SettingsError(f"DATABASES[{alias!r}]['OPTIONS']: {exc}", check_id) from None
 
 
 def base_init_connection_state(wrapper: Any) -> None:

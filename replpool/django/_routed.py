@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _session
 from .._cluster import Cluster, Lease
+from .._errors import NoPrimaryAvailable
 from .._routing import Reason
 from ._sql import Kind, statement_kind
 
@@ -53,7 +54,13 @@ class RoutedConnection:
         # session lock, ...): every statement runs there until Django closes the
         # connection, and the session is reset before the pool hands it to anyone else.
         self.stateful = False
+        # The session told that the current transaction wrote (no token until it ends).
+        self._writer: _session.Session | None = None
         self.closed = False
+        # A wait for a primary failed on this connection: do not wait again. Django
+        # closes it at the end of the request (CONN_MAX_AGE is 0), so a request waits
+        # for a missing primary once at most.
+        self.primary_missed = False
 
     # -- leases ----------------------------------------------------------------------------
 
@@ -67,7 +74,13 @@ class RoutedConnection:
     def primary(self) -> Any:
         """The primary connection, leased on first use."""
         if self._primary is None:
-            lease = self._current_cluster().lease_write(count=False)
+            try:
+                lease = self._current_cluster().lease_write(
+                    count=False, wait_for_primary=not self.primary_missed
+                )
+            except NoPrimaryAvailable:
+                self.primary_missed = True
+                raise
             try:
                 if lease.conn.autocommit != self._autocommit:
                     lease.conn.autocommit = self._autocommit
@@ -138,6 +151,9 @@ class RoutedConnection:
 
     def _transaction_ended(self) -> None:
         """What the transaction wrote (committed) or saw binds the session now."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.write_ended(self.cluster.name)
         if self.dirty:
             self.dirty = self.touched = False
             self.cluster.note_write()
@@ -152,6 +168,9 @@ class RoutedConnection:
         if self.closed:
             return
         self.closed = True
+        writer, self._writer = self._writer, None
+        if writer is not None:  # closed inside a transaction that wrote: it is over
+            writer.write_ended(self.cluster.name)
         self.drop_replica()
         lease, self._primary = self._primary, None
         if lease is not None:
@@ -275,7 +294,10 @@ class RoutingCursor:
                 # unique violation says the row exists).
                 if self._in_transaction():
                     rc.touched = True
-                    rc.dirty = rc.dirty or (writes and ok)
+                    if writes and ok and not rc.dirty:
+                        rc.dirty = True
+                        rc._writer = _session.writing_session()
+                        rc._writer.write_began(rc.cluster.name)
                 elif writes and ok:
                     rc.cluster.note_write()
                 elif read or writes:

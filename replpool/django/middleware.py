@@ -20,7 +20,18 @@ Settings (all optional):
 ``REPLPOOL_TOKEN_COOKIE_PATH``         ``"/"``
 ``REPLPOOL_TOKEN_COOKIE_DOMAIN``       ``None``
 ``REPLPOOL_TOKEN_HEADER``              ``"X-Replpool-Token"`` header name; None: no header
+``REPLPOOL_TOKEN_ON_READS``            ``False``              True: answer requests that
+                                                              only read with a token too
+                                                              (monotonic reads across a
+                                                              client's requests, at the
+                                                              cost of a cookie each)
 =====================================  =====================  ===========================
+
+A token covers everything the request wrote, and, since it names its writes by a nonce
+that a later request resolves with a primary position sampled after it arrives, also
+what middleware around this one wrote after it (Django's ``SessionMiddleware`` saving a
+session row on the way out). Middleware before this one in ``MIDDLEWARE`` that writes in
+a request that does not write itself is not seen: put this middleware first.
 
 The max age should exceed the largest ``max_replica_lag`` of your aliases: a replica
 within that lag has applied every write older than it, so a token that old is no longer
@@ -30,6 +41,7 @@ needed.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +52,7 @@ from django.core import signing
 from django.http import HttpRequest, HttpResponseBase
 
 from .. import _session
-from .._errors import Error
+from .._errors import Error, WriteInProgress
 from ._signing import CookieSetter, TokenSigner
 
 logger = logging.getLogger("replpool.django")
@@ -58,6 +70,7 @@ class TokenSettings:
     path: str
     domain: str | None
     header: str | None
+    on_reads: bool
 
     @classmethod
     def from_settings(cls) -> TokenSettings:
@@ -73,6 +86,7 @@ class TokenSettings:
             path=get("COOKIE_PATH", "/"),
             domain=get("COOKIE_DOMAIN", None),
             header=get("HEADER", "X-Replpool-Token"),
+            on_reads=bool(get("ON_READS", False)),
         )
 
 
@@ -152,9 +166,17 @@ class ReadYourWritesMiddleware:
     # -- outgoing --------------------------------------------------------------------------
 
     def _leave(self, request: HttpRequest, response: HttpResponseBase, session: _session.Session) -> None:
-        if not session.writes:
+        if not session.writes and not self.config.on_reads:
             return
-        token = session.token()
+        # The token names, by a nonce, everything up to the moment it reaches the client:
+        # writes made after this point by middleware around this one (a session row
+        # saved on the way out) are covered too, by causality.
+        session.cover_until_now(time.monotonic_ns())
+        try:
+            token = session.token()
+        except WriteInProgress as exc:
+            logger.warning("no replpool token for %s: %s", request.path, exc)
+            return
         if token is None:
             return
         c = self.config

@@ -451,15 +451,46 @@ class Lab:
     def wait_until_caught_up(self, timeout: float = 10.0) -> None:
         raise NotImplementedError
 
+    def create_database(self, name: str) -> None:
+        """Create another database for the application user on the primary, and wait
+        until every replica has it."""
+        raise NotImplementedError
+
     def describe(self) -> str:
-        """A few lines naming each member, its role and how to connect."""
+        """A few lines naming each member, its role and how to connect (as the
+        application user, and as the superuser, who needs no password on loopback)."""
         lines = [f"{self.engine} lab in {self.directory}"]
         for m in self.members:
             lines.append(f"  {m.name:<10} {m.role:<8} {m.state:<8} {m.url}")
             dsn = getattr(m, "dsn", None)
             if dsn:
                 lines.append(f"  {'':<10} {'':<8} {'':<8} {dsn}")
+            lines.append(f"  {'':<10} {'':<8} {'superuser':<8} {m.admin_url}")
         return "\n".join(lines)
+
+    def django_databases(self, databases: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+        """Django ``DATABASES`` for this lab, with replpool's engine: ``default`` is
+        the ``app`` database, and each of ``databases`` (made with
+        :meth:`create_database`) is an alias of the same name. Every alias lists the
+        replicas. (It holds the password: a lab's throwaway one.)"""
+        primary = self.primary
+        engine = "replpool.backends.postgresql" if self.engine == "postgresql" else "replpool.backends.mysql"
+        out: dict[str, dict[str, Any]] = {}
+        for alias, name in [("default", primary.database), *((d, d) for d in databases)]:
+            options: dict[str, Any] = {"replicas": [{"PORT": str(r.port)} for r in self.replicas]}
+            if self.engine != "postgresql":
+                # Django's own MySQL backend reads committed by default, and advises it.
+                options["isolation_level"] = "read committed"
+            out[alias] = {
+                "ENGINE": engine,
+                "NAME": name,
+                "USER": primary.user,
+                "PASSWORD": self.password,
+                "HOST": primary.host,
+                "PORT": str(primary.port),
+                "OPTIONS": options,
+            }
+        return out
 
     def __repr__(self) -> str:
         where = f" in {self.directory}" if self.directory else ""
@@ -497,6 +528,15 @@ def run(
             + "\n  ".join(tail)
         )
     return proc
+
+
+def check_database_name(name: str) -> None:
+    """A database name the lab may create: letters, digits and underscores."""
+    if not (isinstance(name, str) and name.isidentifier() and name.isascii() and len(name) <= 63):
+        raise LabError(
+            f"a lab database name must be 1-63 ASCII letters, digits or underscores, not "
+            f"starting with a digit: not {name!r}"
+        )
 
 
 def parallel(jobs: Sequence[Callable[[], object]]) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from .._positions import MariaDBGTID
 from . import _process
-from ._base import Lab, LabMember, parallel, run, wait_for
+from ._base import Lab, LabMember, check_database_name, parallel, run, wait_for
 from ._binaries import Binaries, find_mariadb
 from ._errors import LabError
 
@@ -117,8 +117,9 @@ class MariaDBLab(Lab):
     on, or off with ``replica_read_only=False`` (the server's default, and common in
     real setups: such replicas accept writes, so tests can check that replpool still
     takes them for replicas and sends them none).
-    The ``app`` user owns the ``app`` database and nothing else, bar ``SLAVE MONITOR``
-    and ``BINLOG MONITOR`` to read replication state: ``read_only`` applies to it.
+    The ``app`` user owns the ``app`` database and the ``test_...`` databases Django's
+    test runner creates, and nothing else, bar ``SLAVE MONITOR`` and ``BINLOG MONITOR``
+    to read replication state: ``read_only`` applies to it.
     ``root`` has no password on loopback.
 
     Faults: :meth:`pause_replication`, :meth:`resume_replication`,
@@ -235,6 +236,8 @@ class MariaDBLab(Lab):
                 ("CREATE USER %s@%s IDENTIFIED BY %s", (primary.user, "%", self.password)),
                 (f"GRANT ALL ON `{primary.database}`.* TO %s@%s", (primary.user, "%")),
                 ("GRANT SLAVE MONITOR, BINLOG MONITOR ON *.* TO %s@%s", (primary.user, "%")),
+                # Django's test runner creates and drops test_<name> databases.
+                ("GRANT ALL ON `test\\_%`.* TO %s@%s", (primary.user, "%")),
             ):
                 cur.execute(statement, params)
         parallel([functools.partial(self._start_member, r) for r in replicas])
@@ -361,6 +364,16 @@ class MariaDBLab(Lab):
             cur = conn.cursor()
             cur.execute(query, params)
             return cur.fetchall() if cur.description else []
+
+    def create_database(self, name: str) -> None:
+        """Create another database for the application user, on the primary (the
+        replicas get it by replication), and wait until every replica has it."""
+        check_database_name(name)
+        with self._admin(self.primary) as conn:
+            cur = conn.cursor()
+            cur.execute(f"CREATE DATABASE `{name}`")
+            cur.execute(f"GRANT ALL ON `{name}`.* TO %s@%s", (self.primary.user, "%"))
+        self.wait_until_caught_up()
 
     def _slave_status(self, m: LabMember) -> dict[str, Any] | None:
         """The replica's ``SHOW SLAVE STATUS`` row, or None if it follows no primary."""

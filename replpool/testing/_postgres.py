@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 
 from .._positions import LSN
-from ._base import Account, Lab, LabMember, parallel, run, wait_for
+from ._base import Account, Lab, LabMember, check_database_name, parallel, run, wait_for
 from ._binaries import Binaries, find_postgres
 from ._errors import LabError
 
@@ -85,8 +85,9 @@ class PostgresLab(Lab):
 
     Members are named ``pg1`` (the first primary), ``pg2``, ``pg3``...; each has its own
     data folder under the lab's temporary folder and its own free port. The ``app``
-    database belongs to the ``app`` user (not a superuser, password authentication); the
-    superuser ``postgres`` is trusted on loopback.
+    database belongs to the ``app`` user (not a superuser, password authentication,
+    allowed to create databases as Django's test runner does); the superuser
+    ``postgres`` is trusted on loopback.
 
     Faults: :meth:`pause_replication`, :meth:`resume_replication`,
     :meth:`set_apply_delay`, :meth:`stop`/:meth:`start` with a member, :meth:`kill`,
@@ -187,7 +188,8 @@ class PostgresLab(Lab):
         primary.state = "running"
         with self._admin(primary, dbname="postgres") as conn:
             conn.execute(
-                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                # CREATEDB: Django's test runner creates and drops test databases.
+                sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(
                     sql.Identifier(primary.user), sql.Literal(self.password)
                 )
             )
@@ -276,6 +278,18 @@ class PostgresLab(Lab):
         with self._admin(m) as conn:
             cur = conn.execute(query, params)  # type: ignore[arg-type]
             return cur.fetchall() if cur.description else []
+
+    def create_database(self, name: str) -> None:
+        """Create another database owned by the application user, on the primary, and
+        wait until every replica has it."""
+        check_database_name(name)
+        self.query(
+            self.primary,
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(  # type: ignore[arg-type]
+                sql.Identifier(name), sql.Identifier(self.primary.user)
+            ),
+        )
+        self.wait_until_caught_up()
 
     # -- replication faults -------------------------------------------------------------------
 

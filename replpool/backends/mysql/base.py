@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from django.core.exceptions import ImproperlyConfigured
+from django.utils.functional import cached_property
+from mysql.connector.constants import DEFAULT_CONFIGURATION
 from mysql.connector.django import base as connector_base
 from mysql.connector.django.client import DatabaseClient as ConnectorClient
 from mysql.connector.django.creation import DatabaseCreation as ConnectorCreation
@@ -32,7 +33,14 @@ from mysql.connector.django.creation import DatabaseCreation as ConnectorCreatio
 from ..._cluster import Cluster
 from ..._mysql import _URL_OPTIONS, MySQLEngine, _option_value
 from ..._mysqlpool import Connection
-from .._common import ClusterWrapperMixin, engine_cluster, replica_settings
+from .._common import (
+    E_REPLICAS,
+    ClusterWrapperMixin,
+    SettingsError,
+    TestDatabasesMixin,
+    engine_cluster,
+    replica_settings,
+)
 
 # Only its stateless checks (errors, liveness) are used: each cluster has its own engine,
 # which learns whether its servers are MariaDB or MySQL.
@@ -118,7 +126,7 @@ class DatabaseClient(ConnectorClient):
         return args, env
 
 
-class DatabaseCreation(ConnectorCreation):
+class DatabaseCreation(TestDatabasesMixin, ConnectorCreation):
     def _destroy_test_db(self, test_database_name: str, verbosity: int) -> None:
         # The test database's pools and monitor go first (Django's PostgreSQL backend
         # closes its pool there too): nothing of the cluster outlives its database.
@@ -126,8 +134,18 @@ class DatabaseCreation(ConnectorCreation):
         super()._destroy_test_db(test_database_name, verbosity)
 
 
+def _inherited(wrapper: Any, name: str) -> Any:
+    """The connector backend's own cached property ``name``, computed for ``wrapper``."""
+    return connector_base.DatabaseWrapper.__dict__[name].func(wrapper)
+
+
 class DatabaseWrapper(ClusterWrapperMixin, connector_base.DatabaseWrapper):
     display_name = "MariaDB/MySQL (replpool)"
+    # What OPTIONS may hold besides replpool's keys: the driver's connection arguments,
+    # and the isolation level the connector's backend reads itself.
+    connection_options = frozenset(DEFAULT_CONFIGURATION) | {"isolation_level"}
+    replica_connection_options = frozenset(DEFAULT_CONFIGURATION)
+    options_owner = "mysql-connector-python or its Django backend"
     client_class = DatabaseClient
     creation_class = DatabaseCreation
 
@@ -167,11 +185,11 @@ class DatabaseWrapper(ClusterWrapperMixin, connector_base.DatabaseWrapper):
             own = {k: v for k, v in connect.items() if k != "unix_socket"}
             for key, value in rs["OPTIONS"].items():
                 if key not in _CONNECT_OPTIONS or key in shared or _url_text(value) is None:
-                    raise ImproperlyConfigured(
+                    raise SettingsError(
                         f"DATABASES[{self.alias!r}]['OPTIONS']['replicas'][{i}]['OPTIONS'] sets "
                         f"{key!r}; a replica may set only how to reach and log in to it, as "
                         f"text, numbers or booleans ({', '.join(sorted(_CONNECT_OPTIONS))}); "
-                        "the session's options are the primary's"
+                        "the session's options are the primary's", E_REPLICAS,
                     )
                 own[key] = value
             replicas.append(member_url(
@@ -200,6 +218,7 @@ class DatabaseWrapper(ClusterWrapperMixin, connector_base.DatabaseWrapper):
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         if not self.routed:
             return super().get_new_connection(conn_params)
+        del conn_params  # the cluster has them; a frame's variables show on error pages
         return self.routed_connection()
 
     def init_connection_state(self) -> None:
@@ -207,6 +226,30 @@ class DatabaseWrapper(ClusterWrapperMixin, connector_base.DatabaseWrapper):
             return super().init_connection_state()
         # Each pooled connection was configured when its pool opened it; Django's
         # connect() has set autocommit on the routed connection already.
+
+    # What every member shares, asked of any of them (a replica while no primary is
+    # reachable), as the connector's backend asks its own connection.
+
+    @cached_property
+    def mysql_server_info(self) -> Any:
+        if not self.routed:
+            return _inherited(self, "mysql_server_info")
+        with self.temporary_connection():  # type: ignore[operator]  # (the connector's __getattr__)
+            return self.member_connection().server_info
+
+    @cached_property
+    def mysql_version(self) -> tuple[int, ...]:
+        if not self.routed:
+            return _inherited(self, "mysql_version")
+        with self.temporary_connection():  # type: ignore[operator]
+            return tuple(self.member_connection().server_version)
+
+    @cached_property
+    def sql_mode(self) -> set[str]:
+        if not self.routed:
+            return _inherited(self, "sql_mode")
+        with self.temporary_connection():  # type: ignore[operator]
+            return set(self.member_connection().sql_mode.split(","))
 
     # -- cursors ------------------------------------------------------------------------------
 

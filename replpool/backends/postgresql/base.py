@@ -14,22 +14,42 @@ from typing import Any
 import psycopg
 from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.postgresql import base as pg_base
+from django.db.backends.postgresql import creation as pg_creation
 from django.db.backends.postgresql.psycopg_any import IsolationLevel, register_tzloader
+from django.utils.functional import cached_property
 from psycopg import pq
 from psycopg.conninfo import make_conninfo
 from psycopg.pq import Format
 
 from ..._cluster import Cluster
 from ..._pg import PostgresEngine
-from .._common import ClusterWrapperMixin, base_init_connection_state, engine_cluster, replica_settings
+from .._common import (
+    ClusterWrapperMixin,
+    TestDatabasesMixin,
+    base_init_connection_state,
+    engine_cluster,
+    replica_settings,
+)
 
 # Connection parameters that are psycopg arguments, not libpq keywords.
 _PSYCOPG_KWARGS = ("context", "cursor_factory", "prepare_threshold", "row_factory", "autocommit")
 _ENGINE = PostgresEngine()
+# What OPTIONS may hold besides replpool's keys: libpq's connection parameters, psycopg's
+# connection arguments, and the options Django's backend reads itself.
+_LIBPQ_KEYWORDS = frozenset(o.keyword.decode() for o in pq.Conninfo.get_defaults())
+_DJANGO_OPTIONS = frozenset({"assume_role", "isolation_level", "server_side_binding"})
+
+
+class DatabaseCreation(TestDatabasesMixin, pg_creation.DatabaseCreation):
+    pass
 
 
 class DatabaseWrapper(ClusterWrapperMixin, pg_base.DatabaseWrapper):
     display_name = "PostgreSQL (replpool)"
+    creation_class = DatabaseCreation
+    connection_options = _LIBPQ_KEYWORDS | _DJANGO_OPTIONS | frozenset(_PSYCOPG_KWARGS)
+    replica_connection_options = _LIBPQ_KEYWORDS
+    options_owner = "PostgreSQL (libpq), psycopg or Django's backend"
 
     # -- the cluster ---------------------------------------------------------------------
 
@@ -70,6 +90,7 @@ class DatabaseWrapper(ClusterWrapperMixin, pg_base.DatabaseWrapper):
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         if not self.routed:
             return super().get_new_connection(conn_params)
+        del conn_params  # the cluster has them; a frame's variables show on error pages
         level = self.settings_dict["OPTIONS"].get("isolation_level")
         try:
             self.isolation_level = IsolationLevel(level) if level is not None else IsolationLevel.READ_COMMITTED
@@ -97,6 +118,16 @@ class DatabaseWrapper(ClusterWrapperMixin, pg_base.DatabaseWrapper):
         if self.connection._primary is None:
             return False
         return self._configure_timezone(self.connection.primary())
+
+    @cached_property
+    def pg_version(self) -> int:
+        """The server's version number (as ``server_version_num``): Django checks it
+        when it first connects, and replicas run the primary's version, so any member
+        answers; while no primary is reachable, a replica does."""
+        if not self.routed:
+            return pg_base.DatabaseWrapper.pg_version.func(self)  # type: ignore[attr-defined,no-any-return]
+        with self.temporary_connection():
+            return int(self.member_connection().info.server_version)
 
     # -- cursors ------------------------------------------------------------------------------
 

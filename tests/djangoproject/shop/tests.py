@@ -367,6 +367,76 @@ class OneSessionTests(TransactionTestCase):
         self.assertNotEqual(last_statement_after_close("SET search_path TO public"), "SELECT pg_backend_pid()")
 
 
+class StandInTask:
+    """What send_on_commit needs of a Celery task: apply_async. It keeps the messages."""
+
+    def __init__(self):
+        self.sent = []
+
+    def apply_async(self, args=(), kwargs=None, headers=None, **options):
+        self.sent.append((args, kwargs, headers, options))
+
+
+class TaskTests(TransactionTestCase):
+    """A task sent by a request reads what the request wrote, once it committed."""
+
+    databases = {"default", "legacy_db"}
+
+    def setUp(self):
+        lab.heal()
+
+    def tearDown(self):
+        lab.heal()
+
+    def test_a_token_asked_for_inside_a_transaction_that_wrote_is_refused(self):
+        with self.assertRaisesRegex(replpool.WriteInProgress, "transaction.on_commit"):
+            with transaction.atomic():
+                Item.objects.create(name="order")
+                replpool.current_token()
+        self.assertIsNotNone(replpool.current_token())  # after the commit it covers it
+
+    def test_a_task_sent_on_commit_carries_the_token_and_the_worker_reads_the_write(self):
+        from replpool.django.tasks import send_on_commit, task_session
+
+        task = StandInTask()
+        lab.pause(lab.REPLICAS[0])
+        lab.delay(lab.REPLICAS[1], lab.LAG_SECONDS)
+        with replpool.session():
+            with transaction.atomic():
+                order = Item.objects.create(name="invoice me")
+                send_on_commit(task, args=[order.pk], queue="invoices")
+                self.assertEqual(task.sent, [])  # not before the commit
+        ((args, kwargs, headers, options),) = task.sent
+        self.assertEqual((args, kwargs, options), ([order.pk], {}, {"queue": "invoices"}))
+
+        def worker():
+            with task_session(headers):
+                return Item.objects.get(pk=args[0]).name
+
+        self.assertEqual(as_stranger(worker), "invoice me")
+
+    def test_a_task_is_not_sent_when_the_transaction_rolls_back(self):
+        from replpool.django.tasks import send_on_commit
+
+        task = StandInTask()
+        with self.assertRaises(KeyError):
+            with transaction.atomic():
+                Item.objects.create(name="never")
+                send_on_commit(task)
+                raise KeyError("rolled back")
+        self.assertEqual(task.sent, [])
+
+    def test_a_bad_token_in_a_task_message_is_logged_and_ignored(self):
+        from replpool.django.tasks import task_session
+
+        def worker():
+            with task_session({"replpool_token": "rp1.not-a-token"}) as s:
+                return s.snapshot()
+
+        with self.assertLogs("replpool.django", "WARNING"):
+            self.assertEqual(as_stranger(worker), {})  # a worker's thread: nothing else to observe
+
+
 class SigningTests(SimpleTestCase):
     """The middleware signs and sets its cookie with work done once per process; the
     results must be what Django's own TimestampSigner and set_cookie give."""

@@ -1,0 +1,108 @@
+"""Django system checks for replpool's settings: every mistake the engines and the
+router can tell without connecting, reported by ``manage.py check`` (and by ``migrate``,
+``runserver`` and ``test``, which run the checks first), each saying what to change.
+
+=================  ==========================================================================
+``replpool.E001``  an OPTIONS key (the alias's or a replica's) that neither replpool nor
+                   the connection reads
+``replpool.E002``  ``CONN_MAX_AGE`` is not 0
+``replpool.E003``  a replpool option with a value the cluster refuses (``max_replica_lag``,
+                   ``replica_selection``, ...)
+``replpool.E004``  a malformed ``replicas`` entry
+``replpool.E005``  a malformed ``pool`` option
+``replpool.E006``  ``REPLPOOL_DATABASE_APPS`` names an app or model that is not installed
+``replpool.E007``  ``REPLPOOL_DATABASE_APPS`` is malformed, or names an alias not in
+                   ``DATABASES``
+``replpool.E008``  ``REPLPOOL_DATABASE_APPS`` would join two databases by a foreign key
+``replpool.E009``  any other setting the engine refuses (Django's own, such as a missing NAME)
+``replpool.W001``  ``REPLPOOL_DATABASE_APPS`` is set, but ``AppRouter`` is not in
+                   ``DATABASE_ROUTERS``: it has no effect
+=================  ==========================================================================
+
+They are registered when a replpool engine or the router is loaded (Django loads the
+``default`` alias's engine while it sets up its models); a project that uses replpool
+only for another alias, or only its router, can add ``"replpool.django"`` to
+``INSTALLED_APPS`` to have them run in every case.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from django.apps import apps
+from django.conf import settings
+from django.core import checks
+
+ENGINES = ("replpool.backends.postgresql", "replpool.backends.mysql")
+ROUTER = "replpool.django.routers.AppRouter"
+TAG = "replpool"
+
+
+@checks.register(TAG)
+def check_databases(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """The settings of every alias whose ENGINE is replpool's."""
+    from django.db import connections
+
+    found: list[checks.CheckMessage] = []
+    for alias, settings_dict in settings.DATABASES.items():
+        if settings_dict.get("ENGINE") in ENGINES:
+            for check_id, message in connections[alias].settings_problems():
+                found.append(checks.Error(message, id=check_id))
+    return found
+
+
+@checks.register(TAG)
+def check_router(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """REPLPOOL_DATABASE_APPS: well formed, naming installed apps and existing aliases,
+    and placing no two apps joined by a foreign key on different databases."""
+    from .routers import SETTING, AppRouter, parse_mapping, placement_problems
+
+    routers = list(getattr(settings, "DATABASE_ROUTERS", []))
+    used = any(r == ROUTER or (isinstance(r, type) and issubclass(r, AppRouter)) or isinstance(r, AppRouter)
+               for r in routers)
+    mapping = getattr(settings, SETTING, None)
+    if mapping is None and not used:
+        return []
+    if not used:
+        return [checks.Warning(
+            f"{SETTING} is set, but DATABASE_ROUTERS does not list {ROUTER!r}, so it places "
+            f"nothing: add {ROUTER!r} to DATABASE_ROUTERS",
+            id="replpool.W001",
+        )]
+    app_map, model_map, problems = parse_mapping(mapping, settings.DATABASES)
+    found: list[checks.CheckMessage] = [checks.Error(p, id="replpool.E007") for p in problems]
+    labels = sorted(c.label for c in apps.get_app_configs())
+    for label in app_map:
+        if label not in labels:
+            found.append(checks.Error(
+                f"{SETTING} names {label!r}, which is not the label of an installed app"
+                f"{_meant(label, labels)} (installed: {', '.join(labels)})",
+                id="replpool.E006",
+            ))
+    for label, model in model_map:
+        try:
+            apps.get_model(label, model)
+        except LookupError:
+            known = sorted(m._meta.label for m in apps.get_models())
+            found.append(checks.Error(
+                f"{SETTING} names the model '{label}.{model}', which is not installed"
+                f"{_meant(f'{label}.{model}', known, lower=True)}",
+                id="replpool.E006",
+            ))
+    if found:
+        return found
+    router = AppRouter()
+    found += [
+        checks.Error(message, id="replpool.E008")
+        for message in placement_problems(
+            apps.get_models(include_auto_created=True), router.model_database, app_map
+        )
+    ]
+    return found
+
+
+def _meant(name: str, choices: list[str], lower: bool = False) -> str:
+    pool = {c.lower(): c for c in choices} if lower else {c: c for c in choices}
+    close = difflib.get_close_matches(name.lower() if lower else name, list(pool), n=1, cutoff=0.7)
+    return f" (did you mean {pool[close[0]]!r}?)" if close else ""
