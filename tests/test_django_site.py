@@ -197,6 +197,17 @@ def test_related_access_stays_on_the_instances_database(site):
     assert_passed(site, "ArchiveTests", at_least=6)
 
 
+# -- middleware and tokens (item 3) ---------------------------------------------------------------
+
+
+def test_a_login_is_seen_by_the_next_requests_whatever_the_middleware_order(site):
+    assert_passed(site, "LoginTests")
+
+
+def test_a_middleware_order_that_can_lose_writes_is_a_system_check_error(site):
+    assert_passed(site, "MiddlewareOrderCheckTests", at_least=3)
+
+
 # -- the live server (item 5) ------------------------------------------------------------------
 
 

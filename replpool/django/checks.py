@@ -15,8 +15,13 @@ router can tell without connecting, reported by ``manage.py check`` (and by ``mi
                    ``DATABASES``
 ``replpool.E008``  ``REPLPOOL_DATABASE_APPS`` would join two databases by a foreign key
 ``replpool.E009``  any other setting the engine refuses (Django's own, such as a missing NAME)
+``replpool.E010``  ``SessionMiddleware`` with a database session engine comes before
+                   ``ReadYourWritesMiddleware``: a request that writes only its session
+                   would answer with no token, and the next one could miss that write
 ``replpool.W001``  ``REPLPOOL_DATABASE_APPS`` is set, but ``AppRouter`` is not in
                    ``DATABASE_ROUTERS``: it has no effect
+``replpool.W002``  other middleware comes before ``ReadYourWritesMiddleware``: what it
+                   writes in a request that writes nothing else has no token
 =================  ==========================================================================
 
 They are registered when a replpool engine or the router is loaded (Django loads the
@@ -100,6 +105,43 @@ def check_router(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
         )
     ]
     return found
+
+
+MIDDLEWARE = "replpool.django.middleware.ReadYourWritesMiddleware"
+SESSION_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
+DATABASE_SESSIONS = ("django.contrib.sessions.backends.db", "django.contrib.sessions.backends.cached_db")
+
+
+@checks.register(TAG)
+def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """``ReadYourWritesMiddleware`` comes first: its token covers what middleware after
+    it writes, and what middleware before it writes after a request that wrote (by a
+    nonce), but nothing of a request whose only writes are those of middleware before
+    it, such as ``SessionMiddleware`` saving a session changed by a view that reads."""
+    middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
+    if MIDDLEWARE not in middleware:
+        return []
+    before = middleware[: middleware.index(MIDDLEWARE)]
+    if not before:
+        return []
+    order = ", ".join([MIDDLEWARE, *before])
+    engine = getattr(settings, "SESSION_ENGINE", "django.contrib.sessions.backends.db")
+    if SESSION_MIDDLEWARE in before and engine in DATABASE_SESSIONS:
+        return [checks.Error(
+            f"{SESSION_MIDDLEWARE} comes before {MIDDLEWARE} in MIDDLEWARE and saves sessions "
+            f"in the database ({engine}): a request that changes only its session would answer "
+            "with no token, and the next request could read a replica without that session "
+            "row (an anonymous user after a login, a lost cart)",
+            hint=f"Put {MIDDLEWARE} first in MIDDLEWARE: {order}, ...",
+            id="replpool.E010",
+        )]
+    return [checks.Warning(
+        f"{', '.join(before)} come{'s' if len(before) == 1 else ''} before {MIDDLEWARE} in "
+        "MIDDLEWARE: what they write in a request that writes nothing else has no token, so "
+        "the next request could read a replica without it",
+        hint=f"Put {MIDDLEWARE} first in MIDDLEWARE: {order}, ...",
+        id="replpool.W002",
+    )]
 
 
 def _meant(name: str, choices: list[str], lower: bool = False) -> str:

@@ -44,12 +44,28 @@ def pause_replicas():
             _run(replica, "STOP SLAVE SQL_THREAD")
 
 
+def delay_replicas(seconds):
+    """Every replica applies each commit ``seconds`` after the primary made it
+    (PostgreSQL's recovery_min_apply_delay; MariaDB's MASTER_DELAY, in whole seconds
+    counted from whole-second commit times)."""
+    for replica in REPLICAS:
+        if settings.ENGINE == "postgresql":
+            _run(replica, f"ALTER SYSTEM SET recovery_min_apply_delay = '{int(seconds * 1000)}ms'")
+            _run(replica, "SELECT pg_reload_conf()")
+        else:
+            for sql in ("STOP SLAVE", f"CHANGE MASTER TO MASTER_DELAY = {int(seconds)}", "START SLAVE"):
+                _run(replica, sql)
+    time.sleep(0.1)  # the reload reaches the process that applies WAL asynchronously
+
+
 def heal(timeout=10.0):
     """Undo pause_replicas(), then wait until every replica has applied all the
     primary wrote."""
     deadline = time.monotonic() + timeout
     if settings.ENGINE == "postgresql":
         for replica in REPLICAS:
+            _run(replica, "ALTER SYSTEM RESET recovery_min_apply_delay")
+            _run(replica, "SELECT pg_reload_conf()")
             _run(replica, "SELECT pg_wal_replay_resume()")
         (target,) = _run(PRIMARY, "SELECT pg_current_wal_lsn()::text")[0]
         for replica in REPLICAS:
@@ -59,7 +75,8 @@ def heal(timeout=10.0):
                 time.sleep(0.01)
     else:
         for replica in REPLICAS:
-            _run(replica, "START SLAVE SQL_THREAD")
+            for sql in ("STOP SLAVE", "CHANGE MASTER TO MASTER_DELAY = 0", "START SLAVE"):
+                _run(replica, sql)
         (target,) = _run(PRIMARY, "SELECT @@gtid_binlog_pos")[0]
         for replica in REPLICAS:
             (done,) = _run(replica, f"SELECT MASTER_GTID_WAIT('{target}', {timeout})")[0]

@@ -5,12 +5,22 @@ import copy
 import logging
 import os
 import sys
+import threading
 from urllib.error import HTTPError
 from urllib.request import urlopen
 
+from django.conf import settings
 from django.db import connections
 from django.db.utils import load_backend
-from django.test import LiveServerTestCase, RequestFactory, TestCase, override_settings
+from django.test import (
+    Client,
+    LiveServerTestCase,
+    RequestFactory,
+    SimpleTestCase,
+    TestCase,
+    TransactionTestCase,
+    override_settings,
+)
 from django.views.debug import ExceptionReporter
 
 import replpool
@@ -133,6 +143,94 @@ class LiveServerTests(LiveServerTestCase):
         except HTTPError as exc:
             self.fail(f"the live server answered {exc.code}: it did not read the test's write")
         self.assertEqual(body, "written by the test")
+
+
+SESSION = "django.contrib.sessions.middleware.SessionMiddleware"
+AUTH = "django.contrib.auth.middleware.AuthenticationMiddleware"
+MESSAGES = "django.contrib.messages.middleware.MessageMiddleware"
+READ_YOUR_WRITES = "replpool.django.middleware.ReadYourWritesMiddleware"
+
+
+def elsewhere(call, *args):
+    """``call(*args)`` in a thread of its own (connections closed after)."""
+    result = []
+
+    def run():
+        try:
+            result.append(call(*args))
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(30)
+    assert result, "the call in a thread of its own failed (see its traceback above)"
+    return result[0]
+
+
+@override_settings(MIDDLEWARE=[SESSION, AUTH, READ_YOUR_WRITES, MESSAGES])
+class LoginTests(TransactionTestCase):
+    """A login saves the session row after ReadYourWritesMiddleware made its token, when
+    SessionMiddleware comes first (the order the system check refuses): the token, which
+    names the request's writes by a nonce resolved where it arrives, covers it anyway, and
+    the next requests are logged in although both replicas lag."""
+
+    databases = {"default", "users"}
+
+    def setUp(self):
+        faults.heal()
+
+    def tearDown(self):
+        faults.heal()
+
+    def test_after_logging_in_the_next_requests_are_logged_in(self):
+        from django.contrib.auth.models import User
+
+        User.objects.create_superuser("ada", password="not secret")
+        faults.heal()
+        faults.pause_replicas()
+        client = Client()
+        response = client.post("/admin/login/?next=/admin/", {"username": "ada", "password": "not secret"})
+        self.assertEqual(response.status_code, 302)
+        for _ in range(3):
+            # not sent to the login page; as from the browser: another thread
+            self.assertEqual(elsewhere(client.get, "/admin/").status_code, 200)
+
+
+    def test_what_middleware_around_it_writes_after_the_token_is_covered(self):
+        # A replica has the view's write, and the monitor has seen it there, when the
+        # response leaves; it has not applied the session saved after the token yet.
+        delay, wait = (0.2, 0.4) if settings.ENGINE == "postgresql" else (1, 1.3)
+        faults.delay_replicas(delay)
+        client = Client()
+        for value in ("one", "two", "three"):
+            response = client.post("/session/remember/", {"value": value, "wait": str(wait)})
+            self.assertEqual(response.status_code, 200)
+            # The next request, as from the browser: another thread, which shares no
+            # session with this one (the session's save went into this thread's).
+            self.assertEqual(elsewhere(client.get, "/session/recall/").content.decode(), value)
+
+
+class MiddlewareOrderCheckTests(SimpleTestCase):
+    def messages(self):
+        from replpool.django.checks import check_middleware
+
+        return [(m.id, m.hint) for m in check_middleware()]
+
+    def test_the_recommended_order_passes(self):
+        with override_settings(MIDDLEWARE=[READ_YOUR_WRITES, SESSION, AUTH]):
+            self.assertEqual(self.messages(), [])
+
+    def test_database_sessions_before_the_middleware_are_an_error_naming_the_order_to_use(self):
+        with override_settings(MIDDLEWARE=[SESSION, AUTH, READ_YOUR_WRITES]):
+            ((check_id, hint),) = self.messages()
+        self.assertEqual(check_id, "replpool.E010")
+        self.assertIn(f"{READ_YOUR_WRITES}, {SESSION}, {AUTH}", hint)
+
+    def test_signed_cookie_sessions_before_it_are_a_warning(self):
+        with override_settings(MIDDLEWARE=[SESSION, READ_YOUR_WRITES],
+                               SESSION_ENGINE="django.contrib.sessions.backends.signed_cookies"):
+            self.assertEqual([i for i, _ in self.messages()], ["replpool.W002"])
 
 
 def wrapper(alias, *, primary=None, replicas=None, options=None):

@@ -41,3 +41,19 @@ def write_twice(request):
         else:
             took.append([round(time.monotonic() - start, 3), None, None])
     return JsonResponse({"took": took})
+
+
+@csrf_exempt
+def remember(request):
+    """A view that writes, waits until the monitor has sampled that write (so the
+    request's token could name it by position alone), then changes the session, which
+    SessionMiddleware saves on the way out: after ReadYourWritesMiddleware when it comes
+    before it."""
+    Author.objects.create(name="remembers")
+    time.sleep(float(request.POST.get("wait", "0.4")))
+    request.session["remembered"] = request.POST["value"]
+    return HttpResponse("ok")
+
+
+def recall(request):
+    return HttpResponse(request.session.get("remembered", "-"))

@@ -8,4 +8,6 @@ urlpatterns = [
     path("books/<int:pk>/", views.book),
     path("books/new/", views.new_book),
     path("books/twice/", views.write_twice),
+    path("session/remember/", views.remember),
+    path("session/recall/", views.recall),
 ]
