@@ -52,8 +52,9 @@ def test_the_offload_benchmark_compares_three_policies(tmp_path):
 def test_the_overhead_benchmark_runs_and_prints_ratios():
     proc = run("benchmarks/overhead.py", "--seconds", "0.2", "--rounds", "1", "--threads", "1")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.count("vs psycopg_pool") == 2
+    assert proc.stdout.count("vs psycopg_pool") == 3
     assert re.search(r"replpool read_only=True\s+\d+\s+[\d.]+\s+[\d.]+x", proc.stdout)
+    assert re.search(r"replpool, a session per read\s+\d+\s+[\d.]+\s+[\d.]+x", proc.stdout)
 
 
 def test_the_django_views_benchmark_runs_and_prints_ratios():
