@@ -815,3 +815,12 @@ def test_raise_floor_keeps_reads_off_replicas_that_have_not_replayed_it(cluster,
         assert cluster.query(f"SELECT flag FROM {table}", read_only=True) == []
     lab.heal()
     wait_until(lambda: all(m.eligible for m in cluster.status().members if m.role == "replica"), 5)
+
+
+def test_a_token_asked_for_inside_a_connection_block_that_writes_is_refused(cluster, table):
+    with replpool.session():
+        with cluster.connection() as conn:
+            rows(conn, f"INSERT INTO {table} VALUES (1, 'x')")
+            with pytest.raises(replpool.WriteInProgress, match="once it has committed"):
+                replpool.current_token()
+        assert replpool.current_token() is not None
