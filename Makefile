@@ -37,6 +37,7 @@ bench: venv servers
 	$(PY) benchmarks/offload.py
 	$(PY) benchmarks/sql_classify.py
 	$(PY) benchmarks/freshness.py
+	$(PY) benchmarks/django_workload.py
 	$(PY) benchmarks/monitor_cost.py
 	$(PY) benchmarks/sharding.py
 

@@ -33,7 +33,7 @@ from ._health import Failure, Health, waiting_can_fix
 from ._lag import PrimaryHistory
 from ._positions import Position
 from ._roles import Claim, Verdict, decide_roles
-from ._routing import MemberView, Role, Topology
+from ._routing import MemberView, Role, Topology, first_sent_after
 
 logger = logging.getLogger("replpool.monitor")
 
@@ -69,7 +69,7 @@ class MemberState:
     # Grows each time that happens: what a replica had replayed before may be lost.
     life: int = 0
     # A read gave up waiting for a lock replay holds there (at stall_ns): no reads until
-    # a sample shows replay moved past where the first sample after that found it.
+    # it has replayed what the primary had then (the commit that ends the lock).
     stall_ns: int | None = None
     stalled_at: Position | None = None
     # What its last failure means for waiting (None while it answers), and whether its
@@ -600,19 +600,21 @@ class Monitor:
         is replaced, never changed in place: safe to read without the lock)."""
         return self._primary_samples
 
-    @staticmethod
-    def _stalled(m: MemberState, sample: Sample) -> bool:
+    def _stalled(self, m: MemberState, sample: Sample) -> bool:
         """Whether ``m`` is still held behind replay (see :meth:`report_stalled`): until
-        a sample shows it past where the first sample sent after the stall found it."""
+        it has replayed the primary's position sampled first after the stall, which has
+        the commit that ends the lock (on the primary the statement that took it had
+        committed: otherwise its readers there would wait too)."""
         if m.stall_ns is None or sample.position is None:
             return False
         if m.stalled_at is None:
-            if sample.sent_ns > m.stall_ns:
-                m.stalled_at = sample.position
+            first = first_sent_after(self._primary_samples, m.stall_ns)
+            if first is None:
+                return True
+            m.stalled_at = first[1]
+        if not sample.position.covers(m.stalled_at):
             return True
-        if m.stalled_at.covers(sample.position):
-            return True
-        m.stall_ns = m.stalled_at = None  # replay moved on
+        m.stall_ns = m.stalled_at = None  # replay moved past it
         return False
 
     def raise_floor(self, position: Position) -> None:

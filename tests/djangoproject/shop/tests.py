@@ -164,6 +164,21 @@ class ReadYourWritesTests(TransactionTestCase):
         item, created = as_stranger(get_or_create)
         self.assertEqual((item.name, created), ("theirs", False))
 
+    def test_a_view_at_the_eventual_level_reads_a_replica_right_after_a_write(self):
+        self.lagging()
+        self.client.post("/items/", {"name": "lagging"})  # the session now has a write
+        self.assertIs(json.loads(self.client.get("/eventual/").content)["on_replica"], True)
+        before = connections["default"].replpool_cluster().status().reads_by_level.get("eventual", {})
+        self.assertGreaterEqual(before.get("replica", 0), 1)
+
+    async def test_an_async_view_at_the_bounded_level_reads_the_primary_when_replicas_lag(self):
+        await sync_to_async(self.lagging)()
+        await AsyncClient().post("/items/", {"name": "writes"})
+        # 0.8 s later neither replica has it (one paused, one applying 1 s late or more):
+        # both are known to be more than 0.5 s behind. A client without the token.
+        await sync_to_async(time.sleep)(0.8)
+        self.assertIs(json.loads((await AsyncClient().get("/bounded/")).content)["on_replica"], False)
+
     def test_pinned_view_reads_the_primary(self):
         self.assertIs(json.loads(self.client.get("/pinned/").content)["on_replica"], False)
 
