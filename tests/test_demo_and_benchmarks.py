@@ -57,6 +57,15 @@ def test_the_overhead_benchmark_runs_and_prints_ratios():
     assert re.search(r"replpool, a session per read\s+\d+\s+[\d.]+\s+[\d.]+x", proc.stdout)
 
 
+def test_the_async_overhead_benchmark_runs_and_prints_ratios():
+    proc = run("benchmarks/async_overhead.py", "--seconds", "0.2", "--rounds", "1", "--tasks", "1", "5")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("vs AsyncConnectionPool") == 4
+    for tasks in (1, 5):
+        assert re.search(rf"read path, {tasks} task\(s\).*\n.*\n  AsyncConnectionPool\s+\d+\s+[\d.]+\s+1\.000x"
+                         rf"\n  AsyncCluster read_only=True\s+\d+\s+[\d.]+\s+[\d.]+x", proc.stdout), proc.stdout
+
+
 def test_the_django_views_benchmark_runs_and_prints_ratios():
     proc = run("benchmarks/django_views.py", "--seconds", "0.05", "--rounds", "1", "--threads", "1",
                "--report-ms", "1")
