@@ -48,7 +48,8 @@ class Cluster(ClusterBase[Pool]):
         it gives up and runs elsewhere (0.5; MariaDB/MySQL round it up to whole
         seconds): a replica that replayed a TRUNCATE or ALTER but not its commit holds
         the table's lock until it does, forever while replay is paused. The replica then
-        serves no reads until its position moves. None: wait as long as the server says.
+        serves no reads until it has replayed what the primary had when the read gave up.
+        None: wait as long as the server says.
     :param failover_wait: seconds a request that needs the primary waits for one to be
         found when none is reachable, before :class:`NoPrimaryAvailable` (5).
     :param probe_timeout: seconds a member may take to answer a poll before it is taken

@@ -129,40 +129,7 @@ async def arun_waits(
 class ClusterBase(Generic[P]):
     """A primary and its replicas, pooled, monitored, and routed with read-your-writes:
     what :class:`~replpool.Cluster` and :class:`~replpool.AsyncCluster` share (see the
-    module doc). The arguments are both fronts'.
-
-    :param primary: the primary's connection string: a URL (``postgresql://user:pw@host:
-        5432/db``, ``mysql://...``) or libpq keywords (``host=... dbname=...``).
-    :param replicas: the replicas' connection strings (none is fine).
-    :param name: the cluster's name in sessions, tokens, logs and metric labels.
-    :param min_size: connections each member's pool keeps open (default 1).
-    :param max_size: connections each member's pool may open (default 10).
-    :param pool_options: any other ``psycopg_pool.ConnectionPool`` argument (``timeout``,
-        ``max_lifetime``, ``max_idle``, ``kwargs``, ``configure``, ...), for every member.
-    :param max_replica_lag: seconds; a replica further behind serves no reads (30).
-    :param max_replica_lag_bytes: bytes of log; the same, by size (None: no limit).
-    :param monitor_interval: seconds between two polls of every member while the
-        cluster serves traffic (0.1).
-    :param monitor_idle_interval: seconds between two polls while it serves none (1).
-    :param monitor_demand_interval: reads that need fresher positions than the monitor
-        has ask for a poll at once; at most one such poll every this many seconds
-        (0.005). None: never (reads then wait for the monitor's own pace).
-    :param causal_wait: seconds a read may wait for a replica to apply the session's
-        writes before it goes to the primary (0: never wait).
-    :param replica_selection: among fresh replicas, ``"least_lag"`` (default),
-        ``"round_robin"``, ``"random"`` or ``"least_busy"``.
-    :param replica_lock_timeout: seconds a read on a replica may wait for a lock before
-        it gives up and runs elsewhere (0.5; MariaDB/MySQL round it up to whole
-        seconds): a replica that replayed a TRUNCATE or ALTER but not its commit holds
-        the table's lock until it does, forever while replay is paused. The replica then
-        serves no reads until its position moves. None: wait as long as the server says.
-    :param failover_wait: seconds a request that needs the primary waits for one to be
-        found when none is reachable, before :class:`NoPrimaryAvailable` (5).
-    :param probe_timeout: seconds a member may take to answer a poll before it is taken
-        out of rotation (1).
-    :param connect_timeout: seconds to open a connection (3; PostgreSQL's minimum is 2).
-    :param driver: ``"postgresql"`` or ``"mysql"``, when the URL scheme does not say.
-    """
+    module doc). The arguments are both fronts', described on :class:`~replpool.Cluster`."""
 
     def __init__(
         self,
