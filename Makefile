@@ -16,7 +16,7 @@ test: venv servers
 
 # Lint (ruff, settings in ruff.toml) and type-check (mypy, settings in setup.cfg).
 check: venv $(CHECK_STAMP)
-	$(PY) -m ruff check replpool tests benchmarks scripts
+	$(PY) -m ruff check replpool tests benchmarks scripts examples
 	$(PY) -m mypy
 
 $(CHECK_STAMP): setup.cfg setup.py $(STAMP)
@@ -32,10 +32,12 @@ lab: venv servers
 bench: venv servers
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/overhead_mariadb.py
+	$(PY) benchmarks/async_overhead.py
 	$(PY) benchmarks/django_views.py
 	$(PY) benchmarks/offload.py
 	$(PY) benchmarks/sql_classify.py
 	$(PY) benchmarks/freshness.py
+	$(PY) benchmarks/django_workload.py
 	$(PY) benchmarks/monitor_cost.py
 	$(PY) benchmarks/sharding.py
 

@@ -7,7 +7,7 @@ import logging
 import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 
@@ -154,3 +154,39 @@ def move_to_client_cpu(lab: object, member: object) -> str:
         except OSError:
             pass
     return f"{member.name} moved to CPU {', '.join(map(str, client))}"  # type: ignore[attr-defined]
+
+
+async def arun_for(op: Callable[[], Awaitable[None]], seconds: float, tasks: int) -> float:
+    """Operations per second of ``op`` run by ``tasks`` asyncio tasks for ``seconds``."""
+    import asyncio
+
+    counts = [0] * tasks
+    stop = False
+
+    async def worker(i: int) -> None:
+        n = 0
+        while not stop:
+            await op()
+            n += 1
+        counts[i] = n
+
+    start = time.perf_counter()
+    workers = [asyncio.create_task(worker(i)) for i in range(tasks)]
+    await asyncio.sleep(seconds)
+    stop = True
+    await asyncio.gather(*workers)
+    return sum(counts) / (time.perf_counter() - start)
+
+
+async def ainterleaved(
+    variants: dict[str, Callable[[], Awaitable[None]]], *, rounds: int, seconds: float, tasks: int
+) -> dict[str, Result]:
+    """:func:`interleaved` for asyncio variants, run by ``tasks`` tasks on the running loop."""
+    results = {name: Result(name) for name in variants}
+    items = list(variants.items())
+    for _name, op in items:
+        await arun_for(op, min(0.2, seconds), tasks)
+    for r in range(rounds):
+        for name, op in items[r % len(items):] + items[: r % len(items)]:
+            results[name].rates.append(await arun_for(op, seconds, tasks))
+    return results

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from ._aio import AsyncCluster
 from ._cluster import Cluster
 from ._errors import (
     ConfigurationError,
@@ -48,6 +49,7 @@ from ._status import ClusterStatus, MemberStatus, PoolStatus
 
 __all__ = [
     "LSN",
+    "AsyncCluster",
     "Cluster",
     "ClusterStatus",
     "ConfigurationError",

@@ -78,6 +78,25 @@ class Pool(Protocol):
     def check(self) -> None: ...
 
 
+class AsyncPool(Protocol):
+    """The per-member pool interface of the asyncio front, psycopg_pool's
+    ``AsyncConnectionPool`` shape (``get_stats`` may be called from another thread)."""
+
+    name: str
+
+    async def open(self, wait: bool = False, timeout: float = 30.0) -> None: ...
+
+    async def close(self, timeout: float = 5.0) -> None: ...
+
+    async def getconn(self, timeout: float | None = None) -> Any: ...
+
+    async def putconn(self, conn: Any) -> None: ...
+
+    def get_stats(self) -> dict[str, int]: ...
+
+    async def check(self) -> None: ...
+
+
 class Engine(Protocol):
     @property
     def name(self) -> str:
@@ -149,10 +168,9 @@ class Engine(Protocol):
         ...
 
 
-def engine_for(spec_text: str, driver: str | None) -> Engine:
-    """The engine for a connection string (by URL scheme) or an explicit ``driver``."""
-    from ._errors import ConfigurationError
-
+def driver_choice(spec_text: str, driver: str | None) -> str | None:
+    """``"postgresql"`` or ``"mysql"``: the family a connection string (by URL scheme)
+    or an explicit ``driver`` names, without importing its driver; None if neither."""
     scheme = spec_text.split("://", 1)[0].lower() if "://" in spec_text else None
     choice = driver or {
         "postgresql": "postgresql", "postgres": "postgresql",
@@ -161,10 +179,22 @@ def engine_for(spec_text: str, driver: str | None) -> Engine:
     if choice is None and scheme is None:
         choice = "postgresql"  # libpq keyword strings
     if choice in ("postgresql", "postgres", "psycopg"):
+        return "postgresql"
+    if choice in ("mysql", "mariadb"):
+        return "mysql"
+    return None
+
+
+def engine_for(spec_text: str, driver: str | None) -> Engine:
+    """The engine for a connection string (by URL scheme) or an explicit ``driver``."""
+    from ._errors import ConfigurationError
+
+    choice = driver_choice(spec_text, driver)
+    if choice == "postgresql":
         from ._pg import PostgresEngine
 
         return PostgresEngine()
-    if choice in ("mysql", "mariadb"):
+    if choice == "mysql":
         try:
             from ._mysql import MySQLEngine
         except ImportError as exc:
@@ -173,6 +203,7 @@ def engine_for(spec_text: str, driver: str | None) -> Engine:
                 f"'replpool[mysql]' ({exc})"
             ) from None
         return MySQLEngine()
+    scheme = spec_text.split("://", 1)[0].lower() if "://" in spec_text else None
     raise ConfigurationError(
         f"unknown driver {driver or scheme!r}: use a postgresql:// or mysql:// URL, libpq "
         "keywords, or driver='postgresql' / driver='mysql'"

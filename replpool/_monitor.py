@@ -14,6 +14,7 @@ so the thread comes back.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import dataclasses
 import logging
@@ -32,7 +33,7 @@ from ._health import Failure, Health, waiting_can_fix
 from ._lag import PrimaryHistory
 from ._positions import Position
 from ._roles import Claim, Verdict, decide_roles
-from ._routing import MemberView, Role, Topology
+from ._routing import MemberView, Role, Topology, first_sent_after
 
 logger = logging.getLogger("replpool.monitor")
 
@@ -68,7 +69,7 @@ class MemberState:
     # Grows each time that happens: what a replica had replayed before may be lost.
     life: int = 0
     # A read gave up waiting for a lock replay holds there (at stall_ns): no reads until
-    # a sample shows replay moved past where the first sample after that found it.
+    # it has replayed what the primary had then (the commit that ends the lock).
     stall_ns: int | None = None
     stalled_at: Position | None = None
     # What its last failure means for waiting (None while it answers), and whether its
@@ -122,6 +123,9 @@ class Monitor:
         self._primary_samples: list[tuple[int, Position]] = []
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
+        # asyncio waiters for the next topology (see wait_for_change_async): woken through
+        # their loops, never blocked on the lock's condition.
+        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self.topology = Topology(
             tuple(MemberView(m.index, m.spec.name, "unknown", True) for m in self.members)
         )
@@ -158,15 +162,29 @@ class Monitor:
         )
         self._thread.start()
 
+    def first_round_done(self) -> bool:
+        """Whether every member has answered or failed once."""
+        return all(m.polls or m.poll_errors for m in self.members)
+
     def wait_first_round(self, timeout: float) -> None:
         """Wait until every member has answered or failed once (or ``timeout``)."""
         deadline = time.monotonic() + timeout
         with self.changed:
-            while not all(m.polls or m.poll_errors for m in self.members):
+            while not self.first_round_done():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return
                 self.changed.wait(left)
+
+    async def wait_first_round_async(self, timeout: float) -> None:
+        """:meth:`wait_first_round`, without blocking the event loop."""
+        deadline = time.monotonic() + timeout
+        topo = self.topology
+        while not self.first_round_done():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            topo = await self.wait_for_change_async(topo.version, left)
 
     def hang_deadline(self) -> float | None:
         """When the oldest poll still unanswered will have taken ``probe_timeout``
@@ -568,6 +586,13 @@ class Monitor:
             version=self.topology.version + 1,
         )
         self.changed.notify_all()
+        if self._async_waiters:
+            waiters, self._async_waiters = self._async_waiters, []
+            for loop, future in waiters:
+                try:
+                    loop.call_soon_threadsafe(_wake, future)
+                except RuntimeError:
+                    pass  # its loop is closed: nobody waits there any more
 
     @property
     def primary_samples(self) -> list[tuple[int, Position]]:
@@ -575,19 +600,21 @@ class Monitor:
         is replaced, never changed in place: safe to read without the lock)."""
         return self._primary_samples
 
-    @staticmethod
-    def _stalled(m: MemberState, sample: Sample) -> bool:
+    def _stalled(self, m: MemberState, sample: Sample) -> bool:
         """Whether ``m`` is still held behind replay (see :meth:`report_stalled`): until
-        a sample shows it past where the first sample sent after the stall found it."""
+        it has replayed the primary's position sampled first after the stall, which has
+        the commit that ends the lock (on the primary the statement that took it had
+        committed: otherwise its readers there would wait too)."""
         if m.stall_ns is None or sample.position is None:
             return False
         if m.stalled_at is None:
-            if sample.sent_ns > m.stall_ns:
-                m.stalled_at = sample.position
+            first = first_sent_after(self._primary_samples, m.stall_ns)
+            if first is None:
+                return True
+            m.stalled_at = first[1]
+        if not sample.position.covers(m.stalled_at):
             return True
-        if m.stalled_at.covers(sample.position):
-            return True
-        m.stall_ns = m.stalled_at = None  # replay moved on
+        m.stall_ns = m.stalled_at = None  # replay moved past it
         return False
 
     def raise_floor(self, position: Position) -> None:
@@ -602,6 +629,36 @@ class Monitor:
             if self.topology.version == version and timeout > 0:
                 self.changed.wait(timeout)
             return self.topology
+
+    async def wait_for_change_async(self, version: int, timeout: float) -> Topology:
+        """:meth:`wait_for_change` for asyncio code: the event loop runs on while it
+        waits (the monitor's thread wakes the waiter through the loop,
+        ``call_soon_threadsafe``)."""
+        if self.topology.version != version or timeout <= 0:
+            return self.topology
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self.lock:
+            if self.topology.version != version:
+                return self.topology
+            self._async_waiters.append((loop, future))
+        try:
+            async with asyncio.timeout(timeout):
+                await future
+        except TimeoutError:
+            pass
+        finally:
+            with self.lock:
+                try:
+                    self._async_waiters.remove((loop, future))
+                except ValueError:
+                    pass  # taken by a publication meanwhile
+        return self.topology
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _view_role(m: MemberState, verdict: Verdict | None, primary: int | None) -> Role:

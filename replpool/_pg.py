@@ -81,6 +81,11 @@ logging.getLogger("psycopg.pool").addFilter(_CONNECT_ERRORS)
 _RECOVERY_CONFLICT_SQLSTATES = frozenset({"40001", "40P01"})
 
 
+def lock_timeout_value(seconds: float | None) -> str:
+    """``lock_timeout``'s setting for ``seconds`` (None: no limit, ``"0"``)."""
+    return "0" if seconds is None else f"{max(1, round(seconds * 1000))}ms"
+
+
 def _on_standby(conn: Any, on_replica: bool | None) -> bool:
     """Whether ``conn``'s server is a standby: as it says (``in_hot_standby``), else as
     the caller knows (``on_replica``), else no."""
@@ -306,7 +311,7 @@ class PostgresEngine:
         # WAL geometry for turning insert positions into replay-comparable ones.
         self._sizes: tuple[int, int] = (8192, 16 << 20)
         # Autocommit connections whose session default is read-only (see set_read_only).
-        self._ro_sessions: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+        self._ro_sessions: weakref.WeakSet[Any] = weakref.WeakSet()
 
     # -- configuration ------------------------------------------------------------------
 
@@ -542,7 +547,7 @@ class PostgresEngine:
         commit is replayed: forever while replay is paused), with SQLSTATE 55P03."""
         if getattr(conn, "_replpool_lock_timeout_s", None) == seconds:
             return  # already so: the common case
-        value = "0" if seconds is None else f"{max(1, round(seconds * 1000))}ms"
+        value = lock_timeout_value(seconds)
         if getattr(conn, "_replpool_lock_timeout", "0") == value:
             conn._replpool_lock_timeout_s = seconds  # type: ignore[attr-defined]
             return

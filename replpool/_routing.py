@@ -219,6 +219,16 @@ def route_read(
 Sampled = tuple[int, Position, "int | None", int]  # (sent_ns, position, member or None, life)
 
 
+def first_sent_after(
+    samples: Sequence[tuple[int, Position]], t_ns: int
+) -> tuple[int, Position] | None:
+    """The first of ``samples`` (``(sent_ns, position)``, oldest first) sent after
+    ``t_ns``, or None: the tightest sample known to cover what happened before ``t_ns``."""
+    if not samples or samples[-1][0] <= t_ns:
+        return None
+    return samples[bisect.bisect_right(samples, t_ns, key=lambda s: s[0])]
+
+
 def resolve_pending(
     requirement: Requirement, topology: Topology, primary_samples: Sequence[tuple[int, Position]]
 ) -> Sampled | None:
@@ -229,10 +239,9 @@ def resolve_pending(
     since = requirement.pending_since
     if since is None:
         return None
-    if primary_samples and primary_samples[-1][0] > since:
-        i = bisect.bisect_right(primary_samples, since, key=lambda s: s[0])
-        sent, position = primary_samples[i]
-        return sent, position, None, 0
+    first = first_sent_after(primary_samples, since)
+    if first is not None:
+        return first[0], first[1], None, 0
     on = requirement.pending_on
     if on is not None and 0 <= on < len(topology.members):
         m = topology.members[on]

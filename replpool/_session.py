@@ -572,8 +572,12 @@ class session:  # noqa: N801 (a function to its callers)
 def adopt(s: Session, token: str) -> None:
     """Make session ``s`` observe what ``token`` names (TokenError if it is not a
     token, or names an open cluster with another engine)."""
-    now = time.monotonic_ns()
-    for name, entry in _tokens.decode(token).items():
+    adopt_entries(s, _tokens.decode(token), time.monotonic_ns())
+
+
+def adopt_entries(s: Session, entries: Mapping[str, _tokens.Entry], now: int) -> None:
+    """:func:`adopt` for a token already decoded, which arrived at ``now``."""
+    for name, entry in entries.items():
         cluster = _registry.get(name)
         engine = getattr(cluster, "engine_name", None)
         if engine is not None and engine != entry.engine:

@@ -52,8 +52,18 @@ def test_the_offload_benchmark_compares_three_policies(tmp_path):
 def test_the_overhead_benchmark_runs_and_prints_ratios():
     proc = run("benchmarks/overhead.py", "--seconds", "0.2", "--rounds", "1", "--threads", "1")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.count("vs psycopg_pool") == 2
+    assert proc.stdout.count("vs psycopg_pool") == 3
     assert re.search(r"replpool read_only=True\s+\d+\s+[\d.]+\s+[\d.]+x", proc.stdout)
+    assert re.search(r"replpool, a session per read\s+\d+\s+[\d.]+\s+[\d.]+x", proc.stdout)
+
+
+def test_the_async_overhead_benchmark_runs_and_prints_ratios():
+    proc = run("benchmarks/async_overhead.py", "--seconds", "0.2", "--rounds", "1", "--tasks", "1", "5")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("vs AsyncConnectionPool") == 4
+    for tasks in (1, 5):
+        assert re.search(rf"read path, {tasks} task\(s\).*\n.*\n  AsyncConnectionPool\s+\d+\s+[\d.]+\s+1\.000x"
+                         rf"\n  AsyncCluster read_only=True\s+\d+\s+[\d.]+\s+[\d.]+x", proc.stdout), proc.stdout
 
 
 def test_the_django_views_benchmark_runs_and_prints_ratios():
@@ -91,3 +101,26 @@ def test_the_sharding_benchmark_runs_and_prints_its_figures():
     assert re.search(r"ShardRouter: the shard of filter\(id=k\)\s+[\d.]+ us", proc.stdout)
     assert re.search(r"fan-out\s+[\d.]+\s+[\d.]+x", proc.stdout)
     assert "is down" not in proc.stderr  # every cluster closed before its servers stopped
+
+
+def test_the_django_workload_runs_under_gunicorn_with_no_stale_read():
+    proc = run("benchmarks/django_workload.py", "--seconds", "2", "--browsers", "2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = re.findall(r"^  (0|0\.02)\s+(\d+)\s+(\d+)\s+(\d+)%$", proc.stdout, re.M)
+    assert [r[0] for r in rows] == ["0", "0.02"], proc.stdout
+    assert all(int(reads) > 0 and int(stale) == 0 for _, reads, stale, _ in rows), proc.stdout
+
+
+def test_the_freshness_benchmark_prints_both_ways_of_learning():
+    proc = run("benchmarks/freshness.py", "--trials", "3")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for variant in ("schedule only", "on demand"):
+        assert re.search(rf"  {variant}\s+median\s+[\d.]+\s+p90", proc.stdout), proc.stdout
+
+
+def test_the_monitor_cost_benchmark_counts_statements_and_connections():
+    proc = run("benchmarks/monitor_cost.py", "--processes", "2", "--seconds", "1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    idle = re.search(r"2 idle processes:\n.*\n  pg1\s+[\d.]+\s+([\d.]+)\s+([\d.]+)\s+(\d+)", proc.stdout)
+    assert idle, proc.stdout
+    assert float(idle.group(2)) <= 1.5, proc.stdout  # polls a second per process: about 1

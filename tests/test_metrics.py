@@ -27,6 +27,7 @@ import replpool.metrics as rm
 from replpool import LSN, MariaDBGTID, MySQLGTIDSet, Reason
 from replpool._observe import PoolSnapshot
 from replpool._routing import MemberView, Topology
+from tests import fronts
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = {"monitor_interval": 0.05, "probe_timeout": 0.5, "connect_timeout": 2}
@@ -118,10 +119,9 @@ def table(postgres_lab: Any) -> Iterator[str]:
     postgres_lab.query(postgres_lab.primary, f"DROP TABLE IF EXISTS {name}")
 
 
-def make_cluster(lab: Any, **options: Any) -> replpool.Cluster:
-    return replpool.Cluster(
-        lab.primary.url, [r.url for r in lab.replicas], **{"name": "metrics", **FAST, **options}
-    )
+def make_cluster(lab: Any, front: str = "sync", **options: Any) -> Any:
+    """A cluster of the lab named "metrics", on the thread front or the asyncio one."""
+    return fronts.make(front, lab.primary.url, [r.url for r in lab.replicas], **{"name": "metrics", **FAST, **options})
 
 
 # -- no servers: the observer, the switch, the helper ---------------------------------------
@@ -253,11 +253,12 @@ def test_a_failing_hook_never_reaches_the_application(registry, caplog):
 
 
 @pytest.mark.lab
-def test_routed_counters_follow_reads_and_writes(postgres_lab, scrape):
+@pytest.mark.parametrize("front", ["sync", "async"])
+def test_routed_counters_follow_reads_and_writes(postgres_lab, scrape, front):
     lab = postgres_lab
     primary = member_name(lab.primary)
     replicas = {member_name(r) for r in lab.replicas}
-    with make_cluster(lab) as c:
+    with make_cluster(lab, front) as c:
         before = scrape()
         with replpool.session():
             for _ in range(3):
@@ -445,9 +446,10 @@ def test_pool_gauges_and_checkout_metrics_follow_checkouts(postgres_lab, scrape)
 
 
 @pytest.mark.lab
-def test_causal_wait_is_timed_by_outcome(postgres_lab, scrape, table):
+@pytest.mark.parametrize("front", ["sync", "async"])
+def test_causal_wait_is_timed_by_outcome(postgres_lab, scrape, table, front):
     lab = postgres_lab
-    with make_cluster(lab, causal_wait=0.3) as c:
+    with make_cluster(lab, front, causal_wait=0.3) as c:
         with replpool.session():
             c.query(f"INSERT INTO {table} VALUES (1)")
             c.query("SELECT 1", read_only=True)  # the write's position is not sampled yet

@@ -791,3 +791,38 @@ def test_a_session_entered_and_left_in_different_contexts_ends_with_its_scope() 
 def test_an_empty_token_is_no_token() -> None:
     with replpool.session(after="") as s:
         assert s.snapshot() == {}
+
+
+# -- tokens and writes in progress --------------------------------------------------------------
+
+
+def test_no_token_while_a_write_of_the_session_has_not_committed() -> None:
+    s = Session()
+    s.note_write("c", PG, 5)
+    s.write_began("c")
+    with pytest.raises(replpool.WriteInProgress, match="transaction.on_commit"):
+        s.token()
+    s.write_ended("c")
+    assert s.token() is not None
+
+
+def test_nested_writes_in_progress_end_one_by_one() -> None:
+    s = Session()
+    s.note_write("c", PG, 5)
+    s.write_began("c")
+    s.write_began("c")
+    s.write_ended("c")
+    with pytest.raises(replpool.WriteInProgress):
+        s.token()
+    s.write_ended("c")
+    assert s.token() is not None
+
+
+def test_covering_until_now_names_everything_before_by_a_nonce() -> None:
+    s = Session()
+    s.require("c", LSN(100))
+    s.observe("c", PG, 5, member=1)
+    s.cover_until_now(50)
+    assert s.requirement("c") == Requirement(PG, LSN(100), 50)
+    (entry,) = _tokens.decode(s.token()).values()  # type: ignore[arg-type]
+    assert entry.position == LSN(100) and entry.pending is not None

@@ -49,6 +49,11 @@ def shards(lab: Any) -> Iterator[replpool.ShardSet]:
 @pytest.fixture(autouse=True)
 def clean(shards: replpool.ShardSet, lab: Any, replpool_shared_labs: Any) -> Iterator[None]:
     """Each test starts with empty tables, replicas caught up, and no session."""
+    # A test before may have stopped a shard's primary, which the lab has restarted:
+    # wait for each cluster's monitor to see it answer again.
+    wait_until(lambda: all(
+        (s := c.status()).primary is not None and s.member(s.primary).up for c in shards.clusters.values()
+    ), 15, "every shard's primary answering")
     contextvars.Context().run(shards.fan_out, "TRUNCATE accounts, orders")
     lab.each(lambda shard: shard.wait_until_caught_up())
     token = _session._current.set(None)

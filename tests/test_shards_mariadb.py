@@ -134,7 +134,8 @@ def test_lab_up_with_shards_runs_each_shard_until_stopped():
         text = "".join(lines)
         assert "shard1: postgresql lab in" in text and "shard2: postgresql lab in" in text, text
         folders = [line.split(" lab in ")[1].strip() for line in lines if " lab in " in line]
-        urls = [line.split()[-1] for line in lines if "postgresql://" in line]
+        # The application user's URL of each member (the superuser's come beside them).
+        urls = [line.split()[-1] for line in lines if "postgresql://app:" in line]
         assert len(folders) == 2 and len(urls) == 4  # a primary and a replica per shard
         import psycopg
 

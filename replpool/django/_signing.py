@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 from http.cookies import Morsel, SimpleCookie
 from typing import Any
@@ -20,6 +21,10 @@ from django.core import signing
 from django.http import HttpResponse, HttpResponseBase
 from django.utils.encoding import force_bytes
 from django.utils.http import http_date
+
+# Characters a cookie value may hold unquoted (http.cookies' _LegalChars, less the space):
+# signed tokens are made of them, so their value is their coded value.
+_LEGAL = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~:]*")
 
 
 class TokenSigner(signing.TimestampSigner):
@@ -64,17 +69,22 @@ class CookieSetter:
         self.name = name
         self.max_age = max_age
         self._template: Morsel[str] = probe.cookies[name]
+        self._attributes = dict(self._template)  # every attribute, as set_cookie set them
         self._expires: tuple[int, str] = (-1, "")
 
     def set(self, response: HttpResponseBase, value: str, *, secure: bool) -> None:
-        morsel = self._template.copy()
-        morsel.set(self.name, value, self._encoder.value_encode(value)[1])
+        # The template's copy, made directly: Morsel.copy() and Morsel.set() check names
+        # and attributes that set_cookie checked once already.
+        morsel: Morsel[str] = Morsel.__new__(Morsel)
+        dict.update(morsel, self._attributes)
+        coded = value if _LEGAL.fullmatch(value) else self._encoder.value_encode(value)[1]
+        morsel._key, morsel._value, morsel._coded_value = self.name, value, coded  # type: ignore[attr-defined]
         # What set_cookie writes: http_date(time.time() + max_age), to the second.
         now = int(time.time())
         expires = self._expires
         if expires[0] != now:
             expires = self._expires = (now, http_date(now + self.max_age))
-        morsel["expires"] = expires[1]
+        dict.__setitem__(morsel, "expires", expires[1])
         if secure:
-            morsel["secure"] = True
+            dict.__setitem__(morsel, "secure", True)
         response.cookies[self.name] = morsel

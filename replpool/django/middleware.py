@@ -51,7 +51,7 @@ from django.conf import settings
 from django.core import signing
 from django.http import HttpRequest, HttpResponseBase
 
-from .. import _session
+from .. import _session, _tokens
 from .._errors import Error, WriteInProgress
 from ._signing import CookieSetter, TokenSigner
 
@@ -106,6 +106,8 @@ class ReadYourWritesMiddleware:
             if c.cookie else None
         )
         self._header_key = "HTTP_" + c.header.upper().replace("-", "_") if c.header else None
+        # Tokens already verified and decoded: {signed value: (signed at, entries)}.
+        self._known: dict[str, tuple[int, dict[str, Any]]] = {}
         self._async = iscoroutinefunction(get_response)
         if self._async:
             markcoroutinefunction(self)
@@ -129,39 +131,68 @@ class ReadYourWritesMiddleware:
     # -- incoming --------------------------------------------------------------------------
 
     def _adopt(self, request: HttpRequest, session: _session.Session) -> None:
-        for source, token in self._incoming(request):
+        now = time.monotonic_ns()
+        for source, entries in self._incoming(request):
             try:
-                _session.adopt(session, token)
+                _session.adopt_entries(session, entries, now)
             except Error as exc:
                 logger.warning("ignored a replpool token from the %s: %s", source, exc)
 
-    def _incoming(self, request: HttpRequest) -> list[tuple[str, str]]:
-        found: list[tuple[str, str]] = []
+    def _incoming(self, request: HttpRequest) -> list[tuple[str, dict[str, Any]]]:
+        found: list[tuple[str, dict[str, Any]]] = []
         c = self.config
         meta = request.META
         # Straight from META: request.headers and request.COOKIES parse every header or
         # cookie there is, on every request, to find one.
-        if c.cookie and meta.get("HTTP_COOKIE") and c.cookie in request.COOKIES:
-            try:
-                found.append(("cookie", self.signer.unsign(request.COOKIES[c.cookie], max_age=c.max_age)))
-            except signing.SignatureExpired:
-                logger.info("ignored an expired replpool token cookie")
-            except signing.BadSignature:
-                logger.warning(
-                    "ignored a replpool token cookie with a bad signature (tampered, or "
-                    "signed with another SECRET_KEY) from %s", _client(request),
-                )
+        if c.cookie:
+            raw = meta.get("HTTP_COOKIE")
+            signed = _cookie_value(raw, c.cookie) if raw else None
+            if signed is None and raw and '"' in raw:
+                signed = request.COOKIES.get(c.cookie)  # a quoted value: Django's parser
+            if signed:
+                entries = self._verified(signed, "cookie", request)
+                if entries is not None:
+                    found.append(("cookie", entries))
         value = meta.get(self._header_key) if self._header_key else None
         if value:
-            try:
-                found.append(("header", self.signer.unsign(value, max_age=c.max_age)))
-            except signing.SignatureExpired:
-                logger.info("ignored an expired replpool token header")
-            except signing.BadSignature:
-                logger.warning(
-                    "ignored a replpool token header with a bad signature from %s", _client(request)
-                )
+            entries = self._verified(value, "header", request)
+            if entries is not None:
+                found.append(("header", entries))
         return found
+
+    def _verified(self, signed: str, source: str, request: HttpRequest) -> dict[str, Any] | None:
+        """The entries of a signed token, or None (logged) if its signature is bad or it
+        is too old. A browser sends the same cookie with every request until it changes:
+        what was verified and decoded once is kept (with the time it was signed), and
+        the next requests bringing it only check its age."""
+        known = self._known.get(signed)
+        if known is not None:
+            signed_at, entries = known
+            if time.time() - signed_at <= self.config.max_age:
+                return entries
+            logger.info("ignored an expired replpool token %s", source)
+            return None
+        try:
+            token = self.signer.unsign(signed, max_age=self.config.max_age)
+            signed_at = signing.b62_decode(signed.rsplit(":", 2)[1])
+            entries = _tokens.decode(token)
+        except signing.SignatureExpired:
+            logger.info("ignored an expired replpool token %s", source)
+            return None
+        except signing.BadSignature:
+            logger.warning(
+                "ignored a replpool token %s with a bad signature (tampered, or signed with "
+                "another SECRET_KEY) from %s", source, _client(request),
+            )
+            return None
+        except Error as exc:
+            logger.warning("ignored a replpool token from the %s: %s", source, exc)
+            return None
+        known_tokens = self._known
+        known_tokens[signed] = (signed_at, entries)
+        if len(known_tokens) > _KNOWN_TOKENS:
+            del known_tokens[next(iter(known_tokens))]  # the oldest verified
+        return entries
 
     # -- outgoing --------------------------------------------------------------------------
 
@@ -185,6 +216,24 @@ class ReadYourWritesMiddleware:
             self._cookie.set(response, signed, secure=request.is_secure() if c.secure is None else c.secure)
         if c.header:
             response[c.header] = signed
+
+
+_KNOWN_TOKENS = 4096  # verified tokens kept per middleware (a dict, oldest out first)
+
+
+def _cookie_value(header: str, name: str) -> str | None:
+    """The value of cookie ``name`` in a Cookie header, found without parsing the others
+    (None if absent; a quoted value is left to Django's parser)."""
+    key = name + "="
+    i = header.find(key)
+    while i != -1:
+        if i == 0 or header[i - 1] in " ;":
+            start = i + len(key)
+            end = header.find(";", start)
+            value = (header[start:end] if end != -1 else header[start:]).strip()
+            return None if value.startswith('"') else value
+        i = header.find(key, i + 1)
+    return None
 
 
 def _client(request: HttpRequest) -> str:

@@ -10,5 +10,7 @@ urlpatterns = [
     path("atomic/", views.atomic_view),
     path("pinned/", views.pinned_view),
     path("where/", views.where),
+    path("eventual/", views.eventual_view),
+    path("bounded/", views.bounded_async_view),
     path("legacy/", views.legacy_customers),
 ]

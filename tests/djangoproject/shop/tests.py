@@ -3,6 +3,7 @@
 These are TransactionTestCases: a plain TestCase wraps every test in a transaction,
 and inside a transaction everything runs on the primary, which would prove nothing."""
 
+import asyncio
 import copy
 import datetime
 import gc
@@ -11,6 +12,7 @@ import threading
 import time
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.core import signing
 from django.db import DatabaseError, connection, connections, transaction
 from django.http import HttpResponse
@@ -164,6 +166,21 @@ class ReadYourWritesTests(TransactionTestCase):
         item, created = as_stranger(get_or_create)
         self.assertEqual((item.name, created), ("theirs", False))
 
+    def test_a_view_at_the_eventual_level_reads_a_replica_right_after_a_write(self):
+        self.lagging()
+        self.client.post("/items/", {"name": "lagging"})  # the session now has a write
+        self.assertIs(json.loads(self.client.get("/eventual/").content)["on_replica"], True)
+        before = connections["default"].replpool_cluster().status().reads_by_level.get("eventual", {})
+        self.assertGreaterEqual(before.get("replica", 0), 1)
+
+    async def test_an_async_view_at_the_bounded_level_reads_the_primary_when_replicas_lag(self):
+        await sync_to_async(self.lagging)()
+        await AsyncClient().post("/items/", {"name": "writes"})
+        # 0.8 s later neither replica has it (one paused, one applying 1 s late or more):
+        # both are known to be more than 0.5 s behind. A client without the token.
+        await sync_to_async(time.sleep)(0.8)
+        self.assertIs(json.loads((await AsyncClient().get("/bounded/")).content)["on_replica"], False)
+
     def test_pinned_view_reads_the_primary(self):
         self.assertIs(json.loads(self.client.get("/pinned/").content)["on_replica"], False)
 
@@ -187,6 +204,58 @@ class ReadYourWritesTests(TransactionTestCase):
     def test_requests_without_writes_set_no_cookie(self):
         response = self.client.get("/where/")
         self.assertNotIn("replpool_token", response.cookies)
+
+
+class AsgiTests(TransactionTestCase):
+    """The two inputs of issue 14, under Django's async request path and async ORM."""
+
+    databases = {"default", "legacy_db"}
+
+    def setUp(self):
+        lab.heal()
+
+    def tearDown(self):
+        lab.heal()
+
+    async def test_a_middleware_pins_in_process_request_and_unpins_in_process_response(self):
+        def pinned_reads():
+            return routing().get("primary", {}).get("pinned", 0)
+
+        with self.settings(MIDDLEWARE=["shop.middleware.PinWhenAsked", *settings.MIDDLEWARE]):
+            client = AsyncClient()  # its handler loads the middleware of these settings
+            before = await sync_to_async(pinned_reads)()
+            pinned = await client.get("/where/", headers={"X-Pin": "yes"})
+            self.assertEqual(pinned.status_code, 200, pinned.content[-2000:])
+            self.assertIs(json.loads(pinned.content)["on_replica"], False)
+            self.assertEqual(await sync_to_async(pinned_reads)(), before + 1)
+            # Nothing stays pinned, neither for the next request nor in this task.
+            for _ in range(3):
+                response = await client.get("/where/")
+                self.assertEqual(response.status_code, 200)
+            self.assertEqual(await sync_to_async(pinned_reads)(), before + 1)
+            self.assertFalse(_session.is_pinned())
+
+    def test_a_count_after_gather_sees_the_rows_the_tasks_created(self):
+        """An async management command or consumer, without a session: the parent
+        awaits two tasks that each create an item, then counts, with both replicas
+        lagging."""
+        self.lagging()
+
+        async def make_item(name):
+            await Item.objects.acreate(name=name)
+
+        async def command():
+            try:
+                await asyncio.gather(make_item("a"), make_item("b"))
+                return await Item.objects.acount()
+            finally:
+                await sync_to_async(connections.close_all)()
+
+        self.assertEqual(as_stranger(asyncio.run, command()), 2)
+
+    def lagging(self):
+        lab.pause(lab.REPLICAS[0])
+        lab.delay(lab.REPLICAS[1], lab.LAG_SECONDS)
 
 
 def same_second(make):

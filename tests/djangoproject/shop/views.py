@@ -59,6 +59,19 @@ def where(request):
     return JsonResponse({"on_replica": _on_replica()})
 
 
+@replpool.consistency("eventual")
+def eventual_view(request):
+    """Any replica will do: a count that may lag."""
+    return JsonResponse({"on_replica": _on_replica()})
+
+
+@replpool.consistency("bounded", max_staleness=0.5)
+async def bounded_async_view(request):
+    from asgiref.sync import sync_to_async
+
+    return JsonResponse({"on_replica": await sync_to_async(_on_replica)()})
+
+
 def legacy_customers(request):
     return JsonResponse({"names": list(Customer.objects.values_list("name", flat=True))})
 
