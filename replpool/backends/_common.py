@@ -9,7 +9,6 @@ import logging
 import os
 import secrets
 import threading
-import time
 import weakref
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -171,15 +170,16 @@ class ClusterWrapperMixin:
     @property
     def pool(self) -> Any:
         """The pool the alias's primary connections come from now (psycopg_pool's, or
-        replpool's MySQL pool: ``get_stats()``...). replpool pools every member whatever
+        replpool's MySQL pool: ``get_stats()``...; the configured primary's while no
+        primary is known). replpool pools every member whatever
         ``OPTIONS["pool"]`` says; the replicas' pools show in ``cluster.status()``.
         Raises ImproperlyConfigured, as Django's pool does, when ``CONN_MAX_AGE`` is
         not 0. None for the unrouted ``NO_DB_ALIAS`` wrappers."""
         if not self.routed:
             return None
         cluster = self.replpool_cluster()
-        index = cluster._primary_index(time.monotonic() + cluster.failover_wait)
-        return cluster._members[index].pool
+        view = cluster._monitor.topology.primary_view  # none known: the configured primary
+        return cluster._members[view.index if view is not None else 0].pool
 
     def _settings_key(self) -> tuple[Any, ...]:
         # What the pools are made from. OPTIONS by content, so that copies of the wrapper
