@@ -155,7 +155,6 @@ class ClusterWrapperMixin:
     alias: str
     settings_dict: dict[str, Any]
     connection: Any
-    timezone_name: str | None
     _replpool_options_memo: tuple[Any, str]
     _replpool_known: bool
     # While Django shares the wrapper with other threads: the sharing thread and its session.
@@ -187,17 +186,18 @@ class ClusterWrapperMixin:
         # dict, not on every request (like Django's own pool, a dict changed in place
         # after the first connection needs close_pool()). A keyed digest, not the text:
         # OPTIONS hold the replicas' passwords, and this key is a local variable of frames
-        # Django's DEBUG page shows. The time zone configures the pools' connections too.
+        # Django's DEBUG page shows. And what else the engine's set-up reads (the time zone).
         s = self.settings_dict
         options = s.get("OPTIONS")
         memo = self.__dict__.get("_replpool_options_memo")
         if memo is None or memo[0] is not options:
             digest = hashlib.blake2b(repr(options).encode(), key=_DIGEST_KEY, digest_size=16).hexdigest()
             memo = self._replpool_options_memo = (options, digest)
-        return (
-            s.get("NAME"), s.get("USER"), s.get("HOST"), s.get("PORT"), memo[1],
-            self.timezone_name,
-        )
+        return (s.get("NAME"), s.get("USER"), s.get("HOST"), s.get("PORT"), memo[1], self.pool_setup_key())
+
+    def pool_setup_key(self) -> Any:
+        """What else the engine sets up pooled connections from (default: nothing)."""
+        return None
 
     def replpool_cluster(self) -> Cluster:
         """The cluster for this wrapper's settings, made on first use. An alias has one

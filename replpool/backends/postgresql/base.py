@@ -100,6 +100,11 @@ class DatabaseWrapper(ClusterWrapperMixin, pg_base.DatabaseWrapper):
         finally:
             conn.close()
 
+    def pool_setup_key(self) -> Any:
+        # The pools set each connection's time zone (a copy of the wrapper may have
+        # another one, which Django's setting_changed handler does not reach).
+        return self.timezone_name
+
     def _twin(self) -> DatabaseWrapper:
         """This wrapper as the pools see it, for their threads: its settings as they are
         now (a copy: a change made in place later, to this wrapper, reaches no pool that
