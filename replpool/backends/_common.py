@@ -382,7 +382,8 @@ class ClusterWrapperMixin:
         # CONN_HEALTH_CHECKS, once per request, is_usable() (no round trip here); the
         # pools check each connection they hand out besides (a round trip each with
         # CONN_HEALTH_CHECKS on PostgreSQL, as Django's pool does).
-        BaseDatabaseWrapper.close_if_health_check_failed(self)  # type: ignore[arg-type]
+        if self.connection is not None and self.health_check_enabled and not self.health_check_done:  # type: ignore[attr-defined]
+            BaseDatabaseWrapper.close_if_health_check_failed(self)  # type: ignore[arg-type]
 
     def member_connection(self) -> Any:
         """A DB-API connection to any member, for what every member shares (the
