@@ -128,6 +128,8 @@ class Connection(MySQLConnection):
     _rp_member: str = ""
     _rp_show_status: bool = False
     _rp_epoch: str | None = None
+    _rp_spec: Any = None  # the member's MemberSpec, to open another connection like it
+    _rp_timeout: float = 1.0
     _rp_poller: tuple[int, Any] | None = None  # (fd, select.poll registered on it)
 
     # -- status flags -----------------------------------------------------------------------

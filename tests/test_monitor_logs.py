@@ -106,3 +106,36 @@ def test_a_pool_failing_to_connect_says_so_once_and_once_when_it_connects_again(
     assert len(failed) == 1, failed
     again = lines(caplog, "connected again")
     assert len(again) == 1 and name in again[0] and "failed attempts" in again[0], again
+
+
+def test_a_grant_to_read_the_replication_status_is_noticed_on_a_new_connection(
+    mariadb_lab_writable_replicas, monkeypatch, caplog,
+):
+    # MariaDB applies a global privilege to the connections opened after the GRANT only:
+    # the monitor's next try must not be on the connection that was denied.
+    import replpool._mysql
+
+    monkeypatch.setattr(replpool._mysql, "_DENIED_RETRY", 0.3)  # a minute in production
+    lab = mariadb_lab_writable_replicas
+    user, password = "rp_mon_granted", lab.password
+    lab.query(lab.primary, "CREATE USER %s@%s IDENTIFIED BY %s", (user, "%", password))
+    lab.query(lab.primary, f"GRANT SELECT ON {lab.primary.database}.* TO %s@%s", (user, "%"))
+    caplog.set_level(logging.INFO, logger="replpool")
+    try:
+        lab.wait_until_caught_up()
+        urls = [f"mysql://{user}:{password}@{m.host}:{m.port}/{m.database}" for m in lab.members]
+        with replpool.Cluster(urls[0], urls[1:], **FAST) as c:
+            wait_until(lambda: len(lines(caplog, "may not read the replication status")) == 3, 5, "denied")
+            assert [m.role for m in c.status().members] == ["primary", "unknown", "unknown"]
+            lab.query(lab.primary, "GRANT SLAVE MONITOR ON *.* TO %s@%s", (user, "%"))
+            wait_until(
+                lambda: [m.role for m in c.status().members] == ["primary", "replica", "replica"],
+                5, "the replicas found by replication",
+            )
+            assert c.status().poll_errors == 0  # no member was taken for failed meanwhile
+            with replpool.session():
+                c.query("SELECT 1", read_only=True)
+            assert c.status().routing.get("replica", {}).get("fresh_replica") == 1
+        assert len(lines(caplog, "is readable again")) == 3
+    finally:
+        lab.query(lab.primary, "DROP USER %s@%s", (user, "%"))
