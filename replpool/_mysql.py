@@ -502,7 +502,7 @@ class MySQLEngine:
         with self._lock:
             ended = self._denied.end(conn._rp_member, time.monotonic())
         if ended is not None:
-            logger.warning(
+            logger.info(
                 "%s: the replication status is readable again %s; roles come from "
                 "replication again", conn._rp_member, ended.summary(time.monotonic()),
             )

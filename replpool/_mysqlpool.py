@@ -791,7 +791,7 @@ class MySQLPool:
         with self._lock:
             ended = self._episodes.end("connect", now)
         if ended is not None:
-            logger.warning("pool %r: connected again %s", self.name, ended.summary(now, "failed attempts"))
+            logger.info("pool %r: connected again %s", self.name, ended.summary(now, "failed attempts"))
         self._return(conn)
         if growing:
             with self._lock:

@@ -71,7 +71,7 @@ class _ConnectErrors(logging.Filter):
         with self._lock:
             ended = self.failing.end(name, now)
         if ended is not None:
-            logger.warning("pool %r: connected again %s", name, ended.summary(now, "failed attempts"))
+            logger.info("pool %r: connected again %s", name, ended.summary(now, "failed attempts"))
 
 
 _CONNECT_ERRORS = _ConnectErrors()
