@@ -233,7 +233,8 @@ exit status (Nagios' plugin convention, for scripts and container probes):
   0  healthy: a primary, and every member up and usable
   1  degraded: a primary, but a member is down, lagging, fenced or unknown
   2  no primary reachable: writes would fail
-  3  bad arguments or configuration (nothing was checked)
+  3  bad arguments or configuration: nothing was checked, or a member refuses the
+     connection settings (a password, an option or value, the primary's database)
 With --watch, the status of the last refresh.
 
 connection details: each member is a URL or libpq keywords. A password need not be on

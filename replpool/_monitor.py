@@ -380,6 +380,15 @@ class Monitor:
             return "primary" if m.index == self._last_primary else "replica"
         return m.configured_role
 
+    def refusals(self) -> list[bool]:
+        """For each member, whether it is down for a reason waiting cannot fix (see
+        :func:`~replpool._health.waiting_can_fix`), for the role it is expected to have."""
+        with self.lock:
+            return [
+                not m.health.up and not waiting_can_fix(m.failure, self._expected_role(m))
+                for m in self.members
+            ]
+
     def primary_refusal(self) -> str | None:
         """Why no primary can be had until the configuration changes: the error of the
         member expected to be the primary (the last seen, else the configured one) when

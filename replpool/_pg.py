@@ -388,8 +388,8 @@ class PostgresEngine:
                 "string (replpool chooses among them itself)"
             )
         port_text = str(params.get("port") or os.environ.get("PGPORT") or "5432")
-        if not port_text.isdigit():
-            raise ConfigurationError(f"{what} has a bad port {port_text!r}")
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ConfigurationError(f"{what} has a bad port {port_text!r} (a number from 1 to 65535)")
         shown = {k: v for k, v in params.items() if k != "password"}
         return MemberSpec(
             name=f"{host}:{port_text}",
