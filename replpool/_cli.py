@@ -268,12 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="create another database for the app user (repeatable); the printed Django "
         "DATABASES gives it an alias of the same name",
     )
-    up.set_defaults(func=_lab_up)
+    up.set_defaults(parser=up, func=_lab_up)
     install = lab_sub.add_parser(
         "install-servers",
         help="install the PostgreSQL and MariaDB server packages with apt-get if missing",
     )
-    install.set_defaults(func=_lab_install_servers)
+    install.set_defaults(parser=install, func=_lab_install_servers)
 
     status = sub.add_parser(
         "status",
@@ -302,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print Cluster.status().as_dict() as JSON (with --watch: one document per line)",
     )
     status.add_argument("--name", default="default", help="the cluster's name (default: default)")
-    status.set_defaults(func=_status)
+    status.set_defaults(parser=status, func=_status)
 
     demo = sub.add_parser(
         "demo",
@@ -314,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=float, default=30.0, help="length of the run (30)")
     demo.add_argument("--users", type=int, default=8, help="users who write and read back (8)")
     demo.add_argument("--readers", type=int, default=4, help="users who only read (4)")
-    demo.set_defaults(func=_demo)
+    demo.set_defaults(parser=demo, func=_demo)
     return parser
 
 
@@ -336,5 +336,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # argparse reports arguments no parser took with the top-level usage; the
+        # command's own says what it takes.
+        getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     return int(args.func(args))

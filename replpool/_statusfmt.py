@@ -73,7 +73,7 @@ def _row(m: MemberStatus) -> list[str]:
         m.name,
         _role(m),
         "yes" if m.up else "no",
-        m.position if m.position is not None else _NONE,
+        m.position or _NONE,  # a MariaDB member that applied nothing has the empty position
         _lag_seconds(m),
         _lag_bytes(m),
         str(pool.idle) if pool is not None else _NONE,

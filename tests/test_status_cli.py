@@ -236,6 +236,17 @@ def test_format_status_table():
     )
 
 
+def test_a_member_without_a_position_shows_a_dash():
+    # A fenced MariaDB member (a demoted primary) that has applied nothing by replication
+    # has the empty GTID position.
+    status = ClusterStatus(
+        name="c", engine="mariadb", primary="db1:3306",
+        members=(member("db1:3306", "primary", position="0-1-5"),
+                 member("db2:3306", "fenced", eligible=False, position="")),
+    )
+    assert table_rows(format_status(status))["db2:3306"][1:4] == ["fenced", "yes", "-"]
+
+
 def test_format_status_without_a_primary_or_members_down():
     status = ClusterStatus(
         name="default", engine="postgresql", primary=None,
@@ -277,6 +288,13 @@ def test_health_is_3_when_a_member_refuses_the_settings_whatever_else_holds():
     primary = member("db1:5432", "primary")
     replica = member("db2:5432", "down", up=False, eligible=False, refused=True)
     assert health(ClusterStatus(name="c", engine="postgresql", primary="db1:5432", members=(primary, replica)))[0] == 3
+
+
+def test_an_unknown_option_is_reported_with_the_status_commands_usage():
+    proc = run_status("--bogus", "x")
+    assert proc.returncode == 3
+    assert proc.stderr.startswith("usage: python -m replpool status [options] PRIMARY [REPLICA ...]\n"), proc.stderr
+    assert "unrecognized arguments: --bogus" in proc.stderr
 
 
 def test_the_usage_line_says_replicas_are_optional_and_a_usage_error_exits_3():
