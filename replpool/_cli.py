@@ -34,10 +34,19 @@ def _lab_up(args: argparse.Namespace) -> int:
     if args.shards is not None and args.database:
         print("replpool lab: --database is for a lab of one cluster, not with --shards", file=sys.stderr)
         return 2
+    options = {}
+    if args.writable_replicas:
+        if args.engine != "mariadb":
+            print(
+                "replpool lab: --writable-replicas is for --engine mariadb (a PostgreSQL "
+                "standby never accepts writes)", file=sys.stderr,
+            )
+            return 2
+        options["replica_read_only"] = False
     try:
         with (
-            ShardLab(args.shards, args.replicas, engine=args.engine) if args.shards is not None
-            else _lab_class(args.engine)(args.replicas)
+            ShardLab(args.shards, args.replicas, engine=args.engine, **options) if args.shards is not None
+            else _lab_class(args.engine)(args.replicas, **options)
         ) as lab:
             if not isinstance(lab, ShardLab):
                 for name in args.database:
@@ -267,6 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--database", action="append", default=[], metavar="NAME",
         help="create another database for the app user (repeatable); the printed Django "
         "DATABASES gives it an alias of the same name",
+    )
+    up.add_argument(
+        "--writable-replicas", action="store_true",
+        help="MariaDB: run the replicas with read_only off (the server's default, common in "
+        "real setups); replpool finds them by their replication all the same",
     )
     up.set_defaults(parser=up, func=_lab_up)
     install = lab_sub.add_parser(
