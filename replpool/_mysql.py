@@ -461,7 +461,7 @@ class MySQLEngine:
             return True  # not opened by monitor_connect: ask on it again
         try:
             fresh = self._open_monitor(spec, conn._rp_timeout)
-        except Exception as exc:  # noqa: BLE001 - the poll itself says whether it is down
+        except Exception as exc:  # the poll itself says whether the member is down
             logger.debug("%s: could not open a connection to ask for the replication status "
                          "again: %s", conn._rp_member, exc)
             return False

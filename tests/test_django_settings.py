@@ -72,7 +72,8 @@ def test_the_printed_databases_are_python_that_reads_back_the_same():
 
 
 def test_every_unknown_pool_key_is_named_in_one_message_with_its_likely_meaning():
-    problem = pool_problem("default", {"tiemout": 3, "bogus": 1, "max_idle": 60}, frozenset({"timeout", "max_idle"}), "Django")
+    names = frozenset({"timeout", "max_idle"})
+    problem = pool_problem("default", {"tiemout": 3, "bogus": 1, "max_idle": 60}, names, "Django")
     assert problem == (
         "DATABASES['default']['OPTIONS']['pool'] sets 'tiemout' (did you mean 'timeout'?) and 'bogus', which "
         "are not pool options; the pool options are: max_idle, max_size, min_size, timeout"
@@ -113,5 +114,7 @@ def test_a_malformed_pool_option_is_replpool_e005_naming_each_key_once_under_one
     found = system_checks({"pool": {"min_size": 1, "tiemout": 3, "bogus": 1}})
     assert [check for check, _ in found] == ["replpool.E005"], found
     (message,) = [message for _, message in found]
-    assert message.startswith("DATABASES['default']['OPTIONS']['pool'] sets 'tiemout' (did you mean 'timeout'?) and 'bogus', ")
+    assert message.startswith(
+        "DATABASES['default']['OPTIONS']['pool'] sets 'tiemout' (did you mean 'timeout'?) and 'bogus', "
+    ), message
     assert message.count("DATABASES[") == 1 and "Hunter2" not in message
