@@ -372,9 +372,10 @@ class ShardSet:
         The server computes each row's logical shard and sends back only the misplaced
         rows when it can: ids on any engine (bit operations), and keys on PostgreSQL
         under a :class:`HashPlacement` in a ``smallint``, ``integer``, ``bigint``,
-        ``text``, ``varchar`` or ``uuid`` column, with its own hash function (what
-        ``PARTITION BY HASH`` uses). Otherwise (MariaDB/MySQL keys, range and directory
-        placements, ``bytea`` keys) the keys are read and placed by replpool. Raises
+        ``text``, ``varchar``, ``uuid`` or ``bytea`` column, with its own hash function
+        (what ``PARTITION BY HASH`` uses). Otherwise (MariaDB/MySQL keys, range and
+        directory placements, other column types) the keys are read and placed by
+        replpool. Raises
         :class:`ShardError` if a shard fails (no such table...)."""
         from ._placement import postgresql_hash_type, postgresql_remainder_sql
         from ._session import pinned_to_master
