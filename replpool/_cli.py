@@ -48,11 +48,20 @@ def _lab_up(args: argparse.Namespace) -> int:
             ShardLab(args.shards, args.replicas, engine=args.engine, **options) if args.shards is not None
             else _lab_class(args.engine)(args.replicas, **options)
         ) as lab:
-            if not isinstance(lab, ShardLab):
+            if isinstance(lab, ShardLab):
+                lab.shards[0].create_database(SHARDED_DEFAULT)
+            else:
                 for name in args.database:
                     lab.create_database(name)
             print(lab.describe(), flush=True)
-            if not isinstance(lab, ShardLab):
+            if isinstance(lab, ShardLab):
+                print(
+                    "\nFor a sharded Django project (the user may create test databases; "
+                    f"'default' is the database {SHARDED_DEFAULT!r} on shard1's servers):\n\n"
+                    + django_sharding_snippet(lab.django_databases(SHARDED_DEFAULT), lab.django_sharding()),
+                    flush=True,
+                )
+            else:
                 print(
                     "\nFor a Django project (the user may create test databases):\n\n"
                     + django_snippet(lab.django_databases(args.database)),
@@ -85,6 +94,30 @@ def django_snippet(databases: dict[str, dict[str, object]]) -> str:
         return json.dumps(value)
 
     return "DATABASES = " + source(databases, 0)
+
+
+# The database of a sharded project's default alias (what is not sharded), on the first
+# shard's servers beside that shard's own database.
+SHARDED_DEFAULT = "main"
+
+
+def django_sharding_snippet(databases: dict[str, dict[str, object]], sharding: dict[str, object]) -> str:
+    """The settings of a sharded Django project, as Python source to paste: ``DATABASES``
+    (see :func:`django_snippet`), the shard router, and ``REPLPOOL_SHARDING`` (the
+    project fills in its ``models``)."""
+    lines = [
+        django_snippet(databases),
+        'DATABASE_ROUTERS = ["replpool.django.sharding.ShardRouter"]',
+        '# and "replpool.django" in INSTALLED_APPS (migrate on every shard, check_shards)',
+        "REPLPOOL_SHARDING = {",
+    ]
+    for key, value in sharding.items():
+        line = f"    {json.dumps(key)}: {json.dumps(value)},"
+        if key == "models":
+            line += '  # each sharded model and its shard key field: {"shop.Customer": "id"}'
+        lines.append(line)
+    lines.append("}")
+    return "\n".join(lines)
 
 
 def _lab_install_servers(args: argparse.Namespace) -> int:
@@ -270,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--shards", type=int, default=None, metavar="N",
         help="start N clusters at once, each a primary with --replicas replicas (shards of "
-        "a sharded application)",
+        "a sharded application), and print a sharded Django project's settings",
     )
     up.add_argument(
         "--database", action="append", default=[], metavar="NAME",

@@ -1,6 +1,6 @@
 """Settings decisions of the Django integration, without servers: which OPTIONS keys
 nobody reads (replpool.E001), how REPLPOOL_DATABASE_APPS is read (E007), and the
-DATABASES snippet ``lab up`` prints."""
+DATABASES snippet ``lab up`` prints (and, with ``--shards``, the sharding settings)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from replpool._cli import django_snippet
+from replpool._cli import django_sharding_snippet, django_snippet
 from replpool.backends._common import REPLPOOL_OPTIONS, pool_problem, unknown_options
 from replpool.django.routers import parse_mapping
 
@@ -118,3 +118,20 @@ def test_a_malformed_pool_option_is_replpool_e005_naming_each_key_once_under_one
         "DATABASES['default']['OPTIONS']['pool'] sets 'tiemout' (did you mean 'timeout'?) and 'bogus', "
     ), message
     assert message.count("DATABASES[") == 1 and "Hunter2" not in message
+
+
+def test_the_printed_sharded_settings_are_python_that_reads_back_the_same():
+    engine, replica = "replpool.backends.postgresql", {"replicas": [{"PORT": "5433"}]}
+    databases = {
+        "default": {"ENGINE": engine, "NAME": "main", "PORT": "5432", "OPTIONS": replica},
+        "shard1": {"ENGINE": engine, "NAME": "app", "PORT": "5432", "OPTIONS": replica},
+        "shard2": {"ENGINE": engine, "NAME": "app", "PORT": "5442", "OPTIONS": {"replicas": []}},
+    }
+    sharding = {"databases": ["shard1", "shard2"], "logical_shards": 480, "models": {}}
+    text = django_sharding_snippet(databases, sharding)
+    namespace: dict[str, object] = {}
+    exec(text, namespace)
+    assert namespace["DATABASES"] == databases
+    assert namespace["REPLPOOL_SHARDING"] == sharding
+    assert namespace["DATABASE_ROUTERS"] == ["replpool.django.sharding.ShardRouter"]
+    assert '"models": {},  # each sharded model and its shard key field' in text
