@@ -520,6 +520,7 @@ def _reset(*, setting: str, **kwargs: Any) -> None:
     global _sharding
     if setting in (SETTING, "DATABASES", "INSTALLED_APPS"):
         _sharding = None
+        _watch_saves()
 
 
 setting_changed.connect(_reset)
@@ -538,7 +539,21 @@ def _check_save(sender: type[models.Model], instance: models.Model, using: str, 
         s.check_write(instance, using)
 
 
-pre_save.connect(_check_save, dispatch_uid="replpool.django.sharding.check_save")
+def _watch_saves() -> None:
+    """Check saves (``pre_save``) only in a project that shards: a receiver of
+    ``pre_save`` makes Django dispatch the signal on every save of every model."""
+    try:
+        wanted = configured()
+    except ImproperlyConfigured:  # settings not configured yet
+        wanted = False
+    if wanted:
+        pre_save.connect(_check_save, dispatch_uid=_CHECK_SAVE)
+    else:
+        pre_save.disconnect(dispatch_uid=_CHECK_SAVE)
+
+
+_CHECK_SAVE = "replpool.django.sharding.check_save"
+_watch_saves()
 
 
 # -- the router ----------------------------------------------------------------------------------
