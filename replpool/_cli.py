@@ -34,16 +34,34 @@ def _lab_up(args: argparse.Namespace) -> int:
     if args.shards is not None and args.database:
         print("replpool lab: --database is for a lab of one cluster, not with --shards", file=sys.stderr)
         return 2
+    options = {}
+    if args.writable_replicas:
+        if args.engine != "mariadb":
+            print(
+                "replpool lab: --writable-replicas is for --engine mariadb (a PostgreSQL "
+                "standby never accepts writes)", file=sys.stderr,
+            )
+            return 2
+        options["replica_read_only"] = False
     try:
         with (
-            ShardLab(args.shards, args.replicas, engine=args.engine) if args.shards is not None
-            else _lab_class(args.engine)(args.replicas)
+            ShardLab(args.shards, args.replicas, engine=args.engine, **options) if args.shards is not None
+            else _lab_class(args.engine)(args.replicas, **options)
         ) as lab:
-            if not isinstance(lab, ShardLab):
+            if isinstance(lab, ShardLab):
+                lab.shards[0].create_database(SHARDED_DEFAULT)
+            else:
                 for name in args.database:
                     lab.create_database(name)
             print(lab.describe(), flush=True)
-            if not isinstance(lab, ShardLab):
+            if isinstance(lab, ShardLab):
+                print(
+                    "\nFor a sharded Django project (the user may create test databases; "
+                    f"'default' is the database {SHARDED_DEFAULT!r} on shard1's servers):\n\n"
+                    + django_sharding_snippet(lab.django_databases(SHARDED_DEFAULT), lab.django_sharding()),
+                    flush=True,
+                )
+            else:
                 print(
                     "\nFor a Django project (the user may create test databases):\n\n"
                     + django_snippet(lab.django_databases(args.database)),
@@ -76,6 +94,30 @@ def django_snippet(databases: dict[str, dict[str, object]]) -> str:
         return json.dumps(value)
 
     return "DATABASES = " + source(databases, 0)
+
+
+# The database of a sharded project's default alias (what is not sharded), on the first
+# shard's servers beside that shard's own database.
+SHARDED_DEFAULT = "main"
+
+
+def django_sharding_snippet(databases: dict[str, dict[str, object]], sharding: dict[str, object]) -> str:
+    """The settings of a sharded Django project, as Python source to paste: ``DATABASES``
+    (see :func:`django_snippet`), the shard router, and ``REPLPOOL_SHARDING`` (the
+    project fills in its ``models``)."""
+    lines = [
+        django_snippet(databases),
+        'DATABASE_ROUTERS = ["replpool.django.sharding.ShardRouter"]',
+        '# and "replpool.django" in INSTALLED_APPS (migrate on every shard, check_shards)',
+        "REPLPOOL_SHARDING = {",
+    ]
+    for key, value in sharding.items():
+        line = f"    {json.dumps(key)}: {json.dumps(value)},"
+        if key == "models":
+            line += '  # each sharded model and its shard key field: {"shop.Customer": "id"}'
+        lines.append(line)
+    lines.append("}")
+    return "\n".join(lines)
 
 
 def _lab_install_servers(args: argparse.Namespace) -> int:
@@ -233,7 +275,8 @@ exit status (Nagios' plugin convention, for scripts and container probes):
   0  healthy: a primary, and every member up and usable
   1  degraded: a primary, but a member is down, lagging, fenced or unknown
   2  no primary reachable: writes would fail
-  3  bad arguments or configuration (nothing was checked)
+  3  bad arguments or configuration: nothing was checked, or a member refuses the
+     connection settings (a password, an option or value, the primary's database)
 With --watch, the status of the last refresh.
 
 connection details: each member is a URL or libpq keywords. A password need not be on
@@ -260,19 +303,24 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--shards", type=int, default=None, metavar="N",
         help="start N clusters at once, each a primary with --replicas replicas (shards of "
-        "a sharded application)",
+        "a sharded application), and print a sharded Django project's settings",
     )
     up.add_argument(
         "--database", action="append", default=[], metavar="NAME",
         help="create another database for the app user (repeatable); the printed Django "
         "DATABASES gives it an alias of the same name",
     )
-    up.set_defaults(func=_lab_up)
+    up.add_argument(
+        "--writable-replicas", action="store_true",
+        help="MariaDB: run the replicas with read_only off (the server's default, common in "
+        "real setups); replpool finds them by their replication all the same",
+    )
+    up.set_defaults(parser=up, func=_lab_up)
     install = lab_sub.add_parser(
         "install-servers",
         help="install the PostgreSQL and MariaDB server packages with apt-get if missing",
     )
-    install.set_defaults(func=_lab_install_servers)
+    install.set_defaults(parser=install, func=_lab_install_servers)
 
     status = sub.add_parser(
         "status",
@@ -301,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print Cluster.status().as_dict() as JSON (with --watch: one document per line)",
     )
     status.add_argument("--name", default="default", help="the cluster's name (default: default)")
-    status.set_defaults(func=_status)
+    status.set_defaults(parser=status, func=_status)
 
     demo = sub.add_parser(
         "demo",
@@ -313,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=float, default=30.0, help="length of the run (30)")
     demo.add_argument("--users", type=int, default=8, help="users who write and read back (8)")
     demo.add_argument("--readers", type=int, default=4, help="users who only read (4)")
-    demo.set_defaults(func=_demo)
+    demo.set_defaults(parser=demo, func=_demo)
     return parser
 
 
@@ -335,5 +383,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # argparse reports arguments no parser took with the top-level usage; the
+        # command's own says what it takes.
+        getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     return int(args.func(args))

@@ -596,6 +596,7 @@ class ClusterBase(Generic[P]):
             routing[target][reason.value] = routing[target].get(reason.value, 0) + n
             (writes if reason is Reason.WRITE else reads)[index] += n
         members = []
+        refused = self._monitor.refusals()
         for view, m in zip(topo.members, self._members):
             pool = PoolStatus.from_stats(m.pool_stats()) if m.pool is not None else None
             members.append(
@@ -612,6 +613,7 @@ class ClusterBase(Generic[P]):
                     pool=pool,
                     reads=reads[view.index],
                     writes=writes[view.index],
+                    refused=refused[view.index] and not view.up,
                 )
             )
         primary = topo.members[topo.primary].name if topo.primary is not None else None

@@ -72,10 +72,8 @@ class MemberState:
     # it has replayed what the primary had then (the commit that ends the lock).
     stall_ns: int | None = None
     stalled_at: Position | None = None
-    # What its last failure means for waiting (None while it answers), and whether its
-    # going down was an expected event (a replica without a new database yet).
+    # What its last failure means for waiting (None while it answers).
     failure: Failure | None = None
-    down_expected: bool = False
 
 
 class Monitor:
@@ -133,6 +131,7 @@ class Monitor:
         self.failovers = 0
         self._primary: int | None = None
         self._last_primary: int | None = None
+        self._no_primary_round = -1  # the last round counted in the no-primary episode
         # Lasting conditions, logged when they start and when they end (never per poll).
         self.episodes: Episodes[tuple[Any, ...]] = Episodes()
         self._stop = threading.Event()
@@ -290,7 +289,10 @@ class Monitor:
         if m.polls == 1:
             self.on_first_answer(m.index)
         if m.epoch is not None and sample.epoch != m.epoch:
-            logger.warning(
+            # Part of its return when it was seen down (said then, at WARNING); else the
+            # only sign of a restart that nobody was told about.
+            logger.log(
+                logging.WARNING if m.health.up else logging.INFO,
                 "cluster %r: %s restarted; forgetting what it had replayed",
                 self.cluster, m.spec.name,
             )
@@ -303,9 +305,8 @@ class Monitor:
             m.server_id = sample.replication.server_id
         down_since, failures = m.health.down_since, m.health.failures
         if m.health.succeeded(now):
-            # At the level its going down was logged: an expected absence ends at INFO.
-            logger.log(
-                logging.INFO if m.down_expected else logging.WARNING,
+            # A recovery: INFO (its going down was the WARNING, unless it was expected).
+            logger.info(
                 "cluster %r: %s is answering again after %.1f s down (%d failed polls)",
                 self.cluster, m.spec.name, now - (down_since or now), failures,
             )
@@ -332,8 +333,7 @@ class Monitor:
         m.failed_ns = time.monotonic_ns()
         m.failure = failure
         if m.health.failed(now, error):
-            m.down_expected = failure is Failure.NO_DATABASE and self._expected_role(m) == "replica"
-            if m.down_expected:
+            if failure is Failure.NO_DATABASE and self._expected_role(m) == "replica":
                 # Expected after the database was made (Django's test runner does it):
                 # the replica joins once it has replayed that.
                 logger.info(
@@ -379,6 +379,15 @@ class Monitor:
         if self._last_primary is not None:
             return "primary" if m.index == self._last_primary else "replica"
         return m.configured_role
+
+    def refusals(self) -> list[bool]:
+        """For each member, whether it is down for a reason waiting cannot fix (see
+        :func:`~replpool._health.waiting_can_fix`), for the role it is expected to have."""
+        with self.lock:
+            return [
+                not m.health.up and not waiting_can_fix(m.failure, self._expected_role(m))
+                for m in self.members
+            ]
 
     def primary_refusal(self) -> str | None:
         """Why no primary can be had until the configuration changes: the error of the
@@ -430,7 +439,7 @@ class Monitor:
             if key[0] == "claimants" and key[1] != names:
                 ended = self.episodes.end(key, now)
                 if ended is not None:
-                    logger.warning(
+                    logger.info(
                         "cluster %r: %s no longer all claim to be primary, %s",
                         self.cluster, ", ".join(key[1]), ended.summary(now, "rounds"),
                     )
@@ -459,6 +468,29 @@ class Monitor:
 
         return min(candidates, key=rank).index
 
+    def _no_primary_seen(self, now: float) -> None:
+        """No member is the primary after this round: say so when it starts (once every
+        member has answered or failed once, so that a round half collected says nothing),
+        and count the rounds it lasts, once each (a round may publish several times)."""
+        if not self.first_round_done():
+            return
+        key = ("no primary",)
+        if self.episodes.active(key) and self._no_primary_round == self.rounds:
+            return
+        self._no_primary_round = self.rounds
+        if not self.episodes.begin(key, now):
+            return  # a round more without one
+        if self._last_primary is not None:
+            why = f"was {self.members[self._last_primary].spec.name}"
+        else:
+            expected = [m for m in self.members if m.configured_role == "primary"]
+            down = [m for m in expected if not m.health.up]
+            why = (
+                f"{down[0].spec.name}, configured as the primary, is down" if down
+                else "no member answers as one"
+            )
+        logger.warning("cluster %r: no primary is reachable (%s)", self.cluster, why)
+
     def _log_verdicts(self, decided: list[tuple[Sample | None, Verdict | None]], now: float) -> None:
         """Say once when a member starts (and stops) replicating while it accepts
         writes, or replicates only from outside the cluster."""
@@ -476,7 +508,7 @@ class Monitor:
                     self.cluster, m.spec.name, source,
                 )
             elif ended is not None:
-                logger.warning(
+                logger.info(
                     "cluster %r: %s is no longer a replica that accepts writes (%s), %s",
                     self.cluster, m.spec.name,
                     "read_only is on" if v.kind == "replica" else f"now {v.kind}",
@@ -496,17 +528,19 @@ class Monitor:
         decided = self._decide()
         self._log_verdicts(decided, now)
         new_primary = self._choose_primary(decided, now)
-        if new_primary is None and self._primary is not None:
-            if self.episodes.begin(("no primary",), now):
-                logger.warning(
-                    "cluster %r: no primary is reachable (was %s)",
-                    self.cluster, self.members[self._primary].spec.name,
-                )
-        if new_primary is not None:
+        ended = None
+        if new_primary is None:
+            self._no_primary_seen(now)
+        else:
             ended = self.episodes.end(("no primary",), now)
             if ended is not None and new_primary == self._last_primary:
-                logger.warning(
+                logger.info(
                     "cluster %r: the primary %s is reachable again %s",
+                    self.cluster, self.members[new_primary].spec.name, ended.summary(now, "rounds"),
+                )
+            elif ended is not None and self._last_primary is None:
+                logger.info(
+                    "cluster %r: %s is the primary; none was reachable %s",
                     self.cluster, self.members[new_primary].spec.name, ended.summary(now, "rounds"),
                 )
         if new_primary is not None and new_primary != self._last_primary:
@@ -514,8 +548,9 @@ class Monitor:
                 old = self.members[self._last_primary].spec.name
                 self.failovers += 1
                 logger.warning(
-                    "cluster %r: the primary is now %s (was %s)",
+                    "cluster %r: the primary is now %s (was %s)%s",
                     self.cluster, self.members[new_primary].spec.name, old,
+                    f"; none was reachable {ended.summary(now, 'rounds')}" if ended is not None else "",
                 )
                 for o in _observe._observers:
                     o.failover(self.cluster, old, self.members[new_primary].spec.name)
@@ -720,7 +755,7 @@ def _run(ref: weakref.ref[Monitor], stop: threading.Event, demanded: threading.E
         else:
             ended = monitor.episodes.end(("round failed",), time.monotonic())
             if ended is not None:
-                logger.warning(
+                logger.info(
                     "cluster %r: monitor rounds succeed again, %s",
                     monitor.cluster, ended.summary(time.monotonic(), "failed rounds"),
                 )

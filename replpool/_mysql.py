@@ -352,19 +352,11 @@ class MySQLEngine:
         """An autocommit connection that may send several statements at once. The
         connection timeout covers connecting only; ``read_timeout`` (whole seconds) is a
         backstop for the monitor, which cuts a hung poll itself (:meth:`abort`)."""
-        kwargs = self.connect_kwargs(spec)
-        kwargs.pop("connect_timeout", None)
-        kwargs.update(
-            autocommit=True,
-            connection_timeout=max(1.0, timeout),
-            read_timeout=max(1, math.ceil(timeout)) + 1,
-            consume_results=True,
-        )
-        add_client_flag(kwargs, ClientFlag.MULTI_STATEMENTS)
-        conn = Connection(**kwargs)
+        conn = self._open_monitor(spec, timeout)
         try:
             self._learn_flavor(conn, spec.name)
             conn._rp_member = spec.name
+            conn._rp_spec, conn._rp_timeout = spec, timeout
             conn._rp_show_status = True
             results, error = _results(conn, _STARTED)
             if error is not None or len(results) < 2:
@@ -376,6 +368,18 @@ class MySQLEngine:
             close_quietly(conn)
             raise
         return conn
+
+    def _open_monitor(self, spec: MemberSpec, timeout: float) -> Connection:
+        kwargs = self.connect_kwargs(spec)
+        kwargs.pop("connect_timeout", None)
+        kwargs.update(
+            autocommit=True,
+            connection_timeout=max(1.0, timeout),
+            read_timeout=max(1, math.ceil(timeout)) + 1,
+            consume_results=True,
+        )
+        add_client_flag(kwargs, ClientFlag.MULTI_STATEMENTS)
+        return Connection(**kwargs)
 
     def _stable_start(self, member: str, started: int) -> int:
         """The start time, as first seen unless it moved by more than the one second a
@@ -397,7 +401,11 @@ class MySQLEngine:
             status = "SHOW REPLICA STATUS" if conn._rp_version >= (8, 0, 22) else "SHOW SLAVE STATUS"
         sent = time.monotonic_ns()
         if not conn._rp_show_status and sent >= getattr(conn, "_rp_status_due", 0):
-            conn._rp_show_status = True  # try again now and then: a grant may have come
+            # Try again now and then: a grant may have come.
+            if self._granted(conn, status):
+                conn._rp_show_status = True
+            else:
+                conn._rp_status_due = sent + int(_DENIED_RETRY * 1e9)
         with_status = conn._rp_show_status and (
             thorough or sent >= getattr(conn, "_rp_status_due", 0)
         )
@@ -438,6 +446,37 @@ class MySQLEngine:
             sample = dataclasses.replace(sample, received=received)
         return sample
 
+    def _granted(self, conn: Any, status: str) -> bool:
+        """Whether the monitor's user may read the replication status now, after it was
+        denied. MariaDB and MySQL apply a global privilege (``GRANT SLAVE MONITOR ON
+        *.*``) to the connections opened after the grant only ("Privilege Changes",
+        MariaDB's GRANT documentation; MySQL's "When Privilege Changes Take Effect"), so
+        asking on the denied connection would never succeed: a new connection asks,
+        and if it may read the status, the monitor's connection is opened again (the
+        driver's ``reconnect()``, with the same arguments) and polls on with the grant.
+        A new connection that fails is no failure of the member: the poll goes on, on
+        the connection it has."""
+        spec = getattr(conn, "_rp_spec", None)
+        if spec is None:
+            return True  # not opened by monitor_connect: ask on it again
+        try:
+            fresh = self._open_monitor(spec, conn._rp_timeout)
+        except Exception as exc:  # the poll itself says whether the member is down
+            logger.debug("%s: could not open a connection to ask for the replication status "
+                         "again: %s", conn._rp_member, exc)
+            return False
+        try:
+            _results(fresh, status)
+        except mysql_errors.Error as exc:
+            if exc.errno not in _NO_PRIVILEGE_ERRNOS:
+                logger.debug("%s: asking for the replication status again failed: %s", conn._rp_member, exc)
+            return False
+        finally:
+            close_quietly(fresh)
+        conn.reconnect()
+        conn._rp_poller = None
+        return True
+
     def _status_denied(self, conn: Any, error: BaseException) -> None:
         """The replication status could not be read: a missing privilege is said once
         per member (and roles fall back to read_only); anything else fails the poll."""
@@ -463,7 +502,7 @@ class MySQLEngine:
         with self._lock:
             ended = self._denied.end(conn._rp_member, time.monotonic())
         if ended is not None:
-            logger.warning(
+            logger.info(
                 "%s: the replication status is readable again %s; roles come from "
                 "replication again", conn._rp_member, ended.summary(time.monotonic()),
             )

@@ -128,6 +128,8 @@ class Connection(MySQLConnection):
     _rp_member: str = ""
     _rp_show_status: bool = False
     _rp_epoch: str | None = None
+    _rp_spec: Any = None  # the member's MemberSpec, to open another connection like it
+    _rp_timeout: float = 1.0
     _rp_poller: tuple[int, Any] | None = None  # (fd, select.poll registered on it)
 
     # -- status flags -----------------------------------------------------------------------
@@ -789,7 +791,7 @@ class MySQLPool:
         with self._lock:
             ended = self._episodes.end("connect", now)
         if ended is not None:
-            logger.warning("pool %r: connected again %s", self.name, ended.summary(now, "failed attempts"))
+            logger.info("pool %r: connected again %s", self.name, ended.summary(now, "failed attempts"))
         self._return(conn)
         if growing:
             with self._lock:

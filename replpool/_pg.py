@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import difflib
 import inspect
 import logging
 import os
@@ -71,7 +72,7 @@ class _ConnectErrors(logging.Filter):
         with self._lock:
             ended = self.failing.end(name, now)
         if ended is not None:
-            logger.warning("pool %r: connected again %s", name, ended.summary(now, "failed attempts"))
+            logger.info("pool %r: connected again %s", name, ended.summary(now, "failed attempts"))
 
 
 _CONNECT_ERRORS = _ConnectErrors()
@@ -260,6 +261,9 @@ _REFUSED_WORDS = (
     "is not permitted to log in",
     "permission denied for database",
     "invalid connection option",
+    "invalid port number",  # libpq refuses the string's values when connecting
+    "invalid integer value",
+    "invalid ssl protocol version range",
     "invalid value for parameter",
     "unrecognized configuration parameter",
     "unsupported frontend protocol",
@@ -268,6 +272,8 @@ _REFUSED_WORDS = (
     "certificate",
     "channel binding",
 )
+# libpq's "invalid sslmode value", "invalid target_session_attrs value"... (connectOptions2).
+_BAD_OPTION_VALUE = re.compile(r'invalid [a-z_]+ value: "')
 _NO_ROLE = re.compile(r'role "[^"]*" does not exist')
 _NO_DATABASE = re.compile(r'database "[^"]*" does not exist')
 
@@ -293,14 +299,56 @@ def classify_failure(exc: BaseException) -> Failure:
     if _NO_DATABASE.search(text):
         return Failure.NO_DATABASE
     low = text.lower()
-    if _NO_ROLE.search(text) or any(word in low for word in _REFUSED_WORDS):
+    if _NO_ROLE.search(text) or _BAD_OPTION_VALUE.search(text) or any(word in low for word in _REFUSED_WORDS):
         return Failure.REFUSED
     return Failure.UNREACHABLE
 
 
-def _sanitize(message: str) -> str:
-    # libpq quotes the offending part of a connection string, which may be a password.
-    return re.sub(r'"[^"]*"', '"..."', message)
+# libpq quotes the offending part of a connection string it cannot parse. Most of them
+# may be values (a password): those are hidden. An option's name is not secret, and a
+# mistyped one is the mistake to show: libpq names it after these words (fe-connect.c).
+_NAMED_BY = ("invalid connection option ", "invalid URI query parameter: ", "for connection option ")
+_QUOTED = re.compile(r'"([^"]*)"')
+
+
+def _libpq_keywords() -> list[str]:
+    return sorted(o.keyword.decode() for o in pq.Conninfo.get_defaults())
+
+
+def _follows_password(name: str, text: str) -> bool:
+    """Whether ``name`` comes right after a password in ``text``, where it may be the
+    rest of a password with a space (``password=my secret=x``) or a ``&``
+    (``?password=a&b=c``) cut off by libpq."""
+    value = r"(?:'(?:[^'\\]|\\.)*'|\S*)"
+    keywords = rf"(?:^|\s)password\s*=\s*{value}\s+{re.escape(name)}\s*="
+    uri = rf"[?&]password=[^&]*&{re.escape(name)}(?:[=&]|$)"
+    return bool(re.search(keywords, text) or re.search(uri, text))
+
+
+def _sanitize(message: str, text: str) -> str:
+    """libpq's message about the connection string ``text``, with every quoted part
+    that could be a value replaced by ``"..."``. Option names stay (``invalid
+    connection option "sslmdoe"``), with the likely meaning of a mistyped one; a name
+    that comes right after a password and is like no option's may be the rest of that
+    password, and is hidden with a word on quoting it."""
+
+    def shown(m: re.Match[str]) -> str:
+        quoted = m.group(1)
+        if len(quoted) == 1 and not quoted.isalnum():
+            return m.group(0)  # punctuation libpq names: missing "=" after ...
+        if not message[: m.start()].endswith(_NAMED_BY):
+            return '"..."'
+        close = difflib.get_close_matches(quoted, _libpq_keywords(), n=1, cutoff=0.75)
+        if close and close[0] != quoted:
+            return f'"{quoted}" (did you mean "{close[0]}"?)'
+        if close or not _follows_password(quoted, text):
+            return m.group(0)
+        return (
+            '"..." (not shown: it follows the password, whose value it may be part of; '
+            "quote a password with spaces, password='...', or percent-encode it in a URL)"
+        )
+
+    return _QUOTED.sub(shown, message.strip())
 
 
 class PostgresEngine:
@@ -326,7 +374,7 @@ class PostgresEngine:
             params = conninfo_to_dict(text)
         except psycopg.ProgrammingError as exc:
             raise ConfigurationError(
-                f"{what} is not a valid PostgreSQL connection string: {_sanitize(str(exc))}"
+                f"{what} is not a valid PostgreSQL connection string: {_sanitize(str(exc), text)}"
             ) from None
         service = params.get("service") or os.environ.get("PGSERVICE")
         if service:
@@ -340,8 +388,8 @@ class PostgresEngine:
                 "string (replpool chooses among them itself)"
             )
         port_text = str(params.get("port") or os.environ.get("PGPORT") or "5432")
-        if not port_text.isdigit():
-            raise ConfigurationError(f"{what} has a bad port {port_text!r}")
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ConfigurationError(f"{what} has a bad port {port_text!r} (a number from 1 to 65535)")
         shown = {k: v for k, v in params.items() if k != "password"}
         return MemberSpec(
             name=f"{host}:{port_text}",

@@ -35,6 +35,7 @@ server's ``satisfies_hash_partition``.
 from __future__ import annotations
 
 import functools
+import re
 import struct
 import uuid
 from typing import Any
@@ -141,8 +142,10 @@ def key_bytes(key: Any) -> tuple[str, int | bytes]:
 
     Raises :class:`TypeError` for a key of another type (``bool`` included: PostgreSQL
     hashes booleans as one byte, and ``True == 1`` in Python would make the two
-    ambiguous), :class:`ValueError` for an integer outside bigint's range or a string
-    that has no UTF-8 form (lone surrogates)."""
+    ambiguous), :class:`ValueError` for an integer outside bigint's range, a string
+    that has no UTF-8 form (lone surrogates) or that holds a NUL character (``"\\x00"``:
+    PostgreSQL's text types cannot store it, "invalid byte sequence for encoding UTF8:
+    0x00")."""
     if isinstance(key, bool):
         raise TypeError("a shard key may be an int, str, bytes or uuid.UUID, not a bool")
     if isinstance(key, int):
@@ -154,11 +157,17 @@ def key_bytes(key: Any) -> tuple[str, int | bytes]:
         return "int", key
     if isinstance(key, str):
         try:
-            return "bytes", key.encode("utf-8")
+            data = key.encode("utf-8")
         except UnicodeEncodeError:
             raise ValueError(
                 f"shard key {key[:40]!r} cannot be encoded in UTF-8 (it holds a lone surrogate)"
             ) from None
+        if b"\0" in data:
+            raise ValueError(
+                f"shard key {key[:40]!r} holds a NUL character (\\x00), which a PostgreSQL text "
+                "or varchar column cannot store; use bytes for a bytea key"
+            )
+        return "bytes", data
     if isinstance(key, uuid.UUID):
         return "bytes", key.bytes
     if isinstance(key, (bytes, bytearray, memoryview)):
@@ -177,7 +186,7 @@ def partition_hash(key: Any) -> int:
 
     - ``int``: a ``smallint``, ``integer`` or ``bigint`` column (they agree);
     - ``str``: a ``text`` or ``varchar`` column with a deterministic collation, in a
-      UTF8 database;
+      UTF8 database (no NUL character: such a column cannot store one);
     - ``uuid.UUID``: a ``uuid`` column;
     - ``bytes`` (``bytearray``, ``memoryview``): a ``bytea`` column.
 
@@ -208,17 +217,41 @@ def shard_for(key: Any, modulus: int) -> int:
     ``r`` for which the server's ``satisfies_hash_partition(parent, modulus, r, key)``
     is true.
 
-    ``modulus``: a whole number >= 1 (PostgreSQL accepts up to 2**31 - 1). Keys: see
-    :func:`partition_hash`. Raises :class:`ValueError` for a bad modulus."""
-    if isinstance(modulus, bool) or not isinstance(modulus, int) or modulus < 1:
-        raise ValueError(f"modulus must be a whole number >= 1, not {modulus!r}")
-    return partition_hash(key) % modulus
+    ``modulus``: a whole number from 1 to 2**31 - 1 (PostgreSQL's ``MODULUS`` is a
+    positive ``integer``: see :data:`MAX_MODULUS`). Keys: see :func:`partition_hash`
+    (an ``int`` in bigint's range, a ``str`` without NUL characters, a ``uuid.UUID``,
+    ``bytes``). Raises :class:`ValueError` for a bad modulus or a key no column of its
+    type can hold, :class:`TypeError` for a key of another type."""
+    return partition_hash(key) % check_modulus(modulus)
+
+
+# PostgreSQL's largest hash partition modulus: FOR VALUES WITH (MODULUS m, ...) takes an
+# integer constant (gram.y's hash_partbound_elem: Iconst, a C int), partbounds.c
+# requires it to be > 0, and satisfies_hash_partition(oid, int4, int4, "any") takes it
+# as an int4.
+MAX_MODULUS = (1 << 31) - 1
+
+
+def check_modulus(modulus: Any) -> int:
+    """``modulus`` if PostgreSQL's hash partitioning can use it (a whole number from 1
+    to :data:`MAX_MODULUS`); else :class:`ValueError` saying so."""
+    if isinstance(modulus, bool) or not isinstance(modulus, int) or not 1 <= modulus <= MAX_MODULUS:
+        raise ValueError(
+            f"modulus must be a whole number from 1 to {MAX_MODULUS} (2**31 - 1: PostgreSQL's "
+            f"MODULUS is a positive integer), not {modulus!r}"
+        )
+    return modulus
 
 
 # -- the same, computed by the server ------------------------------------------------------
 
-# PostgreSQL's extended hash function of each key type shard_for() supports, and the
-# type its argument is cast to (int2 and int4 hash as int8: see hashint8extended).
+# PostgreSQL's extended hash function of each key type shard_for() supports, by the
+# type's name as format_type() gives it, and the type its argument is cast to (int2 and
+# int4 hash as int8: see hashint8extended). bytea's own (hashvarlenaextended) takes an
+# "internal" argument, which SQL cannot pass; hash_array_extended() calls it on each
+# element of an array (src/backend/utils/adt/arrayfuncs.c: the hash starts at 1 and is
+# multiplied by 31 and added each element's hash), so a one-element array hashes to 31
+# plus the value's hash.
 POSTGRESQL_HASH_FUNCTIONS = {
     "smallint": ("hashint8extended", "int8"),
     "integer": ("hashint8extended", "int8"),
@@ -226,34 +259,58 @@ POSTGRESQL_HASH_FUNCTIONS = {
     "text": ("hashtextextended", "text"),
     "character varying": ("hashtextextended", "text"),
     "uuid": ("uuid_hash_extended", "uuid"),
+    "bytea": ("hash_array_extended", "bytea"),
 }
-# bytea's (hashvarlenaextended) takes an "internal" argument: SQL cannot call it.
+# The other names PostgreSQL accepts for them (the documentation's "Data Types" table).
+_TYPE_ALIASES = {
+    "int2": "smallint", "int": "integer", "int4": "integer", "int8": "bigint", "varchar": "character varying",
+}
+
+
+def postgresql_hash_type(column_type: str) -> str | None:
+    """The name in :data:`POSTGRESQL_HASH_FUNCTIONS` of a column type written as
+    PostgreSQL accepts it (``int4``, ``integer``, ``varchar(20)``, ``character
+    varying``, ``pg_catalog.int8``..., any case, typmod ignored), or None for a type
+    :func:`shard_for` does not place (arrays, ``character``, ``numeric``...)."""
+    name = re.sub(r"\s*\([^)]*\)", "", column_type)
+    name = " ".join(name.lower().split())
+    if name.startswith("pg_catalog."):
+        name = name[len("pg_catalog."):]
+    name = _TYPE_ALIASES.get(name, name)
+    return name if name in POSTGRESQL_HASH_FUNCTIONS else None
 
 
 def postgresql_remainder_sql(column: str, column_type: str, modulus: int) -> str:
     """A PostgreSQL expression giving, for each row, the remainder ``shard_for(column,
-    modulus)`` would give, computed by the server's own hash function of the column's
-    type and ``HASH_PARTITION_SEED``, combined and reduced as partbounds.c does (in
-    ``numeric``, since SQL has no unsigned 64-bit type).
+    modulus)`` would give (NULL for a NULL key), computed by the server's own hash
+    function of the column's type and ``HASH_PARTITION_SEED``, combined and reduced as
+    partbounds.c does (in ``numeric``, since SQL has no unsigned 64-bit type).
 
-    ``column``: an SQL expression, already quoted; ``column_type``: its type as
-    ``format_type`` names it (``bigint``, ``text``, ``character varying``, ``uuid``,
-    ``bytea``...). ValueError for a type whose hash function SQL cannot call (bytea:
-    compute its remainders with shard_for() instead) or that shard_for() does not place."""
-    base = column_type.split("(")[0].strip()
-    if base not in POSTGRESQL_HASH_FUNCTIONS:
+    ``column``: an SQL expression, already quoted; ``column_type``: its type, by any of
+    PostgreSQL's names for it (``smallint``/``int2``, ``integer``/``int``/``int4``,
+    ``bigint``/``int8``, ``text``, ``character varying``/``varchar``, ``uuid``,
+    ``bytea``; see :func:`postgresql_hash_type`); ``modulus``: as for
+    :func:`shard_for`. ValueError for another type or a bad modulus."""
+    base = postgresql_hash_type(column_type)
+    if base is None:
         raise ValueError(
-            f"no SQL-callable hash function for a {column_type} column (there is one for "
-            f"{', '.join(POSTGRESQL_HASH_FUNCTIONS)})"
+            f"no SQL-callable hash function for a {column_type!r} column: shard_for() places "
+            "smallint (int2), integer (int, int4), bigint (int8), text, character varying "
+            "(varchar), uuid and bytea keys"
         )
-    if isinstance(modulus, bool) or not isinstance(modulus, int) or modulus < 1:
-        raise ValueError(f"modulus must be a whole number >= 1, not {modulus!r}")
+    check_modulus(modulus)
     function, cast = POSTGRESQL_HASH_FUNCTIONS[base]
     two64 = 1 << 64
     # The hash comes back as a signed bigint: its unsigned value is hash mod 2**64, and
     # hash_combine64(0, h) is (h + _COMBINE) mod 2**64.
     # mod() rather than %, so that the expression goes into parametrized queries as is.
-    return (
-        f"mod(mod({function}(({column})::{cast}, {HASH_PARTITION_SEED})::numeric + {two64 + _COMBINE}, "
-        f"{two64}), {modulus})::int"
-    )
+    if base == "bytea":
+        hashed = (
+            f"(CASE WHEN ({column}) IS NOT NULL THEN "
+            f"hash_array_extended(ARRAY[({column})::bytea], {HASH_PARTITION_SEED}) END)"
+        )
+        offset = two64 + _COMBINE - 31
+    else:
+        hashed = f"{function}(({column})::{cast}, {HASH_PARTITION_SEED})"
+        offset = two64 + _COMBINE
+    return f"mod(mod({hashed}::numeric + {offset}, {two64}), {modulus})::int"

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ._errors import ConfigurationError, Error
-from ._placement import partition_hash
+from ._placement import MAX_MODULUS, partition_hash
 
 
 class ShardKeyError(Error, LookupError):
@@ -58,15 +58,20 @@ class HashPlacement:
     exactly the rows a hash partition ``FOR VALUES WITH (MODULUS shards, REMAINDER n)``
     would hold.
 
-    :param shards: the number of logical shards (the modulus), >= 1. Choose it once
-        and large (hundreds or thousands): it can never change without moving rows,
-        whereas logical shards move between clusters freely.
+    :param shards: the number of logical shards (the modulus), from 1 to 2**31 - 1.
+        Choose it once and large (hundreds or thousands): it can never change without
+        moving rows, whereas logical shards move between clusters freely.
     """
 
     __slots__ = ("_shards",)
 
     def __init__(self, shards: int) -> None:
         self._shards = _check_count("HashPlacement: shards", shards)
+        if shards > MAX_MODULUS:
+            raise ConfigurationError(
+                f"HashPlacement: shards is the hash modulus, at most {MAX_MODULUS} (PostgreSQL's "
+                f"MODULUS is a positive integer), not {shards}"
+            )
 
     @property
     def shards(self) -> int:

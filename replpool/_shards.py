@@ -372,11 +372,12 @@ class ShardSet:
         The server computes each row's logical shard and sends back only the misplaced
         rows when it can: ids on any engine (bit operations), and keys on PostgreSQL
         under a :class:`HashPlacement` in a ``smallint``, ``integer``, ``bigint``,
-        ``text``, ``varchar`` or ``uuid`` column, with its own hash function (what
-        ``PARTITION BY HASH`` uses). Otherwise (MariaDB/MySQL keys, range and directory
-        placements, ``bytea`` keys) the keys are read and placed by replpool. Raises
+        ``text``, ``varchar``, ``uuid`` or ``bytea`` column, with its own hash function
+        (what ``PARTITION BY HASH`` uses). Otherwise (MariaDB/MySQL keys, range and
+        directory placements, other column types) the keys are read and placed by
+        replpool. Raises
         :class:`ShardError` if a shard fails (no such table...)."""
-        from ._placement import POSTGRESQL_HASH_FUNCTIONS, postgresql_remainder_sql
+        from ._placement import postgresql_hash_type, postgresql_remainder_sql
         from ._session import pinned_to_master
         from ._shardmap import HashPlacement
 
@@ -401,7 +402,7 @@ class ShardSet:
                     )
                     if not rows:
                         raise ConfigurationError(f"{table} has no column {column!r}", cluster=c.name)
-                    if rows[0][0].split("(")[0] in POSTGRESQL_HASH_FUNCTIONS:
+                    if postgresql_hash_type(rows[0][0]) is not None:
                         expr = postgresql_remainder_sql(col, rows[0][0], shard_map.shards)
                 if expr is None:
                     return self._misplaced_by_reading(c, t, col, set(mine), examples)

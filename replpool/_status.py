@@ -55,6 +55,9 @@ class MemberStatus:
     pool: PoolStatus | None
     reads: int                  # read checkouts routed here
     writes: int                 # write checkouts routed here
+    # Down for a reason waiting cannot fix: it refuses our login or connection options,
+    # or it is the primary and lacks the database. The settings must change.
+    refused: bool = False
 
 
 @dataclass(frozen=True)

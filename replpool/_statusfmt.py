@@ -20,14 +20,18 @@ _NUMERIC = frozenset({"LAG S", "LAG BYTES", "IDLE", "IN USE", "WAITING", "READS"
 _NONE = "-"
 
 
-HEALTHY, DEGRADED, NO_PRIMARY = 0, 1, 2
+HEALTHY, DEGRADED, NO_PRIMARY, CONFIGURATION = 0, 1, 2, 3
 
 
 def health(status: ClusterStatus) -> tuple[int, str]:
     """``(code, reason)`` for scripts and probes (the status command's exit status):
     0 healthy (a primary; every member up, replicas within the lag limits), 1 degraded
     (a primary, but a member is down, lagging, fenced or of unknown role), 2 no primary
-    reachable. Pure."""
+    reachable, 3 configuration: a member refuses the connection settings (waiting
+    cannot fix that, so whatever else holds, the settings must change first). Pure."""
+    refused = [m.name for m in status.members if m.refused]
+    if refused:
+        return CONFIGURATION, "; ".join(f"{name} refuses the connection settings" for name in refused)
     if status.primary is None:
         return NO_PRIMARY, "no primary is reachable"
     problems = []
@@ -69,7 +73,7 @@ def _row(m: MemberStatus) -> list[str]:
         m.name,
         _role(m),
         "yes" if m.up else "no",
-        m.position if m.position is not None else _NONE,
+        m.position or _NONE,  # a MariaDB member that applied nothing has the empty position
         _lag_seconds(m),
         _lag_bytes(m),
         str(pool.idle) if pool is not None else _NONE,

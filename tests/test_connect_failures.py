@@ -63,6 +63,48 @@ def test_postgresql_bad_options_and_errors_sent_once_connected():
     assert classify_pg(TimeoutError()) is Failure.UNREACHABLE
 
 
+@pytest.mark.parametrize("message", [
+    'invalid port number: "99999"',
+    'invalid sslmode value: "bogus"',
+    'invalid target_session_attrs value: "primry"',
+    'invalid integer value "abc" for connection option "keepalives"',
+])
+def test_postgresql_options_libpq_rejects_when_connecting_are_refusals(message):
+    # Waiting cannot fix them: the connection string must change.
+    assert classify_pg(psycopg.OperationalError(f"connection is bad: {message}")) is Failure.REFUSED
+
+
+# -- what a connection string libpq cannot parse is said to be (no server) ----------------------
+
+
+@pytest.mark.parametrize("text", [
+    "host=127.0.0.1 password=Hunter2 sslmdoe=require",
+    "postgresql://app:Hunter2@127.0.0.1/app?sslmdoe=require",
+    "postgresql://app@127.0.0.1/app?password=Hunter2&sslmdoe=require",
+])
+def test_a_mistyped_libpq_option_is_named_with_its_likely_meaning_and_never_the_password(text):
+    with pytest.raises(replpool.ConfigurationError) as err:
+        replpool.Cluster(text)
+    message = str(err.value)
+    assert '"sslmdoe" (did you mean "sslmode"?)' in message, message
+    assert "Hunter2" not in message
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    # What comes after an unquoted password with a space or an & may be part of it.
+    ("host=127.0.0.1 password=Hunter2 Secret=x", 'invalid connection option "..." (not shown'),
+    ("postgresql://app@127.0.0.1/app?password=Hunter2&Secret=x", 'invalid URI query parameter: "..." (not shown'),
+    ("host=127.0.0.1 password Secret", 'missing "=" after "..."'),
+    ("postgresql://app:Hunter2%zzSecret@127.0.0.1/app", 'invalid percent-encoded token: "..."'),
+])
+def test_a_part_of_a_connection_string_that_may_be_a_password_is_never_shown(text, said):
+    with pytest.raises(replpool.ConfigurationError) as err:
+        replpool.Cluster(text)
+    message = str(err.value)
+    assert said in message, message
+    assert "Hunter2" not in message and "Secret" not in message
+
+
 @pytest.mark.parametrize(("error", "failure"), [
     (my.ProgrammingError(msg="Access denied for user 'app'@'localhost'", errno=1045), Failure.REFUSED),
     (my.ProgrammingError(msg="Access denied for user 'app' to database 'x'", errno=1044), Failure.REFUSED),

@@ -359,3 +359,49 @@ def test_one_replica_lab_starts_fast_and_stop_leaves_nothing():
         lab.stop()
     assert not lab_processes(directory)
     assert not directory.exists(), sorted(str(p) for p in directory.rglob("*"))
+
+
+def test_lab_up_runs_writable_replicas_when_asked():
+    import signal
+    import subprocess
+    from pathlib import Path
+    from urllib.parse import unquote, urlsplit
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "replpool", "lab", "up", "--engine", "mariadb", "--replicas", "1",
+         "--writable-replicas"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("Running"):
+                break
+        (replica,) = [urlsplit(line.split()[3]) for line in lines if line.split()[1:2] == ["replica"]]
+        folder = Path(lines[0].split(" lab in ")[1].strip())
+        with mysql.connector.connect(
+            host=replica.hostname, port=replica.port, user=replica.username,
+            password=unquote(replica.password or ""), connection_timeout=5,
+        ) as c:
+            cur = c.cursor()
+            cur.execute("SELECT @@GLOBAL.read_only")
+            assert cur.fetchall() == [(0,)]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        if proc.stdout:
+            proc.stdout.close()
+    assert not folder.exists()
+
+
+def test_writable_replicas_are_refused_for_postgresql():
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "replpool", "lab", "up", "--engine", "postgresql", "--writable-replicas"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert proc.returncode == 2
+    assert "--writable-replicas is for --engine mariadb" in proc.stderr

@@ -4,6 +4,7 @@ when it ends, never once per poll."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
@@ -19,6 +20,10 @@ FAST = {"monitor_interval": 0.02, "monitor_idle_interval": 0.02, "probe_timeout"
 
 def lines(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
     return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
+
+def levels(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [r.levelname for r in caplog.records if text in r.getMessage()]
 
 
 def cluster_of(lab: Any, **options: Any) -> replpool.Cluster:
@@ -51,9 +56,14 @@ def test_a_member_down_is_logged_once_when_it_goes_and_once_when_it_comes_back(f
         wait_until(lambda: c._monitor.members[1].poll_errors >= 5, 10, "five failed polls")
         lab.start(victim)
         wait_until(lambda: c.status().member(name).up, 10, "the replica back")
-    assert len(lines(caplog, f"{name} is down")) == 1
+    assert levels(caplog, f"{name} is down") == ["WARNING"]
     back = lines(caplog, f"{name} is answering again")
     assert len(back) == 1 and "failed polls" in back[0], back
+    # Its recovery, and the restart found then, are told at INFO: the warning came when it went.
+    assert levels(caplog, f"{name} is answering again") == ["INFO"]
+    restarted = levels(caplog, f"{name} restarted")
+    # (MariaDB's start time counts whole seconds: a restart within one may go unseen.)
+    assert restarted == ["INFO"] or (fixture == "mariadb_lab" and not restarted), restarted
 
 
 def test_two_members_claiming_to_be_primary_are_logged_once_while_it_lasts(mariadb_lab_writable_replicas, caplog):
@@ -75,8 +85,8 @@ def test_two_members_claiming_to_be_primary_are_logged_once_while_it_lasts(maria
         lab.start(detached)  # the lab points it at the primary again
         wait_until(lambda: c.status().member(name).role == "replica", 10, "a replica again")
         time.sleep(0.2)
-    assert len(lines(caplog, "several members accept writes")) == 1
-    assert len(lines(caplog, "no longer all claim to be primary")) == 1
+    assert levels(caplog, "several members accept writes") == ["WARNING"]
+    assert levels(caplog, "no longer all claim to be primary") == ["INFO"]
 
 
 @pytest.mark.slow
@@ -106,3 +116,61 @@ def test_a_pool_failing_to_connect_says_so_once_and_once_when_it_connects_again(
     assert len(failed) == 1, failed
     again = lines(caplog, "connected again")
     assert len(again) == 1 and name in again[0] and "failed attempts" in again[0], again
+    assert levels(caplog, "connected again") == ["INFO"]  # a recovery
+
+
+def test_a_grant_to_read_the_replication_status_is_noticed_on_a_new_connection(
+    mariadb_lab_writable_replicas, monkeypatch, caplog,
+):
+    # MariaDB applies a global privilege to the connections opened after the GRANT only:
+    # the monitor's next try must not be on the connection that was denied.
+    import replpool._mysql
+
+    monkeypatch.setattr(replpool._mysql, "_DENIED_RETRY", 0.3)  # a minute in production
+    lab = mariadb_lab_writable_replicas
+    user, password = "rp_mon_granted", lab.password
+    lab.query(lab.primary, "CREATE USER %s@%s IDENTIFIED BY %s", (user, "%", password))
+    lab.query(lab.primary, f"GRANT SELECT ON {lab.primary.database}.* TO %s@%s", (user, "%"))
+    caplog.set_level(logging.INFO, logger="replpool")
+    try:
+        lab.wait_until_caught_up()
+        urls = [f"mysql://{user}:{password}@{m.host}:{m.port}/{m.database}" for m in lab.members]
+        with replpool.Cluster(urls[0], urls[1:], **FAST) as c:
+            wait_until(lambda: len(lines(caplog, "may not read the replication status")) == 3, 5, "denied")
+            assert [m.role for m in c.status().members] == ["primary", "unknown", "unknown"]
+            lab.query(lab.primary, "GRANT SLAVE MONITOR ON *.* TO %s@%s", (user, "%"))
+            wait_until(
+                lambda: [m.role for m in c.status().members] == ["primary", "replica", "replica"],
+                5, "the replicas found by replication",
+            )
+            assert c.status().poll_errors == 0  # no member was taken for failed meanwhile
+            with replpool.session():
+                c.query("SELECT 1", read_only=True)
+            assert c.status().routing.get("replica", {}).get("fresh_replica") == 1
+        assert levels(caplog, "is readable again") == ["INFO"] * 3
+    finally:
+        lab.query(lab.primary, "DROP USER %s@%s", (user, "%"))
+
+
+@pytest.mark.parametrize("down", ["before_it_opens", "while_it_runs"])
+def test_no_primary_is_logged_once_when_it_starts_and_once_when_it_ends_with_its_rounds(postgres_lab, caplog, down):
+    lab = postgres_lab
+    primary = f"{lab.primary.host}:{lab.primary.port}"
+    caplog.set_level(logging.INFO, logger="replpool")
+    if down == "before_it_opens":
+        lab.kill(lab.primary)
+    with cluster_of(lab) as c:
+        if down == "while_it_runs":
+            wait_until(lambda: c.status().primary == primary, 5, "the primary")
+            lab.kill(lab.primary)
+        wait_until(lambda: lines(caplog, "no primary is reachable"), 5, "no primary said")
+        rounds = c.status().monitor_rounds
+        wait_until(lambda: c.status().monitor_rounds > rounds + 10, 5, "10 more rounds")
+        lab.start(lab.primary)
+        wait_until(lambda: c.status().primary == primary, 15, "the primary back")
+    (started,) = lines(caplog, "no primary is reachable")
+    assert primary in started, started
+    (ended,) = [r for r in caplog.records if re.search("none was reachable|reachable again", r.getMessage())]
+    assert ended.levelno == logging.INFO, ended.getMessage()
+    seen = re.search(r"\(seen (\d+) more rounds\)", ended.getMessage())
+    assert seen is not None and int(seen.group(1)) >= 10, ended.getMessage()

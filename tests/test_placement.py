@@ -18,6 +18,8 @@ common = settings(deadline=None, max_examples=200)
 
 INT64 = st.integers(-(1 << 63), (1 << 63) - 1)
 moduli = st.one_of(st.integers(1, 16), st.integers(1, (1 << 31) - 1))
+# Characters a PostgreSQL text column holds: no NUL, no lone surrogate.
+PG_TEXT = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
 
 # (key, remainders for moduli 7, 1000003, 2147483647), each confirmed by
 # satisfies_hash_partition on PostgreSQL 15.20 (x86_64) for a table PARTITION BY HASH
@@ -61,7 +63,7 @@ def test_shard_for_gives_the_remainders_postgresql_gave(key, remainders):
 def test_shard_for_is_a_remainder_of_the_modulus(key, modulus):
     try:
         r = replpool.shard_for(key, modulus)
-    except ValueError:  # a str with a lone surrogate has no UTF-8 form
+    except ValueError:  # a str with a lone surrogate or a NUL: no text column holds it
         assert isinstance(key, str)
         return
     assert 0 <= r < modulus
@@ -69,7 +71,7 @@ def test_shard_for_is_a_remainder_of_the_modulus(key, modulus):
 
 
 @common
-@given(st.text().filter(lambda s: not any(0xD800 <= ord(c) <= 0xDFFF for c in s)))
+@given(st.text(PG_TEXT))
 def test_a_string_hashes_as_its_utf8_bytes(text):
     assert replpool.partition_hash(text) == replpool.partition_hash(text.encode("utf-8"))
 
@@ -121,10 +123,62 @@ def test_a_string_without_utf8_form_is_refused():
         replpool.shard_for("a\ud800b", 4)
 
 
-@pytest.mark.parametrize("bad", [0, -1, True, 2.0, "4"])
+def test_a_string_with_a_nul_is_refused_as_no_text_column_holds_it():
+    with pytest.raises(ValueError, match="NUL"):
+        replpool.shard_for("a\x00b", 4)
+    with pytest.raises(ValueError, match="NUL"):
+        replpool.HashPlacement(4).logical_shard("\x00")
+    assert replpool.shard_for(b"a\x00b", 4) in range(4)  # bytea holds any byte
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 2.0, "4", 1 << 31, 1 << 64])
 def test_a_bad_modulus_is_refused(bad):
-    with pytest.raises(ValueError, match="modulus must be a whole number >= 1"):
+    message = r"modulus must be a whole number from 1 to 2147483647 \(2\*\*31 - 1: PostgreSQL's MODULUS"
+    with pytest.raises(ValueError, match=message):
         replpool.shard_for(1, bad)
+
+
+def test_the_largest_modulus_is_postgresqls():
+    assert replpool.shard_for(0, (1 << 31) - 1) == 1759451934  # SERVER_ANSWERS
+
+
+@pytest.mark.parametrize("bad", [1 << 31, 1 << 64])
+def test_a_hash_placement_refuses_a_count_postgresql_cannot_use_as_modulus(bad):
+    with pytest.raises(replpool.ConfigurationError, match="at most 2147483647"):
+        replpool.HashPlacement(bad)
+
+
+ALIASES = [
+    ("int2", "int8"), ("smallint", "int8"), ("int", "int8"), ("int4", "int8"), ("integer", "int8"),
+    ("int8", "int8"), ("bigint", "int8"), ("varchar", "text"), ("varchar(20)", "text"),
+    ("character varying", "text"), ("character varying(20)", "text"), ("text", "text"),
+    ("uuid", "uuid"), ("INTEGER", "int8"), ("pg_catalog.int4", "int8"), (" Character  Varying (5) ", "text"),
+]
+
+
+@pytest.mark.parametrize("name, cast", ALIASES)
+def test_the_remainder_sql_takes_postgresqls_names_of_each_type(name, cast):
+    sql = _placement.postgresql_remainder_sql("k", name, 48)
+    assert f"(k)::{cast}" in sql
+
+
+def test_the_remainder_sql_of_bytea_hashes_a_one_element_array():
+    # bytea's own hash function takes an "internal" argument; hash_array_extended
+    # calls it on each element (its result for one element: 31 + the element's hash).
+    sql = _placement.postgresql_remainder_sql("k", "bytea", 48)
+    assert "hash_array_extended(ARRAY[(k)::bytea]" in sql
+
+
+@pytest.mark.parametrize("name", ["character(5)", "numeric", "int16", "json", ""])
+def test_the_remainder_sql_refuses_a_type_shard_for_does_not_place(name):
+    with pytest.raises(ValueError, match="no SQL-callable hash function"):
+        _placement.postgresql_remainder_sql("k", name, 48)
+
+
+@pytest.mark.parametrize("bad", [0, 1 << 31])
+def test_the_remainder_sql_refuses_a_modulus_postgresql_cannot_use(bad):
+    with pytest.raises(ValueError, match="modulus must be a whole number from 1 to 2147483647"):
+        _placement.postgresql_remainder_sql("k", "bigint", bad)
 
 
 # -- placements ----------------------------------------------------------------------------
@@ -216,7 +270,7 @@ def test_moving_a_logical_shard_moves_only_its_keys(shards, data):
     to = data.draw(st.sampled_from(["db1", "db2", "db3"]))
     moved = m.moved(n, to)
     assert moved.cluster_of_shard(n) == to
-    for key in data.draw(st.lists(st.one_of(INT64, st.text(max_size=20)), max_size=30)):
+    for key in data.draw(st.lists(st.one_of(INT64, st.text(PG_TEXT, max_size=20)), max_size=30)):
         if m.logical_shard(key) == n:
             assert moved.cluster_of(key) == to
         else:

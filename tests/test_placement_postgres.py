@@ -125,30 +125,62 @@ def test_rows_inserted_into_a_partitioned_table_land_in_the_predicted_partition(
         assert partition == f"placement.orders_{replpool.shard_for(customer, 5)}", customer
 
 
-SQL_TYPES = {
-    "int8": ("bigint", int_keys(63)),
-    "int4": ("integer", int_keys(31)),
-    "text": ("text", pg_text),
-    "varchar": ("character varying", pg_text),
-    "uuid": ("uuid", st.uuids()),
-}
+# (the column's type, the name postgresql_remainder_sql is given, keys): every type,
+# some by their short names (int, int4, varchar...), bytea through hash_array_extended.
+SQL_TYPES = [
+    ("int2", "int2", int_keys(15)),
+    ("int4", "int", int_keys(31)),
+    ("int4", "integer", int_keys(31)),
+    ("int8", "int8", int_keys(63)),
+    ("text", "text", pg_text),
+    ("varchar", "varchar", pg_text),
+    ("varchar", "character varying(40)", pg_text),
+    ("uuid", "uuid", st.uuids()),
+    ("bytea", "bytea", st.binary(max_size=40)),
+]
 
 
-@pytest.mark.parametrize("column_type", list(SQL_TYPES))
-def test_the_servers_hash_functions_give_the_same_remainders_in_sql(pg, column_type):
-    """postgresql_remainder_sql (what the shard verifier runs) agrees with shard_for."""
+@pytest.mark.parametrize("column_type, type_name, keys", SQL_TYPES, ids=[f"{c}-{n}" for c, n, _ in SQL_TYPES])
+def test_the_servers_hash_functions_give_the_same_remainders_in_sql(pg, column_type, type_name, keys):
+    """postgresql_remainder_sql (what the shard verifier runs) agrees with shard_for,
+    and gives NULL for a NULL key."""
     from replpool._placement import postgresql_remainder_sql
 
-    type_name, keys = SQL_TYPES[column_type]
-
     @server
-    @given(st.lists(keys, min_size=1, max_size=30), st.one_of(st.integers(1, 64), st.integers(1, (1 << 31) - 1)))
+    @given(st.lists(st.one_of(keys, st.none()), min_size=1, max_size=30), moduli)
     def check(values, modulus):
         expr = postgresql_remainder_sql("k", type_name, modulus)
         rows = pg.execute(
             f"SELECT {expr} FROM unnest(%s::{column_type}[]) WITH ORDINALITY AS t(k, i) ORDER BY i",
             (values,),
         ).fetchall()
-        assert [r for (r,) in rows] == [replpool.shard_for(v, modulus) for v in values]
+        assert [r for (r,) in rows] == [None if v is None else replpool.shard_for(v, modulus) for v in values]
 
     check()
+
+
+def test_postgresql_refuses_the_moduli_shard_for_refuses(pg):
+    """The bound shard_for checks is the server's: MODULUS 2**31 - 1 is taken, 2**31 is not."""
+    pg.execute("CREATE TABLE placement.bound (k bigint) PARTITION BY HASH (k)")
+    try:
+        pg.execute(
+            "CREATE TABLE placement.bound_top PARTITION OF placement.bound "
+            f"FOR VALUES WITH (MODULUS {(1 << 31) - 1}, REMAINDER 0)"
+        )
+        with pytest.raises(psycopg.errors.SyntaxError, match="2147483648"):
+            pg.execute(
+                "CREATE TABLE placement.bound_over PARTITION OF placement.bound "
+                f"FOR VALUES WITH (MODULUS {1 << 31}, REMAINDER 1)"
+            )
+        with pytest.raises(ValueError, match="modulus must be a whole number from 1 to 2147483647"):
+            replpool.shard_for(1, 1 << 31)
+    finally:
+        pg.execute("DROP TABLE placement.bound")
+
+
+def test_postgresql_refuses_the_text_keys_shard_for_refuses(pg):
+    """A text column cannot store a NUL character; shard_for refuses to place one."""
+    with pytest.raises(psycopg.errors.CharacterNotInRepertoire, match="0x00"):
+        pg.execute(r"SELECT E'a\x00b'::text")
+    with pytest.raises(ValueError, match="NUL character"):
+        replpool.shard_for("a\x00b", 7)

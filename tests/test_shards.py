@@ -334,6 +334,22 @@ def test_the_verifier_names_rows_stored_on_the_wrong_shard(shards):
     assert found["shard2"].examples == [(stray, shards.logical_shard(stray), "shard1")]
 
 
+def test_the_verifier_finds_misplaced_bytea_keys_with_the_servers_hash(shards):
+    """bytea's hash function cannot be called from SQL; hash_array_extended calls it."""
+    keys = [bytes([i, 0, 255]) for i in range(30)]
+    shards.fan_out("CREATE TABLE blobs (k bytea)")
+    try:
+        for k in keys:
+            shards.query(k, "INSERT INTO blobs VALUES (%s)", (k,))
+        stray = next(k for k in (bytes([i, 1]) for i in range(256)) if shards.cluster_for(k).name == "shard3")
+        shards.clusters["shard1"].query("INSERT INTO blobs VALUES (%s), (NULL)", (stray,))
+        found = shards.misplaced("blobs", "k")
+        assert {name: m.rows for name, m in found.items()} == {"shard1": 1, "shard2": 0, "shard3": 0}
+        assert found["shard1"].examples == [(stray, shards.logical_shard(stray), "shard3")]
+    finally:
+        contextvars.Context().run(shards.fan_out, "DROP TABLE blobs")
+
+
 def test_the_verifier_places_keys_itself_when_the_server_cannot(shards):
     """Text keys under a directory placement: read and placed by replpool."""
     owners = {f"tenant{i}": i % 3 for i in range(12)}

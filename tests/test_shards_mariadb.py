@@ -4,11 +4,14 @@ function: MariaDB's own KEY partitioning is another), and ``lab up --shards``.""
 from __future__ import annotations
 
 import contextvars
+import json
+import os
 import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +23,7 @@ from tests.labtools import lab_processes
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
+SHARD_PROJECT = Path(__file__).parent / "shardproject"
 CLUSTER = {"monitor_interval": 0.02, "probe_timeout": 0.5, "connect_timeout": 2}
 
 
@@ -119,7 +123,25 @@ def test_the_verifier_places_mariadb_keys_with_replpools_function(shards):
     assert found["maria1"].examples == [(stray, shards.logical_shard(stray), "maria2")]
 
 
-def test_lab_up_with_shards_runs_each_shard_until_stopped():
+def pasted_settings(text: str, directory: Path) -> str:
+    """A settings module for tests/shardproject made of the sharded settings ``lab up
+    --shards`` printed, pasted unchanged, and the project's models named; its name."""
+    lines = text.splitlines()
+    start = lines.index("DATABASES = {")
+    end = lines.index("}", lines.index("REPLPOOL_SHARDING = {"))
+    snippet = "\n".join(lines[start : end + 1])
+    # project.settings builds DATABASES from a lab description; the pasted ones replace them.
+    placeholder = json.dumps({"host": "", "password": "", "shards": [{"primary": 0, "replicas": []}]})
+    (directory / "pasted_settings.py").write_text(
+        f"import os\nos.environ['REPLPOOL_TEST_SHARDS'] = {placeholder!r}\n"
+        "from project.settings import *  # noqa: F403\n\n"
+        + snippet
+        + "\nREPLPOOL_SHARDING['models'] = {'tenants.Customer': 'id'}\n"
+    )
+    return "pasted_settings"
+
+
+def test_lab_up_with_shards_runs_each_shard_until_stopped_and_prints_a_projects_settings(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "replpool", "lab", "up", "--shards", "2", "--replicas", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -142,6 +164,28 @@ def test_lab_up_with_shards_runs_each_shard_until_stopped():
         for url in urls:
             with psycopg.connect(url) as conn:
                 assert conn.execute("SELECT 1").fetchone() == (1,)
+
+        # The printed settings, pasted into a sharded project: migrate puts its sharded
+        # tables on both shards and the rest on default, and rows go to their shards.
+        env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{SHARD_PROJECT}", "PYTHONWARNINGS": "error",
+               "DJANGO_SETTINGS_MODULE": pasted_settings(text, tmp_path)}
+
+        def manage(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "manage.py", *args], cwd=SHARD_PROJECT, env=env,
+                                  capture_output=True, text=True, timeout=300)
+
+        migrated = manage("migrate", "--noinput")
+        assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+        assert "Migrating 2 shards at once: shard1, shard2" in migrated.stdout
+        made = manage("shell", "--no-imports", "-c", (
+            "from catalog.models import Product\nfrom tenants.models import Customer\n"
+            "print(sorted({Customer.objects.create(name=str(i))._state.db for i in range(20)}),"
+            " Product.objects.create(name='p')._state.db)"
+        ))
+        assert made.returncode == 0, made.stdout + made.stderr
+        assert made.stdout.strip() == "['shard1', 'shard2'] default"
+        checked = manage("check_shards")
+        assert checked.returncode == 0, checked.stdout + checked.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
@@ -149,8 +193,6 @@ def test_lab_up_with_shards_runs_each_shard_until_stopped():
             proc.stdout.close()
         if proc.stderr:
             proc.stderr.close()
-    from pathlib import Path
-
     for folder in folders:
         assert not Path(folder).exists()
         assert lab_processes(Path(folder)) == []

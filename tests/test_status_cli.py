@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -144,6 +145,28 @@ def test_an_unreachable_primary_is_shown_down_without_its_password():
     assert f"127.0.0.1:{port}: " in proc.stdout.splitlines()[-1]
 
 
+@pytest.mark.parametrize("url", [
+    "host=127.0.0.1 port=99999 dbname=app password=Hunter2",  # refused when the cluster is made
+    "postgresql://app:Hunter2@127.0.0.1:{port}/app?sslmode=bogus",  # by libpq, when it connects
+])
+def test_a_configuration_error_exits_3_not_2(url):
+    proc = run_status(url.format(port=free_port()))
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "Hunter2" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.lab
+def test_a_replica_refusing_the_password_exits_3(mariadb_lab):
+    lab = mariadb_lab
+    wrong = lab.replicas[0].url.replace(f":{quote(lab.password, safe='')}@", ":wrong@")
+    assert wrong != lab.replicas[0].url
+    proc = run_status("--json", lab.primary.url, wrong)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    data = json.loads(proc.stdout)
+    assert [m["refused"] for m in data["members"]] == [False, True]
+    assert data["health"]["reason"] == f"{member_name(lab.replicas[0])} refuses the connection settings"
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -213,6 +236,21 @@ def test_format_status_table():
     )
 
 
+def test_a_member_without_a_position_shows_a_dash():
+    # A fenced MariaDB member (a demoted primary) that has applied nothing by replication
+    # has the empty GTID position.
+    status = ClusterStatus(
+        name="c", engine="mariadb", primary="db1:3306",
+        members=(member("db1:3306", "primary", position="0-1-5"),
+                 member("db2:3306", "fenced", eligible=False, position="")),
+    )
+    lines = format_status(status).splitlines()
+    header = next(line for line in lines if line.startswith("MEMBER"))
+    fenced = next(line for line in lines if line.startswith("db2:3306"))
+    column = header.index("POSITION")
+    assert fenced[column] == "-", fenced  # in the column itself, not blank
+
+
 def test_format_status_without_a_primary_or_members_down():
     status = ClusterStatus(
         name="default", engine="postgresql", primary=None,
@@ -243,6 +281,24 @@ def test_health_is_0_healthy_1_degraded_2_no_primary():
     assert health(status(primary, member("db2:5432", "unknown", eligible=False)))[0] == 1
     assert health(status(member("db1:5432", "down", up=False), replica, primary=None)) == (
         2, "no primary is reachable")
+
+
+def test_health_is_3_when_a_member_refuses_the_settings_whatever_else_holds():
+    from replpool._statusfmt import health
+
+    refused = member("db1:5432", "down", up=False, eligible=False, refused=True)
+    assert health(ClusterStatus(name="c", engine="postgresql", primary=None, members=(refused,))) == (
+        3, "db1:5432 refuses the connection settings")
+    primary = member("db1:5432", "primary")
+    replica = member("db2:5432", "down", up=False, eligible=False, refused=True)
+    assert health(ClusterStatus(name="c", engine="postgresql", primary="db1:5432", members=(primary, replica)))[0] == 3
+
+
+def test_an_unknown_option_is_reported_with_the_status_commands_usage():
+    proc = run_status("--bogus", "x")
+    assert proc.returncode == 3
+    assert proc.stderr.startswith("usage: python -m replpool status [options] PRIMARY [REPLICA ...]\n"), proc.stderr
+    assert "unrecognized arguments: --bogus" in proc.stderr
 
 
 def test_the_usage_line_says_replicas_are_optional_and_a_usage_error_exits_3():

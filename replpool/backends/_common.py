@@ -327,7 +327,11 @@ class ClusterWrapperMixin:
         except SettingsError as exc:
             problems.append((exc.check_id, str(exc)))
         except ImproperlyConfigured as exc:
-            problems.append((E_OTHER, f"DATABASES[{self.alias!r}]: {exc}"))
+            # Django's own messages name no alias; the engine's name their setting.
+            message = str(exc)
+            if not message.startswith("DATABASES["):
+                message = f"DATABASES[{self.alias!r}]: {message}"
+            problems.append((E_OTHER, message))
         except ConfigurationError as exc:
             problems.append((E_CLUSTER_OPTION, f"DATABASES[{self.alias!r}]['OPTIONS']: {exc}"))
         except Exception as exc:
@@ -501,6 +505,40 @@ class TestDatabasesMixin:
         return super().setup_worker_connection(*args, **kwargs)  # type: ignore[misc]
 
 
+def pool_problem(alias: str, pool: Mapping[str, Any], pool_option_names: frozenset[str], who: str) -> str | None:
+    """What is wrong with the keys of an alias's ``OPTIONS['pool']`` (its sizes taken
+    out), every wrong key named at once; None if nothing. ``pool_option_names``: what the
+    engine's pools take (:meth:`~replpool._engine.Engine.pool_option_names`)."""
+    where = f"DATABASES[{alias!r}]['OPTIONS']['pool']"
+    problems = []
+    own = [key for key in ("configure", "kwargs") if key in pool]
+    if own:
+        problems.append(
+            f"{where} sets {_listed(own)}, which the engine sets itself (it configures "
+            f"connections the way {who} does): remove {'it' if len(own) == 1 else 'them'}"
+        )
+    # Named as the user wrote them (not as Cluster's pool_options), sizes included.
+    allowed = sorted({"min_size", "max_size"} | (set(pool_option_names) - {"configure", "kwargs"}))
+    unknown = [key for key in pool if key not in allowed and key not in own]
+    if unknown:
+        named = [
+            f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+            for key in unknown
+            for close in [difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.75)]
+        ]
+        problems.append(
+            f"{where} sets {_listed(named, quoted=True)}, which "
+            f"{'is not a pool option' if len(unknown) == 1 else 'are not pool options'}; "
+            f"the pool options are: {', '.join(allowed)}"
+        )
+    return "; ".join(problems) or None
+
+
+def _listed(items: list[Any], quoted: bool = False) -> str:
+    words = [str(i) if quoted else repr(i) for i in items]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
 def engine_cluster(
     alias: str, options: Mapping[str, Any], primary: str, replicas: list[str],
     kwargs: Mapping[str, Any], configure: Any, who: str, check: Any = None,
@@ -510,22 +548,9 @@ def engine_cluster(
     each connection they hand out unless ``OPTIONS["pool"]`` names its own."""
     args = cluster_arguments(alias, options)
     pool_options = args.pop("pool_options")
-    for key in ("configure", "kwargs"):
-        if key in pool_options:
-            raise SettingsError(
-                f"DATABASES[{alias!r}]['OPTIONS']['pool'][{key!r}] is set by the engine (it "
-                f"configures connections the way {who} does): remove it", E_POOL,
-            )
-    # Named as the user wrote them (not as Cluster's pool_options), sizes included.
-    allowed = sorted({"min_size", "max_size"} | (
-        set(engine_for(primary, None).pool_option_names()) - {"configure", "kwargs"}
-    ))
-    for key in pool_options:
-        if key not in allowed:
-            raise ImproperlyConfigured(
-                f"DATABASES[{alias!r}]['OPTIONS']['pool'] sets {key!r}, which is not a pool "
-                f"option; the pool options are: {', '.join(allowed)}"
-            )
+    problem = pool_problem(alias, pool_options, engine_for(primary, None).pool_option_names(), who)
+    if problem is not None:
+        raise SettingsError(problem, E_POOL)
     if check is not None:
         pool_options.setdefault("check", check)
     pool_options["kwargs"] = dict(kwargs)

@@ -24,8 +24,11 @@ replicas), placed as PostgreSQL's ``PARTITION BY HASH`` would place them.
 What the router and the manager do:
 
 - An instance is read and written on its shard: the one it was loaded from, or the one
-  its shard key (or its parent's) places it on. Changing the key of a saved row is
-  refused (it would leave the row on the wrong shard).
+  its shard key (or its parent's) places it on. Saving a row whose key was changed so
+  that it belongs on another shard than the one it was read from raises
+  :class:`ShardKeyChanged` (a new key on the same shard is saved as any column is).
+  Writing a row through ``using(alias)`` or ``save(using=alias)`` on a database that
+  is not its shard raises :class:`WrongShard`; on its own shard it is written as asked.
 - A model with a foreign key to a sharded model lives with its parent: its key is that
   foreign key when it points at the parent's key (``Order.customer``), or, when the
   parent's primary key is a :class:`ShardIdField`, that id (which carries its shard).
@@ -37,9 +40,12 @@ What the router and the manager do:
   :class:`ShardKeyRequired`; ``.all_shards()`` asks every shard at once and merges
   (ordering and slicing included, as each database would have: see
   :meth:`ShardedQuerySet.all_shards`).
-- Relations between rows of different shards, or between a sharded and an unsharded
-  model, are refused with Django's own error ("the current database router prevents
-  this relation"); so are subqueries across databases.
+- Relations between rows of different shards are refused with Django's own error
+  ("the current database router prevents this relation"); so are subqueries across
+  databases. A foreign key from a sharded model to an unsharded one
+  (``db_constraint=False``, ``on_delete=DO_NOTHING``) may be assigned, and the
+  unsharded row is read from its own database (``line.product``); the other way, an
+  unsharded row cannot tell a sharded row's shard (:class:`ShardKeyRequired`).
 - ``migrate`` (with ``replpool.django`` installed) migrates ``default``, then every
   shard at once; ``check_shards`` reports rows stored on the wrong shard.
 """
@@ -57,7 +63,7 @@ from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
-from django.db import NotSupportedError, connections, migrations, models
+from django.db import NotSupportedError, connections, migrations, models, router
 from django.db.models import F, Func, Manager, QuerySet, Value
 from django.db.models.expressions import Col, OrderBy
 from django.db.models.query import (
@@ -66,10 +72,12 @@ from django.db.models.query import (
     NamedValuesListIterable,
     ValuesIterable,
 )
+from django.db.models.signals import pre_save
 from django.db.models.sql.where import AND, OR, NothingNode, WhereNode
 from django.utils.module_loading import import_string
 
 from .._errors import Error
+from .._placement import MAX_MODULUS
 from .._shardmap import HashPlacement, ShardIds, ShardKeyError, ShardMap
 from .._shards import in_callers_session
 
@@ -81,9 +89,18 @@ class ShardKeyRequired(ShardKeyError):
     be told; the message says how to name one."""
 
 
-class ShardKeyChanged(Error, ValueError):
-    """A saved row's shard key was changed: saving it would leave it on the wrong
-    shard. Create the row anew on its new shard and delete the old one instead."""
+class WrongShard(Error, ValueError):
+    """A sharded row was to be written on a database that is not its shard: through
+    ``using()`` or ``save(using=...)`` an alias its key does not place it on, or an alias
+    that is not a shard at all. Leave ``using`` out (the router places the row by its
+    key), or name the shard the message names."""
+
+
+class ShardKeyChanged(WrongShard):
+    """A saved row's shard key was changed so that it now belongs on another shard:
+    saving it would leave it on the wrong one. Create the row anew on its new shard and
+    delete the old one instead. (A new key on the row's own shard is saved like any
+    other column.)"""
 
 
 class AcrossShardsNotSupported(Error, NotSupportedError):
@@ -159,10 +176,10 @@ class Sharding:
                 placement = import_string(placement)
         else:
             count = config.get("logical_shards")
-            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_MODULUS:
                 raise ImproperlyConfigured(
                     f"settings.{SETTING}['logical_shards'] must be a whole number >= 1 (the hash "
-                    f"modulus; e.g. 480), not {count!r}"
+                    f"modulus, at most {MAX_MODULUS}; e.g. 480), not {count!r}"
                 )
             placement = HashPlacement(count)
         try:
@@ -329,6 +346,60 @@ class Sharding:
                         return alias
         return None
 
+    def points_at(self, model: type[models.Model], target: type[models.Model]) -> bool:
+        """Whether ``model`` has a foreign key (or one-to-one key) of its own to
+        ``target`` (a many-to-many relation does not count: its rows are in a table
+        of their own)."""
+        concrete = target._meta.concrete_model
+        return any(
+            (f.many_to_one or f.one_to_one) and f.related_model is not None
+            and f.related_model._meta.concrete_model is concrete  # type: ignore[union-attr]
+            for f in model._meta.concrete_fields
+        )
+
+    def unsharded_instance_message(self, model: type[models.Model], unsharded: type[models.Model]) -> str:
+        """What to do about a query of sharded ``model`` from a row of an unsharded
+        model (a reverse relation: ``product.orderline_set``)."""
+        fields = [
+            f.name for f in model._meta.concrete_fields
+            if (f.many_to_one or f.one_to_one) and f.related_model is not None
+            and f.related_model._meta.concrete_model is unsharded._meta.concrete_model  # type: ignore[union-attr]
+        ]
+        locs = self.locators(model) or ()
+        names = sorted({_field_name(model, loc.attname) for loc in locs})
+        how = f", or filter by {' or '.join(names)} (exact or __in)" if names else ""
+        return (
+            f"{unsharded._meta.label} is not sharded, so a {unsharded._meta.object_name} row cannot "
+            f"tell which shard {model._meta.label} rows are on: ask every shard with "
+            f"{model._meta.object_name}.objects.filter({fields[0] if fields else '...'}=...).all_shards()"
+            f"{how}"
+        )
+
+    def check_write(self, instance: models.Model, using: str) -> None:
+        """Raise :class:`WrongShard` if ``instance`` (of a sharded model) is not to be
+        written on ``using``: an alias that is not a shard, or a shard other than the
+        one its key (or its parent) places it on, or it was read from."""
+        label = type(instance)._meta.label
+        if using not in self.aliases:
+            raise WrongShard(
+                f"{label} is sharded: its rows live on the shards ({', '.join(self.aliases)}), "
+                f"not on {using!r}; save it without using= (the router places it by its key), "
+                "or with using= its shard"
+            )
+        alias = self.alias_of_instance(instance, strict=True)
+        if alias is not None and alias != using:
+            found = self.placed(instance)
+            if not instance._state.adding:
+                why = f"it was read from {alias!r}"
+            elif found is not None:
+                why = f"by its {found[0].attname}"
+            else:
+                why = "by its parent"
+            raise WrongShard(
+                f"this {label} belongs on shard {alias!r} ({why}), not on {using!r}: save it "
+                f"without using= (the router places it), or with using={alias!r}"
+            )
+
     def no_key_message(self, model: type[models.Model], *, plain: bool = False) -> str:
         """What to do about a query of ``model`` that names no shard key (``plain``: it
         came from a manager that is not a ShardedManager, so it reached the router)."""
@@ -449,9 +520,40 @@ def _reset(*, setting: str, **kwargs: Any) -> None:
     global _sharding
     if setting in (SETTING, "DATABASES", "INSTALLED_APPS"):
         _sharding = None
+        _watch_saves()
 
 
 setting_changed.connect(_reset)
+
+
+# -- writes on the wrong database ------------------------------------------------------------------
+
+
+def _check_save(sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any) -> None:
+    """pre_save: a sharded row is saved on its shard only. ``save()`` without
+    ``using`` asks the router, which places it; ``save(using=...)`` and
+    ``using(alias).create()`` do not, so a wrong alias would store the row where no
+    query by its key looks."""
+    s = _sharding if _sharding is not None else sharding() if configured() else None
+    if s is not None and s.is_sharded(sender):
+        s.check_write(instance, using)
+
+
+def _watch_saves() -> None:
+    """Check saves (``pre_save``) only in a project that shards: a receiver of
+    ``pre_save`` makes Django dispatch the signal on every save of every model."""
+    try:
+        wanted = configured()
+    except ImproperlyConfigured:  # settings not configured yet
+        wanted = False
+    if wanted:
+        pre_save.connect(_check_save, dispatch_uid=_CHECK_SAVE)
+    else:
+        pre_save.disconnect(dispatch_uid=_CHECK_SAVE)
+
+
+_CHECK_SAVE = "replpool.django.sharding.check_save"
+_watch_saves()
 
 
 # -- the router ----------------------------------------------------------------------------------
@@ -461,33 +563,56 @@ class ShardRouter:
     """Routes sharded models (``settings.REPLPOOL_SHARDING``) to their shards; says
     nothing of other models (later routers, or ``default``, place them)."""
 
-    def _db(self, model: type[models.Model], hints: dict[str, Any]) -> str | None:
+    def _db(self, model: type[models.Model], hints: dict[str, Any], write: bool) -> str | None:
         s = sharding()
-        if not s.is_sharded(model):
-            return None
         instance = hints.get("instance")
+        if not s.is_sharded(model):
+            if instance is not None and s.is_sharded(type(instance)):
+                # A row of an unsharded model reached from a sharded row (line.product):
+                # Django would look for it where the sharded row lives; it lives where
+                # the routers place its model, asked without the sharded row.
+                others = {k: v for k, v in hints.items() if k != "instance"}
+                return (router.db_for_write if write else router.db_for_read)(model, **others)
+            return None
         if instance is not None:
+            if not s.is_sharded(type(instance)):
+                if write:
+                    # A new sharded row given an unsharded row first (line.product = p):
+                    # Django asks where the new row goes by the unsharded one, which
+                    # cannot tell; saving it asks again, by its key. (A write through a
+                    # reverse relation of the unsharded row lands on the unsharded
+                    # row's database, where the pre_save check refuses it.)
+                    return None
+                raise ShardKeyRequired(s.unsharded_instance_message(model, type(instance)))
             alias = s.alias_of_instance(instance, strict=True)
             if alias is not None:
                 return alias
         raise ShardKeyRequired(s.no_key_message(model, plain=True))
 
     def db_for_read(self, model: type[models.Model], **hints: Any) -> str | None:
-        return self._db(model, hints)
+        return self._db(model, hints, False)
 
     def db_for_write(self, model: type[models.Model], **hints: Any) -> str | None:
-        return self._db(model, hints)
+        return self._db(model, hints, True)
 
     def allow_relation(self, obj1: models.Model, obj2: models.Model, **hints: Any) -> bool | None:
+        """Rows of one shard may be related; so may a sharded row and the unsharded row
+        its foreign key points at (``line.product = product``: the sharded row holds
+        the id; the unsharded row is read from its own database). Other relations
+        between shards, or between sharded and unsharded rows, are refused."""
         s = sharding()
         sharded1, sharded2 = s.is_sharded(type(obj1)), s.is_sharded(type(obj2))
         if not sharded1 and not sharded2:
             return None
         if sharded1 != sharded2:
-            return False  # a sharded row and an unsharded one live in different databases
+            holder, target = (obj1, obj2) if sharded1 else (obj2, obj1)
+            return s.points_at(type(holder), type(target))
         a, b = s.alias_of_instance(obj1), s.alias_of_instance(obj2)
         if a is None or b is None:
-            return None
+            # A new row that cannot tell its shard yet: relating it places it. (Not
+            # None: Django would then compare the rows' _state.db, which for a new row
+            # given an unsharded row first is that row's database.)
+            return True
         return a == b
 
     def allow_migrate(self, db: str, app_label: str, model_name: str | None = None, **hints: Any) -> bool | None:
@@ -787,9 +912,19 @@ class ShardedQuerySet(QuerySet):  # type: ignore[type-arg]
             groups.setdefault(alias, []).append(obj)
         return groups
 
+    def _check_writes(self, objs: list[models.Model]) -> None:
+        """With ``using(alias)``: refuse objects whose shard is not ``alias`` (no
+        pre_save signal is sent for bulk writes)."""
+        if self._db is not None and configured():
+            s = sharding()
+            if s.is_sharded(self.model):
+                for obj in objs:
+                    s.check_write(obj, self._db)
+
     def bulk_create(self, objs: Iterable[models.Model], *args: Any, **kwargs: Any) -> list[models.Model]:
         objs = list(objs)
         if self._db is not None or not configured() or not sharding().is_sharded(self.model):
+            self._check_writes(objs)
             return super().bulk_create(objs, *args, **kwargs)  # type: ignore[no-any-return]
         for alias, group in self._by_shard(objs).items():
             QuerySet.bulk_create(self.using(alias), group, *args, **kwargs)
@@ -798,6 +933,7 @@ class ShardedQuerySet(QuerySet):  # type: ignore[type-arg]
     def bulk_update(self, objs: Iterable[models.Model], fields: Any, batch_size: int | None = None) -> int:
         objs = list(objs)
         if self._db is not None or not configured() or not sharding().is_sharded(self.model):
+            self._check_writes(objs)
             return super().bulk_update(objs, fields, batch_size)  # type: ignore[no-any-return]
         return sum(
             QuerySet.bulk_update(self.using(alias), group, fields, batch_size)

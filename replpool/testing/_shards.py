@@ -74,16 +74,38 @@ class ShardLab:
         from .._cluster import Cluster
 
         return [
-            Cluster(lab.primary.url, [r.url for r in lab.replicas], name=f"{prefix}{i + 1}", **cluster_options)
-            for i, lab in enumerate(self.shards)
+            Cluster(lab.primary.url, [r.url for r in lab.replicas], name=name, **cluster_options)
+            for name, lab in zip(self.aliases(prefix), self.shards)
         ]
 
     def each(self, func: Callable[[Lab], object]) -> None:
         """Run ``func(lab)`` on every shard's lab at once."""
         parallel([lambda lab=lab: func(lab) for lab in self.shards])  # type: ignore[misc]
 
+    def aliases(self, prefix: str = "shard") -> list[str]:
+        """The shards' names: ``prefix1``, ``prefix2``... (as :meth:`clusters` names them)."""
+        return [f"{prefix}{i + 1}" for i in range(len(self.shards))]
+
+    def django_databases(self, default: str = "main") -> dict[str, dict[str, Any]]:
+        """Django ``DATABASES`` for a sharded project on this lab, with replpool's
+        engine: ``shard1``, ``shard2``... are each shard's ``app`` database (listing
+        its replicas), and ``default`` (what is not sharded) is the database
+        ``default`` on the first shard's servers, which must exist: make it with
+        ``lab.shards[0].create_database(default)``. (Not a shard's own database: each
+        alias keeps its own ``django_migrations`` table, so two aliases cannot share
+        one.) It holds the password: a lab's throwaway one."""
+        out = {"default": self.shards[0].django_databases([default])[default]}
+        for alias, lab in zip(self.aliases(), self.shards):
+            out[alias] = lab.django_databases()["default"]
+        return out
+
+    def django_sharding(self, logical_shards: int = 480) -> dict[str, Any]:
+        """``REPLPOOL_SHARDING`` over :meth:`django_databases`' shards, without models
+        (the project names its own: ``{"shop.Customer": "id"}``)."""
+        return {"databases": self.aliases(), "logical_shards": logical_shards, "models": {}}
+
     def describe(self) -> str:
-        return "\n\n".join(f"shard{i + 1}: {lab.describe()}" for i, lab in enumerate(self.shards))
+        return "\n\n".join(f"{name}: {lab.describe()}" for name, lab in zip(self.aliases(), self.shards))
 
     def __repr__(self) -> str:
         return f"<ShardLab {self.engine} shards={len(self.shards)}>"

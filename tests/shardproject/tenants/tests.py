@@ -8,6 +8,7 @@ import uuid
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, transaction
+from django.db.models.fields.related_descriptors import create_reverse_many_to_one_manager
 from django.test import Client, SimpleTestCase, TransactionTestCase, override_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,6 +21,7 @@ from replpool.django.sharding import (
     AcrossShardsNotSupported,
     ShardKeyChanged,
     ShardKeyRequired,
+    WrongShard,
     sharding,
 )
 from tenants import lab
@@ -215,13 +217,75 @@ class RoutingTests(ShardedTestCase):
             ["new", "new", "new"],
         )
 
-    def test_changing_the_key_of_a_saved_row_is_refused(self):
+    def test_changing_the_key_of_a_saved_row_to_one_on_another_shard_is_refused(self):
         a, b = customer_on("shard1"), customer_on("shard2")
         order = Order.objects.create(customer=a)
         order = Order.objects.get(pk=order.pk)
         order.customer_id = b.id
         with self.assertRaisesMessage(ShardKeyChanged, "was read from shard 'shard1'"):
             order.save()
+
+    def test_changing_the_key_of_a_saved_row_to_one_on_the_same_shard_is_saved(self):
+        a, b = customer_on("shard1"), customer_on("shard1")
+        order = Order.objects.create(customer=a)
+        order = Order.objects.get(pk=order.pk)
+        order.customer = b
+        order.save()
+        self.assertEqual([o.pk for o in Order.objects.filter(customer=b)], [order.pk])
+
+
+class UsingTests(ShardedTestCase):
+    """Writing a sharded row through using() an alias that is not its shard is refused;
+    through its own shard's alias it is written as asked."""
+
+    def key_on(self, alias):
+        return next(u for u in (uuid.uuid4() for _ in range(1000)) if shard_of(u) == alias)
+
+    def test_creating_a_row_through_another_shards_alias_is_refused(self):
+        cid = self.key_on("shard2")
+        with self.assertRaisesMessage(WrongShard, "belongs on shard 'shard2' (by its id), not on 'shard1'"):
+            Customer.objects.using("shard1").create(id=cid, name="lost")
+        for alias in SHARDS:
+            self.assertNotIn(cid, stored(alias, "tenants_customer"))
+
+    def test_saving_a_row_through_another_shards_alias_is_refused(self):
+        c = customer_on("shard2", "before")
+        c.name = "after"
+        with self.assertRaisesMessage(WrongShard, "belongs on shard 'shard2'"):
+            c.save(using="shard3")
+        self.assertNotIn(c.id, stored("shard3", "tenants_customer"))
+        self.assertEqual(Customer.objects.get(id=c.id).name, "before")
+
+    def test_a_child_row_is_refused_on_another_shard_than_its_parents(self):
+        c = customer_on("shard3")
+        with self.assertRaisesMessage(WrongShard, "belongs on shard 'shard3' (by its customer_id), not on 'shard1'"):
+            Order.objects.using("shard1").create(customer=c, total=5)
+        self.assertEqual(stored("shard1", "tenants_order"), set())
+
+    def test_writing_a_sharded_row_to_an_alias_that_is_no_shard_is_refused(self):
+        with self.assertRaisesMessage(WrongShard, "tenants.Customer is sharded: its rows live on the shards"):
+            Customer.objects.using("default").create(name="nowhere")
+
+    def test_bulk_create_through_another_shards_alias_is_refused(self):
+        here, there = self.key_on("shard1"), self.key_on("shard2")
+        with self.assertRaisesMessage(WrongShard, "belongs on shard 'shard2'"):
+            Customer.objects.using("shard1").bulk_create([Customer(id=here), Customer(id=there)])
+        self.assertEqual(stored("shard1", "tenants_customer"), set())
+
+    def test_get_or_create_through_another_shards_alias_is_refused(self):
+        cid = self.key_on("shard3")
+        with self.assertRaisesMessage(WrongShard, "belongs on shard 'shard3'"):
+            Customer.objects.using("shard2").get_or_create(id=cid)
+
+    def test_writing_through_the_rows_own_shards_alias_is_done_as_asked(self):
+        cid = self.key_on("shard2")
+        c = Customer.objects.using("shard2").create(id=cid, name="here")
+        self.assertEqual(c._state.db, "shard2")
+        c.name = "still here"
+        c.save(using="shard2")
+        Customer.objects.using("shard2").bulk_create([Customer(id=self.key_on("shard2"))])
+        self.assertEqual(len(stored("shard2", "tenants_customer")), 2)
+        self.assertEqual(Customer.objects.get(id=cid).name, "still here")
 
 
 class RelationTests(ShardedTestCase):
@@ -231,11 +295,53 @@ class RelationTests(ShardedTestCase):
         with self.assertRaisesMessage(ValueError, "the current database router prevents this relation"):
             order.customer = b
 
-    def test_a_relation_to_an_unsharded_model_is_refused_with_djangos_error(self):
+    def test_a_sharded_row_may_point_at_an_unsharded_row(self):
         product = Product.objects.create(name="p")
         line = OrderLine.objects.create(order=Order.objects.create(customer=customer_on("shard2")))
-        with self.assertRaisesMessage(ValueError, "the current database router prevents this relation"):
-            line.product = product
+        line.product = product
+        line.save()
+        self.assertEqual(OrderLine.objects.get(order_id=line.order_id).product_id, product.id)
+        made = OrderLine.objects.create(order_id=line.order_id, product=product)
+        self.assertEqual(made._state.db, "shard2")
+
+    def test_an_unsharded_row_pointed_at_by_a_sharded_row_is_read_from_its_own_database(self):
+        product = Product.objects.create(name="lamp")
+        order = Order.objects.create(customer=customer_on("shard3"))
+        OrderLine.objects.create(order=order, product_id=product.id)
+        line = OrderLine.objects.get(order_id=order.id)
+        self.assertEqual(line._state.db, "shard3")
+        self.assertEqual(line.product.name, "lamp")
+        self.assertEqual(line.product._state.db, "default")
+        (prefetched,) = OrderLine.objects.filter(order_id=order.id).prefetch_related("product")
+        self.assertEqual(prefetched.product.name, "lamp")
+
+    def test_a_new_sharded_row_may_get_its_unsharded_relation_before_its_parent(self):
+        product = Product.objects.create(name="p")
+        order = Order.objects.create(customer=customer_on("shard1"))
+        line = OrderLine(quantity=3)
+        line.product = product
+        line.order = order
+        line.save()
+        self.assertEqual(line._state.db, "shard1")
+        self.assertEqual(OrderLine.objects.get(order_id=order.id).product_id, product.id)
+
+    def test_an_unsharded_rows_reverse_relation_to_sharded_rows_is_refused(self):
+        # OrderLine.product has no reverse accessor (related_name="+"); this is the
+        # manager Django would give product.orderline_set.
+        product = Product.objects.create(name="p")
+        field = OrderLine._meta.get_field("product")
+        reverse = create_reverse_many_to_one_manager(OrderLine.objects.__class__, field.remote_field)(product)
+        message = (
+            "catalog.Product is not sharded, so a Product row cannot tell which shard tenants.OrderLine rows "
+            "are on: ask every shard with OrderLine.objects.filter(product=...).all_shards()"
+        )
+        with self.assertRaisesMessage(ShardKeyRequired, message):
+            list(reverse.all())
+        order = Order.objects.create(customer=customer_on("shard2"))
+        refused = "its rows live on the shards (shard1, shard2, shard3), not on 'default'"
+        with self.assertRaisesMessage(WrongShard, refused):
+            reverse.create(order=order)
+        self.assertEqual(stored("shard2", "tenants_orderline"), set())
 
     def test_a_subquery_on_another_shard_is_refused_with_djangos_error(self):
         a, b = customer_on("shard1"), customer_on("shard2")
