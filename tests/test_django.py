@@ -41,6 +41,9 @@ def django_lab(request: pytest.FixtureRequest, replpool_shared_labs: Any) -> Any
             lab.query(lab.primary, "CREATE DATABASE legacy")
             lab.query(lab.primary, "GRANT ALL ON `legacy`.* TO 'app'@'%'")
             lab.query(lab.primary, "GRANT ALL ON `test\\_%`.* TO 'app'@'%'")
+            # The app user may create its own SQL functions (a binary-logging server
+            # otherwise asks for SUPER): the project's tests make one.
+            lab.query(lab.primary, "SET GLOBAL log_bin_trust_function_creators = 1")
         lab.wait_until_caught_up()
         yield lab
     finally:

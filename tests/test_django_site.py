@@ -220,7 +220,8 @@ def test_the_live_server_reads_what_the_test_wrote(site):
 
 def test_system_checks_name_each_settings_mistake_and_what_to_change(site):
     env = {
-        "REPLPOOL_SITE_OPTIONS": json.dumps({"sslmdoe": "require", "max_replica_lag": -1}),
+        "REPLPOOL_SITE_OPTIONS": json.dumps({"sslmdoe": "require", "max_replica_lag": -1,
+                                                     "replica_functions": "report_total"}),
         "REPLPOOL_SITE_CONN_MAX_AGE": "60",
         "REPLPOOL_SITE_APPS": json.dumps({"auth": "users", "contenttypes": "users", "admin": "users",
                                           "bokks": "default"}),
@@ -232,6 +233,7 @@ def test_system_checks_name_each_settings_mistake_and_what_to_change(site):
         "replpool.E001", "'sslmdoe'",
         "replpool.E002", "CONN_MAX_AGE",
         "replpool.E003", "max_replica_lag must be > 0",
+        "['replica_functions'] must be a list", "not 'report_total'",
         "replpool.E006", "'bokks'",
     ):
         assert expected in text, (expected, text)

@@ -7,6 +7,7 @@ import difflib
 import hashlib
 import logging
 import os
+import re
 import secrets
 import threading
 import weakref
@@ -32,7 +33,7 @@ CLUSTER_OPTIONS = (
     "monitor_demand_interval", "causal_wait", "replica_selection", "replica_lock_timeout",
     "failover_wait", "probe_timeout", "connect_timeout",
 )
-REPLPOOL_OPTIONS = ("replicas", "pool", *CLUSTER_OPTIONS)
+REPLPOOL_OPTIONS = ("replicas", "pool", "replica_functions", *CLUSTER_OPTIONS)
 # What a replica entry may set; everything else is the primary's (a physical replica
 # serves the same databases, so NAME is the primary's, test databases included).
 REPLICA_KEYS = ("HOST", "PORT", "USER", "PASSWORD", "OPTIONS")
@@ -117,6 +118,30 @@ def replica_settings(alias: str, settings_dict: Mapping[str, Any]) -> list[dict[
     return out
 
 
+def replica_functions(alias: str, options: Mapping[str, Any]) -> frozenset[str]:
+    """``OPTIONS["replica_functions"]``: names of the project's own SQL functions that
+    only read (``"f"`` or ``"schema.f"``), so that statements calling them may still run
+    on a replica (see :func:`replpool._sql.classify`); lower-cased, as the classifier
+    compares them. Default: none. Raises :class:`SettingsError` (``replpool.E003``) for
+    anything but a list, tuple or set of such names."""
+    given = options.get("replica_functions")
+    if given is None:
+        return frozenset()
+    if isinstance(given, (list, tuple, set, frozenset)) and all(
+        isinstance(name, str) and _FUNCTION_NAME.fullmatch(name) for name in given
+    ):
+        return frozenset(name.lower() for name in given)
+    raise SettingsError(
+        f"DATABASES[{alias!r}]['OPTIONS']['replica_functions'] must be a list of the names "
+        "of your SQL functions that only read, each 'name' or 'schema.name' (for example "
+        f"['order_total', 'reports.monthly']), not {given!r}", E_CLUSTER_OPTION,
+    )
+
+
+# An identifier as both servers take it unquoted, optionally qualified by its schema.
+_FUNCTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*(?:\.[A-Za-z_][A-Za-z0-9_$]*)?")
+
+
 def cluster_arguments(alias: str, options: Mapping[str, Any]) -> dict[str, Any]:
     """Cluster keyword arguments from an alias's OPTIONS (pool sizes included)."""
     args = {k: options[k] for k in CLUSTER_OPTIONS if k in options}
@@ -156,6 +181,7 @@ class ClusterWrapperMixin:
     settings_dict: dict[str, Any]
     connection: Any
     _replpool_options_memo: tuple[Any, str]
+    _replpool_functions_memo: tuple[Any, frozenset[str]]
     _replpool_known: bool
     # While Django shares the wrapper with other threads: the sharing thread and its session.
     _replpool_shared: tuple[int, _session.Session] | None = None
@@ -316,6 +342,10 @@ class ClusterWrapperMixin:
             problems.append((E_CONN_MAX_AGE, conn_max_age))
         unknown = self.unknown_options()
         problems += [(E_UNKNOWN_OPTION, message) for message in unknown]
+        try:
+            replica_functions(self.alias, self.settings_dict.get("OPTIONS") or {})
+        except SettingsError as exc:
+            problems.append((exc.check_id, str(exc)))
         # The rest, as building the cluster finds it (no connection is made), on a copy
         # without the unknown keys, which would stop it before the others are seen.
         settings_dict = dict(self.settings_dict)
@@ -440,8 +470,17 @@ class ClusterWrapperMixin:
         return RoutingCursor(
             self,  # type: ignore[arg-type]
             self.make_plain_cursor, self.is_read_only_error, self.is_retryable_read,
-            self.closed_cursor_error,
+            self.closed_cursor_error, self.replica_functions(),
         )
+
+    def replica_functions(self) -> frozenset[str]:
+        """The alias's ``OPTIONS["replica_functions"]`` (see :func:`replica_functions`),
+        worked out once per OPTIONS dict: Django makes a cursor per query."""
+        options = self.settings_dict.get("OPTIONS") or {}
+        memo = self.__dict__.get("_replpool_functions_memo")
+        if memo is None or memo[0] is not options:
+            memo = self._replpool_functions_memo = (options, replica_functions(self.alias, options))
+        return memo[1]
 
     # -- a connection shared with other threads carries its session ------------------------
 

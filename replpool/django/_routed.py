@@ -245,9 +245,11 @@ class RoutingCursor:
         is_read_only_error: Callable[[BaseException], bool],
         is_retryable_read: Callable[[BaseException, Any], bool],
         closed_error: Callable[[bool], BaseException],
+        replica_functions: frozenset[str] = frozenset(),
     ) -> None:
         self._wrapper = wrapper
         self._dialect: str = wrapper.vendor  # "postgresql" or "mysql": how to read SQL
+        self._replica_functions = replica_functions  # functions of the user's that only read
         self._make_cursor = make_cursor
         self._is_read_only_error = is_read_only_error
         self._is_retryable_read = is_retryable_read
@@ -294,7 +296,7 @@ class RoutingCursor:
             shared = shared_session(wrapper)
             if shared is not None and _session._current.get() is not shared:
                 return in_session(shared, self.execute, sql, params)
-        kind = statement_kind(sql, self._dialect)
+        kind = statement_kind(sql, self._dialect, self._replica_functions)
         in_transaction = self._in_transaction()
         if kind is Kind.READ and not in_transaction and not rc.stateful:
             return self._read(sql, params)
@@ -317,7 +319,7 @@ class RoutingCursor:
     def executemany(self, sql: Any, param_list: Sequence[Any]) -> Any:
         if self.closed or self._wrapper.connection is None:
             raise self._closed_error(not self.closed)
-        if statement_kind(sql, self._dialect).sets_session_state:
+        if statement_kind(sql, self._dialect, self._replica_functions).sets_session_state:
             self._rc.stateful = True
         return self._write("executemany", sql, param_list)
 

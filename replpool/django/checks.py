@@ -7,7 +7,7 @@ router can tell without connecting, reported by ``manage.py check`` (and by ``mi
                    the connection reads
 ``replpool.E002``  ``CONN_MAX_AGE`` is not 0
 ``replpool.E003``  a replpool option with a value the cluster refuses (``max_replica_lag``,
-                   ``replica_selection``, ...)
+                   ``replica_selection``, ``replica_functions``, ...)
 ``replpool.E004``  a malformed ``replicas`` entry
 ``replpool.E005``  a malformed ``pool`` option
 ``replpool.E006``  ``REPLPOOL_DATABASE_APPS`` names an app or model that is not installed

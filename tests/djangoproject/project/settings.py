@@ -45,6 +45,8 @@ def database(name):
         "monitor_interval": 0.05,
         "probe_timeout": 0.5,
         "replica_lock_timeout": 0.2,
+        # A function of the project's that only reads (OneSessionTests): may run on replicas.
+        "replica_functions": ["Shop_Double"],
     }
     if ENGINE == "mariadb":
         # Django's advice for MySQL and MariaDB (PostgreSQL reads committed already).

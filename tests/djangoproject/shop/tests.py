@@ -746,6 +746,35 @@ class ConnectionSetupTests(TransactionTestCase):
                 cursor.execute("DROP SEQUENCE shop_probe")
 
 
+    def test_a_function_of_the_projects_runs_on_a_replica_only_when_listed_as_one(self):
+        make = {
+            "postgresql": "CREATE FUNCTION {} (x int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT x * 2'",
+            "mysql": "CREATE FUNCTION {} (x INT) RETURNS INT DETERMINISTIC RETURN x * 2",
+        }[connection.vendor]
+        with connection.cursor() as cursor:
+            cursor.execute(make.format("shop_double"))  # OPTIONS["replica_functions"] names it
+            cursor.execute(make.format("shop_unlisted"))
+        try:
+            went = {}
+            for name in ("shop_double", "shop_unlisted"):
+                wait_for_replica_reads(self.client)  # replicas have both functions
+                connection.close()  # a fresh connection, holding no session state
+                before = routing()
+                self.assertEqual(scalar(f"SELECT {name}(21)"), 42)
+                after = routing()
+                went[name] = {
+                    f"{target}/{reason}" for target, reasons in after.items() for reason, n in reasons.items()
+                    if n != before.get(target, {}).get(reason, 0)
+                }
+            self.assertEqual(went, {"shop_double": {"replica/fresh_replica"},
+                                    "shop_unlisted": {"primary/write"}})  # it might write
+        finally:
+            connection.close()
+            with connection.cursor() as cursor:
+                cursor.execute("DROP FUNCTION shop_double")
+                cursor.execute("DROP FUNCTION shop_unlisted")
+
+
 class TestDatabaseTests(TransactionTestCase):
     databases = {"default", "legacy_db"}
 
