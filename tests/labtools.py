@@ -3,13 +3,16 @@ started by a child."""
 
 from __future__ import annotations
 
+import contextvars
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from replpool.testing._process import cmdline
 
@@ -64,3 +67,24 @@ def wait_until(predicate: Callable[[], object], timeout: float = 5.0, what: str 
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {timeout} s")
         time.sleep(0.01)
+
+
+def fresh(func: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call in a thread of its own, in an empty context: no session of the test's
+    thread (implicit sessions belong to threads) comes along."""
+    result: list[Any] = []
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(func(*args, **kwargs))
+        except BaseException as exc:  # re-raised in the test's thread
+            error.append(exc)
+
+    t = threading.Thread(target=contextvars.Context().run, args=(run,))
+    t.start()
+    t.join(60)
+    if error:
+        raise error[0]
+    assert result, "the call in a thread of its own did not finish"
+    return result[0]

@@ -15,7 +15,7 @@ import pytest
 import replpool
 from replpool import _session, _tokens
 from replpool._placement import postgresql_remainder_sql
-from tests.labtools import wait_until
+from tests.labtools import fresh, wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -62,27 +62,6 @@ def clean(shards: replpool.ShardSet, lab: Any, replpool_shared_labs: Any) -> Ite
     finally:
         _session._current.reset(token)
         replpool_shared_labs.after_shard_test()
-
-
-def fresh(func: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call in a thread of its own, in an empty context: no session of the test's
-    thread (implicit sessions belong to threads) comes along."""
-    result: list[Any] = []
-    error: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            result.append(func(*args, **kwargs))
-        except BaseException as exc:  # re-raised in the test's thread
-            error.append(exc)
-
-    t = threading.Thread(target=contextvars.Context().run, args=(run,))
-    t.start()
-    t.join(60)
-    if error:
-        raise error[0]
-    assert result, "the call in a thread of its own did not finish"
-    return result[0]
 
 
 def key_on(shards: replpool.ShardSet, name: str, skip: int = 0) -> int:

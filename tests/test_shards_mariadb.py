@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import pytest
 import replpool
 from replpool import _session, _tokens
 from replpool.testing import ShardLab
-from tests.labtools import lab_processes
+from tests.labtools import fresh, lab_processes
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -54,27 +53,6 @@ def clean(shards: replpool.ShardSet, lab: ShardLab) -> Iterator[None]:
     finally:
         _session._current.reset(token)
         lab.heal()
-
-
-def fresh(func: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call in a thread of its own, in an empty context: no session of the test's
-    thread (implicit sessions belong to threads) comes along."""
-    result: list[Any] = []
-    error: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            result.append(func(*args, **kwargs))
-        except BaseException as exc:  # re-raised in the test's thread
-            error.append(exc)
-
-    t = threading.Thread(target=contextvars.Context().run, args=(run,))
-    t.start()
-    t.join(60)
-    if error:
-        raise error[0]
-    assert result, "the call in a thread of its own did not finish"
-    return result[0]
 
 
 def test_rows_go_to_the_mariadb_shard_their_key_hashes_to(shards, lab):
