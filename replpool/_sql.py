@@ -52,6 +52,11 @@ class Kind(enum.Enum):
 
     ==============  ===============================================================
     READ            may run on a replica
+    DIAGNOSTICS     reads what the connection's previous statement left behind (MariaDB
+                    and MySQL: ``FOUND_ROWS()``, ``ROW_COUNT()``, ``SHOW WARNINGS``,
+                    ``@@warning_count``): where that statement ran
+                    (MariaDB "Information Functions", "SHOW WARNINGS", "Diagnostics
+                    Area"); changes nothing
     CONTROL         transaction control only (``BEGIN``, ``SAVEPOINT``, ``SET LOCAL``
                     ...): the primary; leaves nothing once the transaction ends
     LOCKING         a read that locks (``FOR UPDATE``, ``LOCK IN SHARE MODE``, a
@@ -69,6 +74,7 @@ class Kind(enum.Enum):
     """
 
     READ = "read"
+    DIAGNOSTICS = "diagnostics"
     CONTROL = "control"
     LOCKING = "locking"
     SESSION_READ = "session_read"
@@ -96,7 +102,7 @@ class Kind(enum.Enum):
         return _JOIN[self, other]
 
 
-_RANK = list(Kind)  # READ < CONTROL < LOCKING < SESSION_READ < WRITE < SESSION < SESSION_WRITE
+_RANK = list(Kind)  # READ < DIAGNOSTICS < CONTROL < LOCKING < SESSION_READ < WRITE < SESSION < SESSION_WRITE
 _JOIN = {
     (a, b): (
         Kind.SESSION_WRITE
@@ -107,7 +113,7 @@ _JOIN = {
     for b in Kind
 }
 
-READ, CONTROL, LOCKING = Kind.READ, Kind.CONTROL, Kind.LOCKING
+READ, DIAGNOSTICS, CONTROL, LOCKING = Kind.READ, Kind.DIAGNOSTICS, Kind.CONTROL, Kind.LOCKING
 SESSION_READ, WRITE = Kind.SESSION_READ, Kind.WRITE
 SESSION, SESSION_WRITE = Kind.SESSION, Kind.SESSION_WRITE
 
@@ -973,8 +979,9 @@ class _PostgreSQL(_Dialect):
 _MYSQL_REVIEWED: dict[str, Kind] = {
     **dict.fromkeys(["GET_LOCK"], SESSION),
     **dict.fromkeys(["NEXTVAL", "SETVAL"], SESSION_WRITE),
+    **dict.fromkeys(["FOUND_ROWS", "ROW_COUNT"], DIAGNOSTICS),
     **dict.fromkeys("""
-        LASTVAL FOUND_ROWS ROW_COUNT CONNECTION_ID RELEASE_LOCK RELEASE_ALL_LOCKS
+        LASTVAL CONNECTION_ID RELEASE_LOCK RELEASE_ALL_LOCKS
         IS_FREE_LOCK IS_USED_LOCK CURRENT_USER CURRENT_ROLE USER SESSION_USER SYSTEM_USER
         DATABASE SCHEMA SCHEMAS BINLOG_GTID_POS MASTER_GTID_WAIT MASTER_POS_WAIT
         SOURCE_POS_WAIT WAIT_FOR_EXECUTED_GTID_SET WAIT_UNTIL_SQL_THREAD_AFTER_GTIDS
@@ -1006,6 +1013,12 @@ def _mysql_functions() -> dict[str, Kind]:
     out.update(_MYSQL_REVIEWED)
     return out
 
+
+# Session variables that count the conditions the previous statement raised (MariaDB
+# "warning_count", "error_count"): read where that statement ran.
+_MYSQL_DIAGNOSTIC_VARIABLES = frozenset(
+    f"@@{scope}{name}" for scope in ("", "SESSION.", "LOCAL.") for name in ("WARNING_COUNT", "ERROR_COUNT")
+)
 
 # information_schema tables that describe the schema (replicated); every other one reads
 # the server's or the session's own state (PROCESSLIST, SESSION_VARIABLES, USER_VARIABLES,
@@ -1085,9 +1098,22 @@ class _MySQL(_Dialect):
         return SESSION if op == ":=" else READ  # @x := value
 
     def variable(self, st: list[tuple[str, str]], j: int) -> Kind:
-        # @x := ... assigns a user variable; any other use of @x or @@x reads the session
-        if st[j][0] == "v" and j + 1 < len(st) and st[j + 1] == ("o", ":="):
+        # @x := ... assigns a user variable; @@warning_count and @@error_count count the
+        # previous statement's conditions; any other use of @x or @@x reads the session
+        t, v = st[j]
+        if t == "v" and j + 1 < len(st) and st[j + 1] == ("o", ":="):
             return SESSION
+        if t == "V" and v in _MYSQL_DIAGNOSTIC_VARIABLES:
+            return DIAGNOSTICS
+        return SESSION_READ
+
+    def show(self, st: list[tuple[str, str]], i: int, rf: frozenset[str]) -> Kind:
+        # SHOW WARNINGS / ERRORS [LIMIT ...], SHOW COUNT(*) WARNINGS / ERRORS: the previous
+        # statement's conditions. Any other SHOW: the session's or the server's state.
+        words = [v for t, v in st[i + 1:i + 6] if t == "w"]
+        if words[:1] in (["WARNINGS"], ["ERRORS"]) or (words[:1] == ["COUNT"] and words[1:2] in (
+                ["WARNINGS"], ["ERRORS"])):
+            return DIAGNOSTICS
         return SESSION_READ
 
     # -- statements ---------------------------------------------------------------------------
@@ -1203,8 +1229,10 @@ class _MySQL(_Dialect):
         "WITH": _Dialect.query, "DO": _Dialect.query,
         "BEGIN": begin, "START": start, "COMMIT": CONTROL, "ROLLBACK": CONTROL,
         "SAVEPOINT": CONTROL, "RELEASE": CONTROL,
-        "SET": set_statement, "SHOW": SESSION_READ, "USE": SESSION, "HELP": SESSION_READ,
-        "GET": SESSION_READ,  # GET DIAGNOSTICS
+        "SET": set_statement, "SHOW": show, "USE": SESSION, "HELP": SESSION_READ,
+        # GET DIAGNOSTICS reads the previous statement's conditions into user variables
+        # (outside stored programs, its only targets): it changes the session.
+        "GET": SESSION,
         "PREPARE": SESSION, "EXECUTE": SESSION_WRITE, "DEALLOCATE": SESSION_READ,
         "LOCK": SESSION, "UNLOCK": SESSION_READ, "HANDLER": handler, "FLUSH": flush,
         "BACKUP": backup, "CREATE": create, "DROP": drop,

@@ -20,7 +20,7 @@ from replpool._sql import (
     classify,
 )
 
-READ, CONTROL, LOCKING = Kind.READ, Kind.CONTROL, Kind.LOCKING
+READ, CONTROL, LOCKING, DIAGNOSTICS = Kind.READ, Kind.CONTROL, Kind.LOCKING, Kind.DIAGNOSTICS
 SESSION_READ, WRITE = Kind.SESSION_READ, Kind.WRITE
 SESSION, SESSION_WRITE = Kind.SESSION, Kind.SESSION_WRITE
 
@@ -260,10 +260,19 @@ MYSQL = (
         SELECT * FROM t FOR SHARE
         SELECT * FROM t LOCK IN SHARE MODE
     """)
-    + examples(MY, SESSION_READ, """
-        SELECT LAST_INSERT_ID()
+    + examples(MY, DIAGNOSTICS, """
         SELECT FOUND_ROWS()
         SELECT ROW_COUNT()
+        SHOW WARNINGS
+        show errors limit 1
+        SHOW COUNT(*) WARNINGS
+        SELECT @@warning_count
+        SELECT @@session.error_count
+    """)
+    + examples(MY, SESSION_READ, """
+        SELECT LAST_INSERT_ID()
+        SELECT FOUND_ROWS(), @x
+        SELECT @@global.warning_count
         SELECT CONNECTION_ID()
         SELECT @x
         SELECT @`odd name`, @'quoted'
@@ -284,7 +293,6 @@ MYSQL = (
         SELECT * FROM performance_schema.threads
         SELECT * FROM sys.session
         SHOW VARIABLES LIKE 'sql_mode'
-        SHOW WARNINGS
         SHOW FULL TABLES
         DEALLOCATE PREPARE p
         DROP PREPARE p
@@ -292,7 +300,6 @@ MYSQL = (
         HANDLER t READ FIRST
         HANDLER t CLOSE
         DROP TEMPORARY TABLE tmp
-        GET DIAGNOSTICS @n = NUMBER
         EXPLAIN FOR CONNECTION 12
     """)
     + examples(MY, WRITE, """
@@ -320,6 +327,7 @@ MYSQL = (
         SELECT 'unterminated
     """)
     + examples(MY, SESSION, """
+        GET DIAGNOSTICS @n = NUMBER
         SET @x = 1
         SET @x := 1
         SET sql_mode = 'ANSI_QUOTES'
@@ -591,7 +599,7 @@ CALLS = {
     MY: [
         ("GET_LOCK('a', 1)", SESSION), ("RELEASE_LOCK('a')", SESSION_READ),
         ("LAST_INSERT_ID()", SESSION_READ), ("LAST_INSERT_ID(5)", SESSION),
-        ("FOUND_ROWS()", SESSION_READ), ("ROW_COUNT()", SESSION_READ),
+        ("FOUND_ROWS()", DIAGNOSTICS), ("ROW_COUNT()", DIAGNOSTICS),
         ("CONNECTION_ID()", SESSION_READ), ("NEXTVAL(s)", SESSION_WRITE),
         ("NEXT VALUE FOR s", SESSION_WRITE), ("PREVIOUS VALUE FOR s", SESSION_READ),
         ("@x", SESSION_READ), ("@@session.sql_mode", SESSION_READ), ("@x := 1", SESSION),

@@ -78,6 +78,9 @@ class RoutedConnection:
         # session lock, ...): every statement runs there until Django closes the
         # connection, and the session is reset before the pool hands it to anyone else.
         self.stateful = False
+        # The last statement ran on the replica connection held (not the primary): what
+        # reads its outcome (Kind.DIAGNOSTICS: FOUND_ROWS(), SHOW WARNINGS...) runs there.
+        self.last_on_replica = False
         # The session told that the current transaction wrote (no token until it ends).
         self._writer: _session.Session | None = None
         self.closed = False
@@ -142,6 +145,7 @@ class RoutedConnection:
 
     def drop_replica(self, exc: BaseException | None = None) -> None:
         lease, self._replica = self._replica, None
+        self.last_on_replica = False
         if lease is not None:
             lease.cluster.release(lease, exc)
 
@@ -300,6 +304,8 @@ class RoutingCursor:
         in_transaction = self._in_transaction()
         if kind is Kind.READ and not in_transaction and not rc.stateful:
             return self._read(sql, params)
+        if kind is Kind.DIAGNOSTICS and rc.last_on_replica:
+            return self._on_held_replica(sql, params)
         if kind.sets_session_state:
             rc.stateful = True  # before it runs: a failed SET may still have done something
         if kind is Kind.CONTROL:
@@ -340,6 +346,7 @@ class RoutingCursor:
     ) -> Any:
         rc = self._rc
         cur = self._cursor_on(rc.primary())
+        rc.last_on_replica = False
         ok = False
         try:
             result = getattr(cur, method)(sql, params) if params is not None else getattr(cur, method)(sql)
@@ -375,6 +382,7 @@ class RoutingCursor:
                     continue
                 return self._on_primary("execute", sql, params, decision.reason, False)
             cur = self._cursor_on(lease.conn)
+            rc.last_on_replica = True
             try:
                 result = cur.execute(sql, params) if params is not None else cur.execute(sql)
             except Exception as exc:
@@ -398,6 +406,19 @@ class RoutingCursor:
             rc.cluster._count(lease.index, "replica", decision.reason, level)
             rc.cluster.observed(lease.index, level)
             return result
+
+    def _on_held_replica(self, sql: Any, params: Any) -> Any:
+        """A statement that reads the outcome of the previous one (found rows, warnings),
+        which ran on the replica connection held: there, as on one server."""
+        rc = self._rc
+        lease = rc._replica
+        assert lease is not None
+        cur = self._cursor_on(lease.conn)
+        result = cur.execute(sql, params) if params is not None else cur.execute(sql)
+        level = _session.current_consistency()
+        rc.cluster._count(lease.index, "replica", Reason.SESSION_STATE, level)
+        rc.cluster.observed(lease.index, level)
+        return result
 
     # -- results: from wherever the last statement ran -----------------------------------------
 

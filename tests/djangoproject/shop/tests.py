@@ -329,6 +329,50 @@ class OneSessionTests(TransactionTestCase):
         time.sleep(0.5)  # the monitor has sampled that write since
         self.assertEqual(scalar("SELECT x FROM tmp"), 1)
 
+    def test_a_composed_statement_is_read_as_its_text(self):
+        if lab.ENGINE != "postgresql":
+            self.skipTest("psycopg's sql.Composed exists on PostgreSQL only")
+        from psycopg import sql
+
+        with connection.cursor() as cursor:
+            cursor.execute(sql.SQL("CREATE TEMP TABLE {} AS SELECT 1 AS x").format(sql.Identifier("tmpc")))
+        time.sleep(0.5)  # the monitor has sampled that write since
+        self.assertEqual(scalar("SELECT x FROM tmpc"), 1)  # the connection stays where tmpc is
+        connection.close()
+        wait_for_replica_reads(self.client)
+        before = replica_reads()
+        self.assertEqual(scalar(sql.SQL("SELECT {}").format(sql.Literal(7))), 7)  # a plain read
+        self.assertEqual(replica_reads(), before + 1)
+
+    def test_the_outcome_of_a_statement_is_read_where_it_ran(self):
+        if lab.ENGINE != "mariadb":
+            self.skipTest("MariaDB's diagnostics functions and statements")
+        for i in range(5):
+            Item.objects.create(name=f"d{i}")
+        wait_for_replica_reads(self.client)
+        connection.close()
+        before = replica_reads()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT * FROM shop_item LIMIT 2")
+            cursor.fetchall()
+            cursor.execute("SELECT FOUND_ROWS()")
+            self.assertEqual(cursor.fetchone()[0], 2)
+            cursor.execute("SELECT CAST('abc' AS SIGNED)")  # a warning: truncated value
+            cursor.fetchall()
+            cursor.execute("SELECT @@warning_count")
+            self.assertEqual(cursor.fetchone()[0], 1)
+            cursor.execute("SELECT CAST('abc' AS SIGNED)")
+            cursor.fetchall()
+            cursor.execute("SHOW WARNINGS")
+            self.assertEqual(len(cursor.fetchall()), 1)
+        self.assertEqual(replica_reads(), before + 6)  # all of it on the replica
+        item = Item.objects.create(name="after")  # on the primary: its outcome is read there
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT ROW_COUNT()")
+            self.assertEqual(cursor.fetchone()[0], 1)
+        self.assertEqual(replica_reads(), before + 6)
+        self.assertTrue(item.pk)
+
     def test_the_last_inserted_id_is_this_sessions(self):
         item = Item.objects.create(name="last")
         time.sleep(0.5)
