@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import threading
 import time
@@ -250,6 +251,7 @@ class ClusterBase(Generic[P]):
         self._routes: Counter[tuple[int, str, Reason, Level | None]] = Counter()
         self._opened = False
         self._closed = False
+        self._pid = 0  # the process that opened it (see _closing)
 
     @property
     def engine_name(self) -> str:
@@ -270,6 +272,7 @@ class ClusterBase(Generic[P]):
     def _claim_name(self) -> None:
         """Before opening: sessions and tokens know clusters by name, so another open
         cluster of this name must have the same servers. Refuses a closed cluster."""
+        self._pid = os.getpid()
         if self._closed:
             raise Error(
                 f"cluster {self.name!r} is closed, and a closed cluster cannot be opened "
@@ -287,11 +290,21 @@ class ClusterBase(Generic[P]):
             )
 
     def _closing(self) -> bool:
-        """Mark the cluster closed; whether it had pools and a monitor to stop."""
+        """Mark the cluster closed; whether it had pools and a monitor to stop.
+
+        Not in a process forked after it opened (Django's parallel test runner forks its
+        workers with the parent's clusters): the connections there share their sockets
+        with the parent's, and closing them would end the parent's sessions (libpq and
+        MariaDB say goodbye to the server), and the monitor's locks may have been held
+        by a thread that does not exist in the child. The copy is abandoned: its
+        connections are dropped without a word when the process ends."""
         if self._closed:
             return False
         self._closed = True
         _session.unregister(self.name, self)
+        if self._pid != os.getpid():
+            logger.debug("cluster %r: closed in a process forked after it opened: abandoned", self.name)
+            return False
         return self._opened
 
     def _closed_pools(self) -> None:

@@ -79,11 +79,14 @@ _MYSQL_POLL = (
 # variables are no cheaper (MariaDB sums them over every connection: 0.25 ms of server
 # CPU for the counters of replication statements) and performance_schema's replication
 # tables are empty unless performance_schema is on (off by default in MariaDB). So it
-# is read once a second on every member, and at once, in a second round trip, when the
-# cheap part of a poll hints at a change of role (see status_hint), or when the monitor
-# looks for a primary (``thorough``). Between two readings, a member's role is decided
-# from what the last one said and its read_only.
-_STATUS_INTERVAL = 1.0
+# is read every few seconds on every member (a second statement in the poll's round
+# trip, which the server counts: at 1 s, an idle process cost each member 1.6
+# statements a second), and at once, in a second round trip, when the cheap part of a
+# poll hints at a change of role (see status_hint), or when the monitor looks for a
+# primary (``thorough``). Between two readings, a member's role is decided from what the
+# last one said and its read_only; what no hint shows (replication removed from a
+# writable replica that takes no writes) is seen within this interval.
+_STATUS_INTERVAL = 5.0
 # Seconds before trying again to read a replication status the user was denied.
 _DENIED_RETRY = 60.0
 # When the server started: Uptime has a resolution of one second, and the two

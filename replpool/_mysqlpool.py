@@ -58,6 +58,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import os
 import random
 import select
 import socket
@@ -131,6 +132,11 @@ class Connection(MySQLConnection):
     _rp_spec: Any = None  # the member's MemberSpec, to open another connection like it
     _rp_timeout: float = 1.0
     _rp_poller: tuple[int, Any] | None = None  # (fd, select.poll registered on it)
+    _rp_pid: int = 0  # the process that opened it (see inherited())
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._rp_pid = os.getpid()
+        super().__init__(*args, **kwargs)
 
     # -- status flags -----------------------------------------------------------------------
 
@@ -245,15 +251,35 @@ def socket_ok(conn: Connection) -> bool:
         return False
 
 
+def inherited(conn: Any) -> bool:
+    """Whether ``conn`` was opened by another process, this one's parent before a fork
+    (Django's parallel test runner forks its workers): its socket is shared with the
+    parent, whose session a QUIT or a shutdown from here would end. Such a connection
+    is only forgotten here (its file descriptor closed, which the parent's does not
+    notice)."""
+    pid = getattr(conn, "_rp_pid", 0)
+    return bool(pid) and pid != os.getpid()
+
+
+def _forget_socket(conn: Any) -> None:
+    sock = getattr(getattr(conn, "_socket", None), "sock", None)
+    if sock is not None:
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+
 def shut_socket(conn: Any) -> None:
     """Shut a connection's socket down (both ways), so that whoever waits on it wakes
     up with a connection error. The socket object stays open: the driver's own
-    ``shutdown()`` would also close it, racing with the thread that uses it."""
+    ``shutdown()`` would also close it, racing with the thread that uses it. A
+    connection inherited across a fork is left alone (see :func:`inherited`)."""
     try:
         sock = conn._socket.sock
     except AttributeError:
         return
-    if sock is None:
+    if sock is None or inherited(conn):
         return
     try:
         # socket.socket's method, not ssl.SSLSocket's, which drops the TLS state that a
@@ -264,7 +290,11 @@ def shut_socket(conn: Any) -> None:
 
 
 def close_quietly(conn: Any) -> None:
-    """Close a connection: a polite QUIT if its socket still works, else just drop it."""
+    """Close a connection: a polite QUIT if its socket still works, else just drop it;
+    one inherited across a fork is only forgotten (see :func:`inherited`)."""
+    if inherited(conn):
+        _forget_socket(conn)
+        return
     try:
         # QUIT first reads any unread result: not from a server that stopped answering.
         if isinstance(conn, Connection) and (conn.unread_result or not socket_ok(conn)):

@@ -10,6 +10,7 @@ import gc
 import itertools
 import json
 import logging
+import os
 import random
 import threading
 import time
@@ -855,3 +856,33 @@ def test_a_token_asked_for_inside_a_connection_block_that_writes_is_refused(clus
             with pytest.raises(replpool.WriteInProgress, match="once it has committed"):
                 replpool.current_token()
         assert replpool.current_token() is not None
+
+
+@sync_only
+def test_a_forked_child_closing_the_cluster_leaves_the_parents_sessions_alone(lab, make_cluster, caplog):
+    """Django's parallel test runner forks workers, which inherit the parent's clusters
+    (pools and monitor connections, their sockets shared with the parent) and close
+    them: the parent's connections must keep their sessions."""
+    caplog.set_level(logging.INFO, logger="replpool")
+    with make_cluster(lab, min_size=2) as c:
+        assert c.query("SELECT 1", read_only=True)[0][0] == 1
+        assert c.query("SELECT 1")[0][0] == 1
+        pid = os.fork()
+        if pid == 0:  # the child: close everything it inherited, and go
+            code = 1
+            try:
+                c.close()
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        rounds = c.status().monitor_rounds
+        wait_until(lambda: c.status().monitor_rounds > rounds + 2, 5, "2 more rounds (idle pace)")
+        assert all(m.up for m in c.status().members), c.status()
+        for _ in range(4):  # every pooled connection, on each member
+            assert c.query("SELECT 1", read_only=True)[0][0] == 1
+            assert c.query("SELECT 1")[0][0] == 1
+        assert c.status().routing.get("primary", {}).get("member_down") is None
+    lost = [r.getMessage() for r in caplog.records if "is down" in r.getMessage() or "lost" in r.getMessage()]
+    assert lost == []

@@ -73,10 +73,12 @@ def lab_env(lab: Any) -> dict[str, str]:
     }
 
 
-def manage(lab: Any, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def manage(
+    lab: Any, *args: str, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "manage.py", *args],
-        cwd=PROJECT, env=lab_env(lab), capture_output=True, text=True, timeout=timeout,
+        cwd=PROJECT, env={**lab_env(lab), **(env or {})}, capture_output=True, text=True, timeout=timeout,
     )
 
 
@@ -101,6 +103,20 @@ def test_the_projects_own_tests_pass_with_manage_py_test(django_lab):
     ran = [line for line in output.splitlines() if line.startswith("Ran ")]
     assert ran and int(ran[0].split()[1]) >= 18, ran
     assert django_lab.password not in output
+
+
+def test_parallel_test_workers_leave_the_parents_connections_alone(django_lab):
+    """``manage.py test --parallel`` forks workers that inherit the parent's clusters and
+    close them: the parent's connections must keep working, and nothing be reported
+    down (issue 13, item 7: expected events are not warnings)."""
+    # Classes that do not pause or break the lab's servers (workers run side by side).
+    proc = manage(django_lab, "test", "--noinput", "--parallel", "2", "shop.tests.TaskTests",
+                  "shop.tests.TokenTests", "shop.tests.TestDatabaseTests", "shop.tests.LegacyDatabaseTests",
+                  env={"REPLPOOL_TEST_LOG_LEVEL": "WARNING"})
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    for unexpected in ("is down", "no primary is reachable", "Lost connection", "WARNING"):
+        assert unexpected not in output, output
 
 
 def test_migrate_inspectdb_and_dbshell_work(django_lab):

@@ -75,7 +75,7 @@ def test_two_members_claiming_to_be_primary_are_logged_once_while_it_lasts(maria
         lab.query(detached, "STOP SLAVE")
         lab.query(detached, "RESET SLAVE ALL")
         name = f"{detached.host}:{detached.port}"
-        wait_until(lambda: c.status().member(name).role == "unknown", 5, "a second claimant")
+        wait_until(lambda: c.status().member(name).role == "unknown", 15, "a second claimant")
         rounds = c.status().monitor_rounds
         wait_until(lambda: c.status().monitor_rounds > rounds + 30, 5, "30 more rounds")
         assert c.status().primary == f"{lab.primary.host}:{lab.primary.port}"

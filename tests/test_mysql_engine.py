@@ -181,7 +181,7 @@ def test_polling_mysql_8_reads_show_replica_status_in_the_same_round_trip():
     assert sample.epoch == "started 1700000000"
 
 
-def test_the_replication_status_is_read_at_most_once_a_second_when_nothing_hints_at_a_change():
+def test_the_replication_status_is_read_every_few_seconds_when_nothing_hints_at_a_change():
     engine = MySQLEngine()
     status = (REPLICA_STATUS_COLUMNS, [replica_status_row(f"{UUID_A}:1-50", f"{UUID_A}:1-40")])
     replica = recorded_mysql(engine, "8.0.36", [
@@ -191,7 +191,7 @@ def test_the_replication_status_is_read_at_most_once_a_second_when_nothing_hints
     first, second = engine.poll(replica), engine.poll(replica)
     assert "SHOW" in replica.sent[0] and "SHOW" not in replica.sent[1]
     assert first.received == second.received == MySQLGTIDSet.parse(f"{UUID_A}:1-50")
-    replica._rp_status_due = 0  # a second later
+    replica._rp_status_due = 0  # the interval later
     replica.answers.append([(POLL_COLUMNS, [(1, 1, f"{UUID_A}:1-60", "ON")]), status])
     assert engine.poll(replica).received == MySQLGTIDSet.parse(f"{UUID_A}:1-60")  # joins what was applied
     assert "SHOW" in replica.sent[2]
@@ -203,7 +203,7 @@ def test_the_replication_status_is_read_at_most_once_a_second_when_nothing_hints
     engine.poll(primary)
     assert engine.poll(primary).received is None
     assert "SHOW" not in primary.sent[1]
-    primary._rp_status_due = 0  # a second later: a primary is asked too (it may be demoted)
+    primary._rp_status_due = 0  # the interval later: a primary is asked too (it may be demoted)
     assert not engine.poll(primary).in_recovery
     assert "SHOW" in primary.sent[2]
 

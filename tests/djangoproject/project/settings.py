@@ -70,5 +70,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"replpool": {"handlers": ["console"], "level": "ERROR"}},
+    # ERROR: the tests break servers on purpose. A test that checks what is logged
+    # asks for more (REPLPOOL_TEST_LOG_LEVEL).
+    "loggers": {"replpool": {"handlers": ["console"], "level": os.environ.get("REPLPOOL_TEST_LOG_LEVEL", "ERROR")}},
 }
