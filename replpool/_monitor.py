@@ -234,7 +234,14 @@ class Monitor:
                         self._member_hung(m, now)
                     continue
                 if m.health.probe_due(now):
-                    m.inflight = self._executor.submit(self._poll, m, thorough)
+                    try:
+                        m.inflight = self._executor.submit(self._poll, m, thorough)
+                    except RuntimeError:
+                        # The executor takes no more work: the cluster is closing, or the
+                        # interpreter exiting (it stops executors before atexit handlers
+                        # run). Nothing to poll for any more.
+                        self._stop.set()
+                        return
                     m.inflight_since = now
                     m.timed_out = False
                     submitted.append(m.inflight)
@@ -745,6 +752,11 @@ def _run(ref: weakref.ref[Monitor], stop: threading.Event, demanded: threading.E
         try:
             monitor.run_round()
         except Exception as exc:  # never let the monitor die
+            if stop.is_set():
+                # Stopped during the round (the cluster closed while a hung member kept
+                # the round waiting): its failure says nothing.
+                logger.debug("cluster %r: round cut short by close: %r", monitor.cluster, exc)
+                return
             if monitor.episodes.begin(("round failed",), time.monotonic()):
                 logger.exception(
                     "cluster %r: monitor round failed (said once until rounds succeed again)",

@@ -11,6 +11,7 @@ import ast
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -268,6 +269,25 @@ def test_a_primary_refusing_the_login_fails_at_once_with_the_servers_message(sit
     assert message in write.get("error", ""), write
     assert write["seconds"] < 10, write  # not the 20 s of failover_wait
     assert read.get("status") == 200, read
+
+
+def test_a_hung_primary_costs_a_new_process_one_poll_timeout_not_the_connect_timeouts(site):
+    """A primary that accepts connections and never answers (frozen, overloaded): read
+    requests of a new process are served by replicas after the monitor's first round
+    gave up on it (probe_timeout), not after connecting to it at start-up timed out
+    (twice the connect timeout on PostgreSQL, which tries with and without TLS)."""
+    migrated(site)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)  # the kernel completes the handshakes; nobody ever answers
+        env = {
+            "REPLPOOL_SITE_PRIMARY": "hung", "REPLPOOL_SITE_CLOSED_PORT": str(silent.getsockname()[1]),
+            "REPLPOOL_SITE_OPTIONS": json.dumps({"probe_timeout": 0.5, "connect_timeout": 3}),
+        }
+        read, again = requests(site, "GET /books/", "GET /books/", env=env)
+    assert read.get("status") == 200 and again.get("status") == 200, (read, again)
+    assert sum(read["routing"].get("replica", {}).values()) >= 1, read
+    assert read["seconds"] < 3, read  # under one connect timeout, let alone two
 
 
 def test_an_unreachable_primary_is_waited_for_once_per_request(site):

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
+import subprocess
+import sys
+import textwrap
 import time
 from typing import Any
 
@@ -174,3 +178,28 @@ def test_no_primary_is_logged_once_when_it_starts_and_once_when_it_ends_with_its
     assert ended.levelno == logging.INFO, ended.getMessage()
     seen = re.search(r"\(seen (\d+) more rounds\)", ended.getMessage())
     assert seen is not None and int(seen.group(1)) >= 10, ended.getMessage()
+
+
+@pytest.mark.parametrize("fixture", ["postgres_lab", "mariadb_lab"])
+def test_a_process_exiting_while_its_primary_hangs_logs_nothing(fixture, request):
+    """The interpreter stops the monitor's executor before anything can close the
+    cluster: a round that then finds it shut is the process ending, not a failure."""
+    lab = request.getfixturevalue(fixture)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)  # accepts, never answers: a hung server
+        scheme = "postgresql" if lab.engine == "postgresql" else "mariadb"
+        primary = f"{scheme}://app:{lab.password}@127.0.0.1:{silent.getsockname()[1]}/app"
+        script = textwrap.dedent(f"""
+            import logging, replpool
+            logging.basicConfig(level=logging.ERROR)
+            c = replpool.Cluster({primary!r}, {[r.url for r in lab.replicas]!r},
+                                 monitor_interval=0.02, probe_timeout=0.5, connect_timeout=2)
+            c.open()
+            assert c.query("SELECT 1", read_only=True)[0][0] == 1
+            print("served")
+        """)  # and exit without closing it, the primary still hanging
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "served" in proc.stdout, proc.stderr
+    assert proc.stderr == "", proc.stderr
+    assert lab.password not in proc.stderr

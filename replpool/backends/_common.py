@@ -298,12 +298,16 @@ class ClusterWrapperMixin:
         if unknown:
             raise SettingsError(unknown[0], E_UNKNOWN_OPTION)
         cluster = self.build_cluster()
-        self.check_configuration(cluster)
         cluster.open()
+        try:
+            self.check_configuration(cluster)
+        except BaseException:
+            cluster.close()
+            raise
         return cluster
 
     def check_configuration(self, cluster: Cluster) -> None:
-        """Before the cluster opens: raise what the server says to the engine's set-up of
+        """Once the cluster is open: raise what the server says to the engine's set-up of
         a connection, if it refuses it (by default, nothing is checked)."""
 
     # -- settings ------------------------------------------------------------------------

@@ -86,7 +86,11 @@ class DatabaseWrapper(ClusterWrapperMixin, pg_base.DatabaseWrapper):
         server refuses (``assume_role`` naming no role, ...) raises the server's error
         from Django's ``connect()``, as with Django's own backend, rather than leaving
         the pools failing in their threads. A primary out of reach is no error here:
-        the monitor and the pools deal with that."""
+        the monitor and the pools deal with that; one that did not answer the monitor's
+        first poll is not asked at all (a hung server would cost every new process the
+        connect timeout, twice with ``sslmode=prefer``, per alias)."""
+        if not cluster._monitor.members[0].polls:
+            return
         options = cluster.pool_options
         timeout = max(2, int(round(cluster.connect_timeout)))
         try:

@@ -17,7 +17,9 @@ Variants, for the tests that start this project in a process of their own:
 
 - REPLPOOL_SITE_APPS: JSON replacing REPLPOOL_DATABASE_APPS;
 - REPLPOOL_SITE_PRIMARY: ``unreachable`` (the primary's PORT is one nobody listens
-  on) or ``wrong-password`` (the primary's PASSWORD is wrong; the replicas' is right);
+  on), ``hung`` (the primary's PORT is REPLPOOL_SITE_CLOSED_PORT too, where the test
+  listens and never answers) or ``wrong-password`` (the primary's PASSWORD is wrong; the
+  replicas' is right);
 - REPLPOOL_SITE_OPTIONS: JSON merged into every alias's OPTIONS;
 - REPLPOOL_SITE_CONN_MAX_AGE: every alias's CONN_MAX_AGE.
 """
@@ -75,7 +77,7 @@ if _primary:
     for alias in DATABASES.values():
         for replica in alias["OPTIONS"]["replicas"]:
             replica["PASSWORD"] = alias["PASSWORD"]
-        if _primary == "unreachable":
+        if _primary in ("unreachable", "hung"):
             alias["PORT"] = os.environ["REPLPOOL_SITE_CLOSED_PORT"]
         elif _primary == "wrong-password":
             alias["PASSWORD"] = "not-the-password"
