@@ -1014,6 +1014,10 @@ def _mysql_functions() -> dict[str, Kind]:
     return out
 
 
+# SHOW statements that read the schema only (MariaDB "SHOW TABLES", "SHOW COLUMNS",
+# "SHOW INDEX", "SHOW DATABASES"), after an optional FULL.
+_MYSQL_SCHEMA_SHOWS = frozenset({"TABLES", "COLUMNS", "FIELDS", "INDEX", "INDEXES", "KEYS", "DATABASES", "SCHEMAS"})
+
 # Session variables that count the conditions the previous statement raised (MariaDB
 # "warning_count", "error_count"): read where that statement ran.
 _MYSQL_DIAGNOSTIC_VARIABLES = frozenset(
@@ -1109,11 +1113,20 @@ class _MySQL(_Dialect):
 
     def show(self, st: list[tuple[str, str]], i: int, rf: frozenset[str]) -> Kind:
         # SHOW WARNINGS / ERRORS [LIMIT ...], SHOW COUNT(*) WARNINGS / ERRORS: the previous
-        # statement's conditions. Any other SHOW: the session's or the server's state.
+        # statement's conditions. SHOW [FULL] TABLES / COLUMNS, SHOW INDEX, SHOW CREATE
+        # TABLE / VIEW, SHOW DATABASES: the schema, which replicas have (Django's
+        # introspection asks SHOW FULL TABLES; a temporary table, which only the session
+        # has, keeps its connection on the primary anyway). Any other SHOW: the
+        # session's or the server's state.
         words = [v for t, v in st[i + 1:i + 6] if t == "w"]
         if words[:1] in (["WARNINGS"], ["ERRORS"]) or (words[:1] == ["COUNT"] and words[1:2] in (
                 ["WARNINGS"], ["ERRORS"])):
             return DIAGNOSTICS
+        if words[:1] == ["FULL"]:
+            words = words[1:]
+        if words[:1] and (words[0] in _MYSQL_SCHEMA_SHOWS or (
+                words[0] == "CREATE" and words[1:2] in (["TABLE"], ["VIEW"]))):
+            return READ
         return SESSION_READ
 
     # -- statements ---------------------------------------------------------------------------

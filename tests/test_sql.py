@@ -260,6 +260,17 @@ MYSQL = (
         SELECT * FROM t FOR SHARE
         SELECT * FROM t LOCK IN SHARE MODE
     """)
+    + examples(MY, READ, """
+        SHOW FULL TABLES
+        SHOW TABLES LIKE 'shop%'
+        SHOW COLUMNS FROM t
+        SHOW FULL COLUMNS FROM `t`
+        SHOW INDEX FROM t
+        SHOW KEYS FROM t
+        SHOW CREATE TABLE `t`
+        SHOW CREATE VIEW v
+        SHOW DATABASES
+    """)
     + examples(MY, DIAGNOSTICS, """
         SELECT FOUND_ROWS()
         SELECT ROW_COUNT()
@@ -293,7 +304,9 @@ MYSQL = (
         SELECT * FROM performance_schema.threads
         SELECT * FROM sys.session
         SHOW VARIABLES LIKE 'sql_mode'
-        SHOW FULL TABLES
+        SHOW FULL PROCESSLIST
+        SHOW TABLE STATUS
+        SHOW CREATE USER app
         DEALLOCATE PREPARE p
         DROP PREPARE p
         UNLOCK TABLES

@@ -20,8 +20,10 @@ router can tell without connecting, reported by ``manage.py check`` (and by ``mi
                    would answer with no token, and the next one could miss that write
 ``replpool.W001``  ``REPLPOOL_DATABASE_APPS`` is set, but ``AppRouter`` is not in
                    ``DATABASE_ROUTERS``: it has no effect
-``replpool.W002``  other middleware comes before ``ReadYourWritesMiddleware``: what it
-                   writes in a request that writes nothing else has no token
+``replpool.W002``  middleware that may write to a database (not one of Django's own that
+                   write nothing, such as ``SecurityMiddleware``) comes before
+                   ``ReadYourWritesMiddleware``: what it writes in a request that writes
+                   nothing else has no token
 =================  ==========================================================================
 
 They are registered when a replpool engine or the router is loaded (Django loads the
@@ -110,6 +112,21 @@ def check_router(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
 MIDDLEWARE = "replpool.django.middleware.ReadYourWritesMiddleware"
 SESSION_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
 DATABASE_SESSIONS = ("django.contrib.sessions.backends.db", "django.contrib.sessions.backends.cached_db")
+# Django's own middleware that writes nothing to a database: they read settings, headers,
+# the session or the user (what the session holds is saved by SessionMiddleware).
+QUIET_MIDDLEWARE = frozenset({
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.middleware.gzip.GZipMiddleware",
+    "django.middleware.http.ConditionalGetMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.contrib.sites.middleware.CurrentSiteMiddleware",
+})
 
 
 @checks.register(TAG)
@@ -135,8 +152,14 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
             hint=f"Put {MIDDLEWARE} first in MIDDLEWARE: {order}, ...",
             id="replpool.E010",
         )]
+    writers = [
+        m for m in before
+        if m not in QUIET_MIDDLEWARE and not (m == SESSION_MIDDLEWARE and engine not in DATABASE_SESSIONS)
+    ]
+    if not writers:
+        return []
     return [checks.Warning(
-        f"{', '.join(before)} come{'s' if len(before) == 1 else ''} before {MIDDLEWARE} in "
+        f"{', '.join(writers)} come{'s' if len(writers) == 1 else ''} before {MIDDLEWARE} in "
         "MIDDLEWARE: what they write in a request that writes nothing else has no token, so "
         "the next request could read a replica without it",
         hint=f"Put {MIDDLEWARE} first in MIDDLEWARE: {order}, ...",

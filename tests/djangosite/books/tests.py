@@ -227,10 +227,21 @@ class MiddlewareOrderCheckTests(SimpleTestCase):
         self.assertEqual(check_id, "replpool.E010")
         self.assertIn(f"{READ_YOUR_WRITES}, {SESSION}, {AUTH}", hint)
 
-    def test_signed_cookie_sessions_before_it_are_a_warning(self):
-        with override_settings(MIDDLEWARE=[SESSION, READ_YOUR_WRITES],
+    def test_middleware_that_writes_no_database_may_come_first(self):
+        # Django's project template puts SecurityMiddleware first; signed-cookie
+        # sessions write no row.
+        with override_settings(MIDDLEWARE=["django.middleware.security.SecurityMiddleware", SESSION,
+                                           READ_YOUR_WRITES, AUTH],
                                SESSION_ENGINE="django.contrib.sessions.backends.signed_cookies"):
-            self.assertEqual([i for i, _ in self.messages()], ["replpool.W002"])
+            self.assertEqual(self.messages(), [])
+
+    def test_other_middleware_before_it_is_a_warning_naming_it(self):
+        with override_settings(MIDDLEWARE=["django.middleware.security.SecurityMiddleware",
+                                           "books.middleware.Audit", READ_YOUR_WRITES]):
+            ((check_id, hint),) = self.messages()
+        self.assertEqual(check_id, "replpool.W002")
+        self.assertIn(f"{READ_YOUR_WRITES}, django.middleware.security.SecurityMiddleware, books.middleware.Audit",
+                      hint)
 
 
 def wrapper(alias, *, primary=None, replicas=None, options=None):
