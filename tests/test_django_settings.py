@@ -135,3 +135,16 @@ def test_the_printed_sharded_settings_are_python_that_reads_back_the_same():
     assert namespace["REPLPOOL_SHARDING"] == sharding
     assert namespace["DATABASE_ROUTERS"] == ["replpool.django.sharding.ShardRouter"]
     assert '"models": {},  # each sharded model and its shard key field' in text
+
+
+def test_a_misspelt_key_of_a_replica_is_reported_once():
+    found = system_checks({"replicas": [{"HOST": "db2", "OPTIONS": {"sslmdoe": "require"}}]})
+    assert [check for check, _ in found] == ["replpool.E001"], found
+    assert "did you mean 'sslmode'?" in found[0][1]
+
+
+def test_replica_functions_must_be_a_list_of_names():
+    found = system_checks({"replica_functions": ["order_total", "reports.monthly; DROP TABLE x"]})
+    assert [check for check, _ in found] == ["replpool.E003"], found
+    assert "['replica_functions'] must be a list" in found[0][1]
+    assert system_checks({"replica_functions": ["order_total", "Reports.Monthly"]}) == []

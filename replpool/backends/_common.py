@@ -356,6 +356,14 @@ class ClusterWrapperMixin:
         options = dict(settings_dict.get("OPTIONS") or {})
         allowed = self.connection_options | set(REPLPOOL_OPTIONS)
         settings_dict["OPTIONS"] = {k: v for k, v in options.items() if k in allowed}
+        replicas = settings_dict["OPTIONS"].get("replicas")
+        if isinstance(replicas, list):  # and each replica's unknown keys (reported above)
+            settings_dict["OPTIONS"]["replicas"] = [
+                {**entry, "OPTIONS": {k: v for k, v in entry["OPTIONS"].items()
+                                      if k in self.replica_connection_options}}
+                if isinstance(entry, dict) and isinstance(entry.get("OPTIONS"), dict) else entry
+                for entry in replicas
+            ]
         try:
             type(self)(settings_dict, self.alias).build_cluster()  # type: ignore[call-arg]
         except SettingsError as exc:
