@@ -103,4 +103,5 @@ class CookieSetter:
         dict.__setitem__(morsel, "expires", expires[1])
         if secure:
             dict.__setitem__(morsel, "secure", True)
-        response.cookies[self.name] = morsel
+        # What SimpleCookie.__setitem__ does with a Morsel, without its Python frame.
+        dict.__setitem__(response.cookies, self.name, morsel)
