@@ -84,91 +84,100 @@ def main(argv: list[str] | None = None) -> int:
     with PostgresLab(replicas=2) as lab:
         configure(lab, max(2, max(args.threads)))
         from django.db import close_old_connections, connections
-        from django.http import HttpResponse, HttpResponseRedirect
-        from django.test import RequestFactory
 
-        from benchapp.models import Item
-        from replpool.django.middleware import ReadYourWritesMiddleware
+        try:
+            from django.http import HttpResponse, HttpResponseRedirect
+            from django.test import RequestFactory
 
-        with connections["default"].schema_editor() as editor:
-            editor.create_model(Item)
-        Item.objects.bulk_create([Item(name=f"item {i}", price=i) for i in range(ROWS)])
-        lab.wait_until_caught_up()
-        keys = itertools.count()
+            from benchapp.models import Item
+            from replpool.django.middleware import ReadYourWritesMiddleware
 
-        def read_view(alias: str) -> Any:
-            def view(request: Any) -> HttpResponse:
-                k = next(keys) % ROWS + 1
-                item = Item.objects.using(alias).filter(pk=k).first()
-                page = list(Item.objects.using(alias).filter(pk__gte=k).order_by("pk")[:10])
-                return HttpResponse(f"{item.name if item else '-'} {len(page)}")
-            return view
+            with connections["default"].schema_editor() as editor:
+                editor.create_model(Item)
+            Item.objects.bulk_create([Item(name=f"item {i}", price=i) for i in range(ROWS)])
+            lab.wait_until_caught_up()
+            keys = itertools.count()
 
-        def write_view(alias: str) -> Any:
-            def view(request: Any) -> HttpResponse:
-                item = Item.objects.using(alias).create(name="new", price=1)
-                return HttpResponseRedirect(f"/items/{item.pk}/")
-            return view
+            def read_view(alias: str) -> Any:
+                def view(request: Any) -> HttpResponse:
+                    k = next(keys) % ROWS + 1
+                    item = Item.objects.using(alias).filter(pk=k).first()
+                    page = list(Item.objects.using(alias).filter(pk__gte=k).order_by("pk")[:10])
+                    return HttpResponse(f"{item.name if item else '-'} {len(page)}")
+                return view
 
-        factory = RequestFactory()
+            def write_view(alias: str) -> Any:
+                def view(request: Any) -> HttpResponse:
+                    item = Item.objects.using(alias).create(name="new", price=1)
+                    return HttpResponseRedirect(f"/items/{item.pk}/")
+                return view
 
-        def serve(view: Any, middleware: bool) -> Any:
-            handler = ReadYourWritesMiddleware(view) if middleware else view
+            factory = RequestFactory()
 
-            def request() -> None:
-                response = handler(factory.get("/") if view.__name__ == "view" else factory.post("/"))
-                assert response.status_code in (200, 302), response.status_code
-                close_old_connections()
-            return request
+            def serve(view: Any, middleware: bool) -> Any:
+                handler = ReadYourWritesMiddleware(view) if middleware else view
 
-        variants_read = {
-            "django pool (primary)": serve(read_view("default"), False),
-            "replpool, one db, engine": serve(read_view("replpool_one"), False),
-            "replpool, one database": serve(read_view("replpool_one"), True),
-            "replpool, 2 replicas": serve(read_view("replpool_replicas"), True),
-        }
-        variants_write = {
-            "django pool (primary)": serve(write_view("default"), False),
-            "replpool, one db, engine": serve(write_view("replpool_one"), False),
-            "replpool, one database": serve(write_view("replpool_one"), True),
-            "replpool, 2 replicas": serve(write_view("replpool_replicas"), True),
-        }
-        placement = pin_cpus(lab)
-        print(f"Django views on a PostgreSQL lab (primary {lab.primary.port}, replicas "
-              f"{', '.join(str(r.port) for r in lab.replicas)}); {args.rounds} rounds of "
-              f"{args.seconds:g} s; {placement}\n")
-        for threads in args.threads:
-            reads = interleaved(variants_read, rounds=args.rounds, seconds=args.seconds, threads=threads)
-            writes = interleaved(variants_write, rounds=args.rounds, seconds=args.seconds, threads=threads)
-            print(table(f"read view, {threads} thread(s)", reads, "django pool (primary)"))
-            print(table(f"write view, {threads} thread(s)", writes, "django pool (primary)"))
+                def request() -> None:
+                    response = handler(factory.get("/") if view.__name__ == "view" else factory.post("/"))
+                    assert response.status_code in (200, 302), response.status_code
+                    close_old_connections()
+                return request
+
+            variants_read = {
+                "django pool (primary)": serve(read_view("default"), False),
+                "replpool, one db, engine": serve(read_view("replpool_one"), False),
+                "replpool, one database": serve(read_view("replpool_one"), True),
+                "replpool, 2 replicas": serve(read_view("replpool_replicas"), True),
+            }
+            variants_write = {
+                "django pool (primary)": serve(write_view("default"), False),
+                "replpool, one db, engine": serve(write_view("replpool_one"), False),
+                "replpool, one database": serve(write_view("replpool_one"), True),
+                "replpool, 2 replicas": serve(write_view("replpool_replicas"), True),
+            }
+            placement = pin_cpus(lab)
+            print(f"Django views on a PostgreSQL lab (primary {lab.primary.port}, replicas "
+                  f"{', '.join(str(r.port) for r in lab.replicas)}); {args.rounds} rounds of "
+                  f"{args.seconds:g} s; {placement}\n")
+            for threads in args.threads:
+                reads = interleaved(variants_read, rounds=args.rounds, seconds=args.seconds, threads=threads)
+                writes = interleaved(variants_write, rounds=args.rounds, seconds=args.seconds, threads=threads)
+                print(table(f"read view, {threads} thread(s)", reads, "django pool (primary)"))
+                print(table(f"write view, {threads} thread(s)", writes, "django pool (primary)"))
+                print()
+            # Replicas add throughput only where they bring CPUs of their own, and where the
+            # primary's CPU is what runs out: a report view whose query keeps its server
+            # busy. The primary and its replicas share CPU 1 above; now one replica moves
+            # to the client's CPU, as if each database server had one CPU.
+            series = calibrate(lab, args.report_ms)
+
+            def report_view(alias: str) -> Any:
+                def view(request: Any) -> HttpResponse:
+                    with connections[alias].cursor() as cursor:
+                        cursor.execute("SELECT sum(g) FROM generate_series(1, %s) AS g", [series])
+                        return HttpResponse(str(cursor.fetchone()[0]))
+                return view
+
+            moved = move_to_client_cpu(lab, lab.replicas[0])
+            reports = interleaved(
+                {
+                    "django pool (primary)": serve(report_view("default"), False),
+                    "replpool, 2 replicas": serve(report_view("replpool_replicas"), True),
+                },
+                rounds=args.rounds, seconds=args.seconds, threads=max(args.threads),
+            )
+            print(table(f"report view ({args.report_ms:g} ms query), {max(args.threads)} thread(s); "
+                        f"{moved}", reports, "django pool (primary)"))
             print()
-        # Replicas add throughput only where they bring CPUs of their own, and where the
-        # primary's CPU is what runs out: a report view whose query keeps its server
-        # busy. The primary and its replicas share CPU 1 above; now one replica moves
-        # to the client's CPU, as if each database server had one CPU.
-        series = calibrate(lab, args.report_ms)
-
-        def report_view(alias: str) -> Any:
-            def view(request: Any) -> HttpResponse:
-                with connections[alias].cursor() as cursor:
-                    cursor.execute("SELECT sum(g) FROM generate_series(1, %s) AS g", [series])
-                    return HttpResponse(str(cursor.fetchone()[0]))
-            return view
-
-        moved = move_to_client_cpu(lab, lab.replicas[0])
-        reports = interleaved(
-            {
-                "django pool (primary)": serve(report_view("default"), False),
-                "replpool, 2 replicas": serve(report_view("replpool_replicas"), True),
-            },
-            rounds=args.rounds, seconds=args.seconds, threads=max(args.threads),
-        )
-        print(table(f"report view ({args.report_ms:g} ms query), {max(args.threads)} thread(s); "
-                    f"{moved}", reports, "django pool (primary)"))
-        print()
-        routing = connections["replpool_replicas"].replpool_cluster().status().routing
-        print(f"replpool (2 replicas) routing: {routing}")
+            routing = connections["replpool_replicas"].replpool_cluster().status().routing
+            print(f"replpool (2 replicas) routing: {routing}")
+        finally:
+            # Close every alias's connections and pools, replpool's clusters (and their
+            # monitors) included, while the lab still runs: a monitor still running
+            # when the lab stops would report its servers down.
+            for alias in list(connections):
+                connections[alias].close()
+                connections[alias].close_pool()
     return 0
 
 

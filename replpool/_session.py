@@ -33,7 +33,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol, TypeVar, overload
+from typing import Any, NamedTuple, NoReturn, Protocol, TypeVar, overload
 
 from . import _tokens
 from ._errors import ConfigurationError, TokenError, WriteInProgress
@@ -390,14 +390,7 @@ class Session:
         :class:`~replpool.WriteInProgress` while a write of the session has not
         committed: no token could cover it."""
         if self._open:
-            clusters = ", ".join(repr(c) for c in sorted(self._open))
-            raise WriteInProgress(
-                f"this session has a write in progress on {clusters} (an open transaction or "
-                "connection block): a token made now would not cover it. Take the token "
-                "once it has committed (Django: in transaction.on_commit; "
-                "replpool.django.tasks.send_on_commit does it for tasks)",
-                cluster=next(iter(sorted(self._open))),
-            )
+            self._raise_write_in_progress()
         out: dict[str, _tokens.Entry] = {}
         for name, req in self.snapshot().items():
             if req.pending_since is not None:
@@ -410,6 +403,16 @@ class Session:
             if req.floor is not None or nonce is not None:
                 out[name] = _tokens.Entry(req.engine, req.floor, nonce)
         return out
+
+    def _raise_write_in_progress(self) -> NoReturn:
+        clusters = ", ".join(repr(c) for c in sorted(self._open))
+        raise WriteInProgress(
+            f"this session has a write in progress on {clusters} (an open transaction or "
+            "connection block): a token made now would not cover it. Take the token "
+            "once it has committed (Django: in transaction.on_commit; "
+            "replpool.django.tasks.send_on_commit does it for tasks)",
+            cluster=next(iter(sorted(self._open))),
+        )
 
     def _nonce_for(self, cluster: str, since: int) -> str:
         """The nonce naming this session's observation pending since ``since`` on
@@ -433,6 +436,31 @@ class Session:
         with self._lock:
             for name, req in list(self._reqs.items()):
                 self._pend(name, req.engine, now_ns)
+
+    def covering_entries(self, now_ns: int) -> dict[str, _tokens.Entry]:
+        """:meth:`cover_until_now`, then :meth:`entries`, in one pass (web middleware
+        does this for every request that wrote): each cluster's floor, and a new nonce
+        for everything observed up to ``now_ns``. Nothing is resolved from the
+        monitors' samples, as :meth:`entries` would try to: none can have been sent
+        after ``now_ns`` yet. Raises :class:`~replpool.WriteInProgress` as
+        :meth:`entries` does."""
+        if self._open:
+            self._raise_write_in_progress()
+        out: dict[str, _tokens.Entry] = {}
+        with self._lock:
+            reqs, nonces = self._reqs, self._nonces
+            for name, req in reqs.items():
+                since = now_ns if req.pending_since is None or req.pending_since < now_ns else req.pending_since
+                reqs[name] = Requirement(req.engine, req.floor, since)
+                # Always a new nonce: one a token gave before names an earlier moment.
+                nonce = _tokens.new_nonce()
+                named = nonces.get(name)
+                if named is None:
+                    nonces[name] = [(since, nonce)]
+                else:
+                    named.append((since, nonce))
+                out[name] = _tokens.Entry(req.engine, req.floor, nonce)
+        return out
 
     def token(self) -> str | None:
         """The token of what this session must observe, or None if nothing. Raises

@@ -826,3 +826,32 @@ def test_covering_until_now_names_everything_before_by_a_nonce() -> None:
     assert s.requirement("c") == Requirement(PG, LSN(100), 50)
     (entry,) = _tokens.decode(s.token()).values()  # type: ignore[arg-type]
     assert entry.position == LSN(100) and entry.pending is not None
+
+
+def test_covering_entries_is_cover_until_now_then_entries_in_one_pass() -> None:
+    s = Session()
+    s.require("c", LSN(100))
+    s.observe("c", PG, 5, member=1)
+    s.note_write("d", PG, 70)  # ended after the moment covered: stays pending since 70
+    entries = s.covering_entries(50)
+    assert s.requirement("c") == Requirement(PG, LSN(100), 50)
+    assert s.requirement("d") == Requirement(PG, None, 70)
+    assert entries["c"].position == LSN(100) and entries["d"].position is None
+    assert entries["c"].pending and entries["d"].pending
+    assert _tokens.decode(_tokens.encode(entries)) == entries
+    # Each covering names its moment by a nonce of its own.
+    assert s.covering_entries(60)["c"].pending != entries["c"].pending
+    # The session remembers what its nonces stand for: a primary sample sent after the
+    # covered moment resolves them, for the next request that brings the token.
+    s.note_resolution("c", LSN(300), 80)
+    assert _session._recall("c", entries["c"].pending) == LSN(300)  # type: ignore[arg-type]
+
+
+def test_covering_entries_refuses_inside_an_uncommitted_write() -> None:
+    s = Session()
+    s.note_write("c", PG, 5)
+    s.write_began("c")
+    with pytest.raises(replpool.WriteInProgress, match="transaction.on_commit"):
+        s.covering_entries(10)
+    s.write_ended("c")
+    assert set(s.covering_entries(10)) == {"c"}

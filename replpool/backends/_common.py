@@ -34,6 +34,7 @@ CLUSTER_OPTIONS = (
     "failover_wait", "probe_timeout", "connect_timeout",
 )
 REPLPOOL_OPTIONS = ("replicas", "pool", "replica_functions", *CLUSTER_OPTIONS)
+_REPLPOOL_OPTION_SET = frozenset(REPLPOOL_OPTIONS)
 # What a replica entry may set; everything else is the primary's (a physical replica
 # serves the same databases, so NAME is the primary's, test databases included).
 REPLICA_KEYS = ("HOST", "PORT", "USER", "PASSWORD", "OPTIONS")
@@ -510,8 +511,9 @@ class ClusterWrapperMixin:
             self._replpool_shared = None
 
     def strip_replpool_options(self, params: dict[str, Any]) -> dict[str, Any]:
-        for key in REPLPOOL_OPTIONS:
-            params.pop(key, None)
+        # Every connect() asks: only the keys there are (often none) are looked at.
+        for key in _REPLPOOL_OPTION_SET.intersection(params):
+            del params[key]
         return params
 
 

@@ -131,8 +131,11 @@ class ReadYourWritesMiddleware:
     # -- incoming --------------------------------------------------------------------------
 
     def _adopt(self, request: HttpRequest, session: _session.Session) -> None:
+        incoming = self._incoming(request)
+        if not incoming:
+            return  # most requests: no token, nothing more to do
         now = time.monotonic_ns()
-        for source, entries in self._incoming(request):
+        for source, entries in incoming:
             try:
                 _session.adopt_entries(session, entries, now)
             except Error as exc:
@@ -202,16 +205,16 @@ class ReadYourWritesMiddleware:
         # The token names, by a nonce, everything up to the moment it reaches the client:
         # writes made after this point by middleware around this one (a session row
         # saved on the way out) are covered too, by causality.
-        session.cover_until_now(time.monotonic_ns())
         try:
-            token = session.token()
+            entries = session.covering_entries(time.monotonic_ns())
         except WriteInProgress as exc:
             logger.warning("no replpool token for %s: %s", request.path, exc)
             return
-        if token is None:
+        if not entries:
             return
         c = self.config
-        signed = self.signer.sign(token)  # one signature serves the cookie and the header
+        # One signature serves the cookie and the header.
+        signed = self.signer.sign(_tokens.encode(entries))
         if self._cookie is not None:
             self._cookie.set(response, signed, secure=request.is_secure() if c.secure is None else c.secure)
         if c.header:
