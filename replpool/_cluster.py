@@ -36,7 +36,9 @@ class Cluster(ClusterBase[Pool]):
     :param max_replica_lag_bytes: bytes of log; the same, by size (None: no limit).
     :param monitor_interval: seconds between two polls of every member while the
         cluster serves traffic (0.1).
-    :param monitor_idle_interval: seconds between two polls while it serves none (1).
+    :param monitor_idle_interval: seconds between two polls while it serves none (1), per
+        statement the servers count (MariaDB: a round that also read the replication status
+        waits twice as long).
     :param monitor_demand_interval: reads that need fresher positions than the monitor
         has ask for a poll at once; at most one such poll every this many seconds
         (0.005). None: never (reads then wait for the monitor's own pace).

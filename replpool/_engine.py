@@ -58,6 +58,9 @@ class Sample:
     # MariaDB/MySQL: the evidence ``in_recovery`` was guessed from (the monitor decides
     # the role from every member's, see replpool._roles); None for PostgreSQL.
     replication: Replication | None = None
+    # Statements the poll ran, as the server counts them (MariaDB/MySQL: 2 when the
+    # replication status came with it); the idle pace spaces rounds by it.
+    statements: int = 1
 
 
 class Pool(Protocol):

@@ -3,7 +3,9 @@ replication position, keeps each member's health, and publishes an immutable
 :class:`~replpool._routing.Topology` for the router.
 
 It polls every ``interval`` while the cluster serves traffic, every ``idle_interval``
-when it does not, and at once when a read asks for it (:meth:`Monitor.demand`: a read
+when it does not (spaced by the statements a round ran, so that an idle process costs
+each server one statement per ``idle_interval``: MariaDB's replication status, read
+every few seconds, is a second statement), and at once when a read asks for it (:meth:`Monitor.demand`: a read
 needed a position no replica was known to have). Demanded rounds are coalesced: one in
 flight per cluster, at most one every ``demand_interval`` seconds, shared by every
 waiting session. Each round is one small query per member. Polls run on a small executor (one
@@ -128,6 +130,7 @@ class Monitor:
             tuple(MemberView(m.index, m.spec.name, "unknown", True) for m in self.members)
         )
         self.rounds = 0
+        self.round_statements = 1  # the most statements a member's poll ran last round
         self.failovers = 0
         self._primary: int | None = None
         self._last_primary: int | None = None
@@ -225,6 +228,7 @@ class Monitor:
         assert self._executor is not None
         now = time.monotonic()
         submitted: list[Future[Sample]] = []
+        statements = 1
         with self.lock:
             # Looking for a primary: polls read all that decides a role, at once.
             thorough = self._primary is None or not self.members[self._primary].health.up
@@ -253,7 +257,10 @@ class Monitor:
                 return
             for m in self.members:
                 if m.inflight is not None and m.inflight.done():
+                    if m.inflight in submitted and not m.inflight.cancelled() and m.inflight.exception() is None:
+                        statements = max(statements, m.inflight.result().statements)
                     self._collect(m, time.monotonic())
+            self.round_statements = statements
             self.rounds += 1
             self._publish()
             topology = self.topology
@@ -773,7 +780,7 @@ def _run(ref: weakref.ref[Monitor], stop: threading.Event, demanded: threading.E
                 )
         busy = monitor.traffic != traffic
         traffic = monitor.traffic
-        interval = monitor.interval if busy else monitor.idle_interval
+        interval = monitor.interval if busy else monitor.idle_interval * monitor.round_statements
         monitor.idle = not busy
         hang = monitor.hang_deadline()
         gap = monitor.demand_interval or 0.0

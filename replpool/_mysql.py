@@ -441,6 +441,8 @@ class MySQLEngine:
         make = mariadb_sample if flavor == "mariadb" else mysql_sample
         sample = make(row, status_rows, sent, conn._rp_epoch, sources)
         if status_rows is not None:
+            sample = dataclasses.replace(sample, statements=2)
+        if status_rows is not None:
             conn._rp_received = sample.received
         elif sample.in_recovery and getattr(conn, "_rp_received", None) is not None:
             # Between two readings of the status: what it said then, and what was

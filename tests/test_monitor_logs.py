@@ -203,3 +203,28 @@ def test_a_process_exiting_while_its_primary_hangs_logs_nothing(fixture, request
     assert proc.returncode == 0 and "served" in proc.stdout, proc.stderr
     assert proc.stderr == "", proc.stderr
     assert lab.password not in proc.stderr
+
+
+def test_an_idle_mariadb_cluster_costs_each_member_one_statement_per_idle_interval(mariadb_lab, monkeypatch):
+    """The servers count the replication status, read now and then with a poll, as a
+    statement of its own: the idle pace spaces rounds by what they ran. Here the status
+    comes with every poll (the worst case), so rounds come at half the pace."""
+    import replpool._mysql
+
+    monkeypatch.setattr(replpool._mysql, "_STATUS_INTERVAL", 0.0)
+    lab = mariadb_lab
+
+    def questions() -> list[int]:
+        return [int(lab.query(m, "SHOW GLOBAL STATUS LIKE 'Questions'")[0][1]) for m in lab.members]
+
+    with cluster_of(lab, monitor_interval=0.05, monitor_idle_interval=0.25) as c:
+        rounds = c.status().monitor_rounds
+        wait_until(lambda: c.status().monitor_rounds > rounds + 2, 5, "idle rounds")
+        first = questions()
+        before, start = questions(), time.monotonic()
+        own = [b - f for f, b in zip(first, before)]  # what asking costs (a connection's set-up)
+        time.sleep(3)
+        after, took = questions(), time.monotonic() - start
+    for b, a, o in zip(before, after, own):
+        rate = (a - b - o) / took
+        assert rate <= 1 / 0.25 + 0.5, (before, after, own, took)  # 8 a second without the spacing
