@@ -120,7 +120,11 @@ class LifoConnectionPool(psycopg_pool.ConnectionPool):  # type: ignore[type-arg]
     ``check`` callback, a connection to roll back, replace or close, a closed pool) goes
     through psycopg_pool's own code. It reads private attributes of psycopg_pool, so it
     is enabled only on the versions it was checked against (:data:`FAST_PATH`); the
-    test suite pins each behaviour it must keep."""
+    test suite pins each behaviour it must keep.
+
+    Each connection that enters the idle pool (returned, new, or checked) is stamped
+    with the time, ``conn._replpool_returned`` (``time.monotonic()``), for
+    :meth:`PostgresEngine.alive`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -142,15 +146,22 @@ class LifoConnectionPool(psycopg_pool.ConnectionPool):  # type: ignore[type-arg]
             self._fast_put
             and getattr(conn, "_pool", None) is self
             and conn.pgconn.transaction_status == _IDLE
-            and conn._expire_at > time.monotonic()
+            and conn._expire_at > (now := time.monotonic())
             and (not _HAS_DRAIN or conn._created_at > self._drained_at)
         ):
             with self._lock:
                 if not self._closed and not self._waiting and self._pool_full_event is None:
                     conn._pool = None
+                    conn._replpool_returned = now
                     self._pool.append(conn)
                     return
         super().putconn(conn)
+
+    def _add_to_pool(self, conn: Any) -> None:
+        # Every other way into the idle pool (psycopg_pool's return, a new connection,
+        # one that passed check()): the connection worked just now.
+        conn._replpool_returned = time.monotonic()
+        super()._add_to_pool(conn)
 
     def _get_ready_connection(self, timeout: float | None) -> Any:
         # Called with the pool's lock held, as the base class does.
@@ -179,6 +190,10 @@ class LifoConnectionPool(psycopg_pool.ConnectionPool):  # type: ignore[type-arg]
 
 _IDLE = pq.TransactionStatus.IDLE
 _CONN_OK = pq.ConnStatus.OK
+# A connection back in its pool for less than this many seconds is handed out without
+# the liveness check (see PostgresEngine.alive); _NEVER: not stamped by a pool.
+RECENTLY_RETURNED = 0.001
+_NEVER = float("-inf")
 _HAS_DRAIN = hasattr(psycopg_pool.ConnectionPool, "drain")
 # The psycopg_pool versions whose getconn/putconn the short path was checked against.
 FAST_PATH_VERSIONS = ("3.2.", "3.3.")
@@ -530,12 +545,23 @@ class PostgresEngine:
     def alive(self, conn: psycopg.Connection[Any]) -> bool:
         """Whether an idle pooled connection still works, without a round trip: a
         healthy idle connection has nothing to read, while one whose server went away
-        has an end-of-file (or a farewell message) waiting."""
+        has an end-of-file (or a farewell message) waiting.
+
+        A connection that its pool took back less than :data:`RECENTLY_RETURNED`
+        seconds ago (1 ms; the pool stamps ``conn._replpool_returned``) is not looked at:
+        it worked then, and looking costs a system call, which lets another thread take
+        the interpreter. Only a server that died within that millisecond goes unseen;
+        its connection then fails like those in flight when it died (``query()`` and the
+        Django engines run a failed replica read once more elsewhere)."""
+        watch: _Watch | None = getattr(conn, "_replpool_watch", None)
+        if (
+            watch is not None and not watch.doomed
+            and time.monotonic() - getattr(conn, "_replpool_returned", _NEVER) < RECENTLY_RETURNED
+        ):
+            return True
         pgconn = conn.pgconn
         try:
-            try:
-                watch = conn._replpool_watch  # type: ignore[attr-defined]
-            except AttributeError:
+            if watch is None:
                 watch = _watch(conn)
             # A farewell message and the end of the stream may arrive in two reads.
             for _ in range(3):
