@@ -14,7 +14,7 @@ import math
 import re
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -43,6 +43,10 @@ logger = logging.getLogger("replpool")
 _NAME_RE = re.compile(r"\A[A-Za-z0-9_.:-]{1,100}\Z")
 # Dead idle connections skipped on one checkout before giving up on that member.
 _MAX_DEAD_SKIPS = 3
+# How a checkout is counted: member index, "primary" or "replica", reason, level of a
+# read (None: a write). Counted keys are folded into the totals once this many gathered.
+RouteKey = tuple[int, str, Reason, Level | None]
+_FOLD_AT = 4096
 
 
 def _number(name: str, value: Any, *, minimum: float, inclusive: bool = True, unit: str = "seconds") -> float:
@@ -245,9 +249,13 @@ class ClusterBase(Generic[P]):
         self._monitor.on_member_down = self._member_down
         self._monitor.on_member_up = self._member_up
         self._monitor.pool_stats = self._pool_snapshots
-        self._stats_lock = threading.Lock()
         # Checkouts by (member index, "primary" or "replica", reason, level of a read).
-        self._routes: Counter[tuple[int, str, Reason, Level | None]] = Counter()
+        # A checkout appends its key to _tally (a deque's append is atomic: no lock on
+        # the hot path, and no count lost between threads); the keys are folded into
+        # _routes, under _stats_lock, when status() reads them or when many gathered.
+        self._tally: deque[RouteKey] = deque()
+        self._stats_lock = threading.Lock()
+        self._routes: Counter[RouteKey] = Counter()
         self._opened = False
         self._closed = False
 
@@ -452,11 +460,21 @@ class ClusterBase(Generic[P]):
 
     def _count(self, index: int, role: str, reason: Reason, level: Consistency | None = None) -> None:
         lvl = level.level if level is not None else None
-        key = (index, role, reason, lvl)
-        with self._stats_lock:
-            self._routes[key] += 1
+        tally = self._tally
+        tally.append((index, role, reason, lvl))
+        if len(tally) >= _FOLD_AT:
+            self._counted()
         for o in _observe._observers:
             o.routed(self.name, self._members[index].spec.name, role, reason, lvl)
+
+    def _counted(self) -> dict[RouteKey, int]:
+        """Every checkout counted so far, by key (see ``_tally``)."""
+        with self._stats_lock:
+            tally = self._tally
+            # Only this folds (under the lock), and others only append: the first
+            # len(tally) keys are there to take.
+            self._routes.update([tally.popleft() for _ in range(len(tally))])
+            return dict(self._routes)
 
     def _retry_avoiding(
         self, exc: Exception, failed: int | None, conn: Any, on_replica: bool, avoid: frozenset[int]
@@ -578,8 +596,7 @@ class ClusterBase(Generic[P]):
     def status(self) -> ClusterStatus:
         """A snapshot of every member: role, health, positions, lag, pool, routing."""
         topo = self._monitor.topology
-        with self._stats_lock:
-            counted = dict(self._routes)
+        counted = self._counted()
         routes: Counter[tuple[int, str, Reason]] = Counter()
         by_level: dict[str, dict[str, int]] = {}
         for (index, role, reason, lvl), n in counted.items():

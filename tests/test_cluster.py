@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import replpool
-from replpool import Reason, _pg, _session
+from replpool import Reason, _clusterbase, _pg, _session
 from tests.engines import CLUSTER_LABS, POSTGRESQL, EngineOps, rows
 from tests.fronts import AsyncFront
 from tests.labtools import wait_until
@@ -162,6 +162,37 @@ def test_a_session_keeps_reading_the_replica_it_read_last(lab, engine, make_clus
             c.query(engine.is_replica_sql, read_only=True)
         reads = sorted(m.reads for m in c.status().members)
     assert reads == [0, 0, 10]
+
+
+@sync_only
+def test_checkouts_from_many_threads_are_counted_exactly(cluster, monkeypatch):
+    """Counting takes no lock per checkout: the counted keys are folded into the totals
+    now and then. Folding often, while eight threads count, loses nothing."""
+    monkeypatch.setattr(_clusterbase, "_FOLD_AT", 7)
+    threads, iterations = 8, 150
+    before = cluster.status()
+    errors: list[BaseException] = []
+
+    def user() -> None:
+        try:
+            for i in range(iterations):
+                with replpool.session(), cluster.connection(read_only=i % 3 != 0):
+                    pass
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=user) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert not errors
+    after = cluster.status()
+    checkouts = sum(m.reads + m.writes for m in after.members) - sum(m.reads + m.writes for m in before.members)
+    writes = sum(m.writes for m in after.members) - sum(m.writes for m in before.members)
+    assert (checkouts, writes) == (threads * iterations, threads * (iterations // 3))
+    by_level = sum(after.reads_by_level["session"].values()) - sum(before.reads_by_level.get("session", {}).values())
+    assert by_level == threads * (iterations - iterations // 3)
 
 
 # -- read your writes ----------------------------------------------------------------------
