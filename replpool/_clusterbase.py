@@ -527,9 +527,10 @@ class ClusterBase(Generic[P]):
         reads see at least as much. A read that went to the primary because no replica was
         known to be fresh enough asks the monitor for a round now, whose samples, sent
         after this read, can tell."""
-        if reason in WAITABLE:
+        if reason is not None and reason in WAITABLE:
             self._monitor.demand()
-        if level.level is Level.SESSION or level.level is Level.STRONG:
+        lvl = level.level
+        if lvl is Level.SESSION or lvl is Level.STRONG:
             session = _session._current.get() or _session._implicit.session or _session.writing_session()
             life = self._monitor.topology.members[member].life if member is not None else 0
             session.observe(self.name, self._engine.name, time.monotonic_ns(), member, life)

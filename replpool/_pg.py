@@ -134,8 +134,11 @@ class LifoConnectionPool(psycopg_pool.ConnectionPool):  # type: ignore[type-arg]
     def getconn(self, timeout: float | None = None) -> Any:
         if self._fast_get:
             with self._lock:
-                if self._pool and not self._closed and not self._open_implicit:
-                    conn = self._pop_idle()
+                idle = self._pool
+                if idle and not self._closed and not self._open_implicit:
+                    conn = idle.pop()  # _pop_idle(), one call shorter
+                    if len(idle) < self._nconns_min:
+                        self._nconns_min = len(idle)
                     self._stats[self._REQUESTS_NUM] += 1
                     conn._pool = self
                     return conn
@@ -582,9 +585,6 @@ class PostgresEngine:
         whose opening replpool did not see, when it first checked it."""
         watch = getattr(conn, "_replpool_watch", None)
         return watch.opened if watch is not None else time.monotonic()
-
-    def enter(self, conn: psycopg.Connection[Any]) -> None:
-        conn.__enter__()
 
     def exit(self, conn: psycopg.Connection[Any], exc: BaseException | None) -> None:
         # psycopg's own rules: commit on success, roll back on error. The pool sets
