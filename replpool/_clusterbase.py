@@ -33,7 +33,7 @@ from ._routing import (
     Topology,
     decide_read,
     resolve_pending,
-    route_read,
+    usual_read,
 )
 from ._session import SESSION, Consistency, Level, make_consistency
 from ._status import ClusterStatus, MemberStatus, PoolStatus
@@ -363,14 +363,10 @@ class ClusterBase(Generic[P]):
             # No replica to choose (a cluster of one database): the primary, at no cost.
             return _PINNED if level.level is Level.STRONG else _NO_REPLICA
         req = self._requirement(level)
-        if req is None and not avoid and level is SESSION:
-            # The common read: no requirement, nothing to avoid, an eligible replica.
-            topo = self._monitor.topology
-            eligible = topo.eligible
-            if eligible:
-                chosen = eligible[0] if len(eligible) == 1 else self._selector.choose(eligible, self._busy)
-                return topo.fresh[chosen.index]
-            return route_read(topo, None, self._selector, busy=self._busy)
+        if not avoid and level is SESSION:
+            usual = usual_read(self._monitor.topology, req, self._selector, self._busy)
+            if usual is not None:
+                return usual
         return decide_read(
             self._monitor.topology, req, self._selector, self._resolve, level=level,
             now_ns=time.monotonic_ns() if level.level is Level.BOUNDED else 0,

@@ -87,6 +87,13 @@ def lock_timeout_value(seconds: float | None) -> str:
     return "0" if seconds is None else f"{max(1, round(seconds * 1000))}ms"
 
 
+def lock_timeout_was_set(conn: Any, seconds: float | None, value: str) -> None:
+    """Remember on ``conn`` that its session's ``lock_timeout`` is now ``value``, asked
+    as ``seconds`` (see ``PostgresEngine.needs_lock_timeout``)."""
+    conn._replpool_lock_timeout = value
+    conn._replpool_lock_timeout_s = seconds
+
+
 def _on_standby(conn: Any, on_replica: bool | None) -> bool:
     """Whether ``conn``'s server is a standby: as it says (``in_hot_standby``), else as
     the caller knows (``on_replica``), else no."""
@@ -586,6 +593,10 @@ class PostgresEngine:
         watch = getattr(conn, "_replpool_watch", None)
         return watch.opened if watch is not None else time.monotonic()
 
+    def in_transaction(self, conn: Any) -> bool:
+        """Whether a connection of either front is in a transaction (no I/O)."""
+        return bool(conn.pgconn.transaction_status != _IDLE)
+
     def exit(self, conn: psycopg.Connection[Any], exc: BaseException | None) -> None:
         # psycopg's own rules: commit on success, roll back on error. The pool sets
         # conn._pool, so this does not close the connection. Outside a transaction (in
@@ -603,34 +614,52 @@ class PostgresEngine:
         checkout. In a transaction, psycopg's ``read_only`` starts it with ``BEGIN READ
         ONLY`` at no cost. In autocommit there is no BEGIN, so the session default is
         switched, and remembered, so that consecutive read checkouts pay nothing."""
-        if not conn.autocommit:
-            wanted = True if read_only else None
-            if conn.read_only is not wanted and conn.info.transaction_status == pq.TransactionStatus.IDLE:
-                conn.read_only = wanted
+        if not self.needs_read_only(conn, read_only):
             return
-        if read_only and conn not in self._ro_sessions:
+        if not conn.autocommit:
+            conn.read_only = True if read_only else None
+        elif read_only:
             conn.execute("SET default_transaction_read_only = on")
             self._ro_sessions.add(conn)
-        elif not read_only and conn in self._ro_sessions:
+        else:
             conn.execute("SET default_transaction_read_only = off")
             self._ro_sessions.discard(conn)
+
+    def needs_read_only(self, conn: Any, read_only: bool) -> bool:
+        """Whether :meth:`set_read_only` has anything to do on ``conn`` (no I/O; either
+        front's connection): the mode is not as asked, and can be changed now (not in
+        a transaction, unless in autocommit)."""
+        if not conn.autocommit:
+            return bool(
+                conn.read_only is not (True if read_only else None)
+                and conn.pgconn.transaction_status == _IDLE
+            )
+        return (conn in self._ro_sessions) != read_only
 
     def set_lock_timeout(self, conn: psycopg.Connection[Any], seconds: float | None) -> None:
         """``lock_timeout`` for the session: a replica's reads give up waiting behind
         replay (a replayed TRUNCATE or ALTER holds an ACCESS EXCLUSIVE lock until its
         commit is replayed: forever while replay is paused), with SQLSTATE 55P03."""
-        if getattr(conn, "_replpool_lock_timeout_s", None) == seconds:
-            return  # already so: the common case
-        value = lock_timeout_value(seconds)
-        if getattr(conn, "_replpool_lock_timeout", "0") == value:
-            conn._replpool_lock_timeout_s = seconds  # type: ignore[attr-defined]
+        if not self.needs_lock_timeout(conn, seconds):
             return
+        value = lock_timeout_value(seconds)
         idle = conn.pgconn.transaction_status == _IDLE
         conn.execute("SELECT set_config('lock_timeout', %s, false)", (value,))
         if idle and conn.pgconn.transaction_status != _IDLE:
             conn.commit()  # not autocommit: keep it, end the transaction it opened
-        conn._replpool_lock_timeout = value  # type: ignore[attr-defined]
-        conn._replpool_lock_timeout_s = seconds  # type: ignore[attr-defined]
+        lock_timeout_was_set(conn, seconds, value)
+
+    def needs_lock_timeout(self, conn: Any, seconds: float | None) -> bool:
+        """Whether :meth:`set_lock_timeout` has anything to do on ``conn`` (no I/O;
+        either front's connection): the session's ``lock_timeout``, remembered on the
+        connection (the server's default, none, until set), is not what ``seconds``
+        asks."""
+        if getattr(conn, "_replpool_lock_timeout_s", None) == seconds:
+            return False  # already so: the common case
+        if getattr(conn, "_replpool_lock_timeout", "0") == lock_timeout_value(seconds):
+            conn._replpool_lock_timeout_s = seconds  # the same setting, asked otherwise
+            return False
+        return True
 
     def is_lock_timeout(self, exc: BaseException) -> bool:
         return isinstance(exc, psycopg.errors.LockNotAvailable)
