@@ -336,7 +336,7 @@ class ClusterBase(Generic[P]):
         if current is None:
             return None
         req = current._reqs.get(self.name)
-        if req is not None and req.engine != self.engine_name:
+        if req is not None and req.engine != self._engine.name:
             raise TokenError(
                 f"this session must observe a {req.engine} position on cluster {self.name!r}, "
                 f"which is {self.engine_name}: the token came from another cluster",
@@ -497,7 +497,7 @@ class ClusterBase(Generic[P]):
         if not lease.read_only:
             session = _session.writing_session()
             session.write_ended(self.name)
-            session.note_write(self.name, self.engine_name, time.monotonic_ns())
+            session.note_write(self.name, self._engine.name, time.monotonic_ns())
         elif lease.on_replica:
             self.observed(lease.member.index, lease.level)
         else:
@@ -515,7 +515,7 @@ class ClusterBase(Generic[P]):
 
     def note_write(self) -> None:
         """The current session completed a write on this cluster just now."""
-        _session.writing_session().note_write(self.name, self.engine_name, time.monotonic_ns())
+        _session.writing_session().note_write(self.name, self._engine.name, time.monotonic_ns())
 
     def observed(self, member: int | None, level: Consistency, reason: Reason | None = None) -> None:
         """A read at ``level`` just ended on ``member`` (None: the primary, sent there
