@@ -69,6 +69,7 @@ class AsyncCluster(ClusterBase[AsyncPool]):
 
     # Set when the cluster opens (the constructor is ClusterBase's, shared with Cluster).
     _aio: AsyncPostgres
+    _pg: PostgresEngine  # the engine, as what it is (AsyncCluster is PostgreSQL only)
     _loop: asyncio.AbstractEventLoop | None = None
     _tasks: set[asyncio.Task[None]]
     _unopened: set[int]  # members whose pools are not open yet
@@ -83,6 +84,7 @@ class AsyncCluster(ClusterBase[AsyncPool]):
             return self
         self._claim_name()
         assert isinstance(self._engine, PostgresEngine)
+        self._pg = self._engine
         self._aio = AsyncPostgres(self._engine)
         self._loop = asyncio.get_running_loop()
         self._tasks = set()
@@ -228,7 +230,8 @@ class AsyncCluster(ClusterBase[AsyncPool]):
         try:
             # Reads give up waiting behind replay (kept by the session: one statement
             # per connection, not per checkout).
-            await self._aio.set_lock_timeout(conn, self.replica_lock_timeout)
+            if self._pg.needs_lock_timeout(conn, self.replica_lock_timeout):
+                await self._aio.set_lock_timeout(conn, self.replica_lock_timeout)
         except BaseException:
             m.out.pop(id(conn), None)
             await m.pool.putconn(conn)
@@ -249,26 +252,16 @@ class AsyncCluster(ClusterBase[AsyncPool]):
             if conn is not None:
                 break
         assert m.pool is not None
+        engine = self._pg
         try:
-            await self._aio.set_read_only(conn, read_only)
-            await self._aio.set_lock_timeout(conn, None)  # a replica's connection before a failover
+            if engine.needs_read_only(conn, read_only):
+                await self._aio.set_read_only(conn, read_only)
+            if engine.needs_lock_timeout(conn, None):  # a replica's connection before a failover
+                await self._aio.set_lock_timeout(conn, None)
         except BaseException:
             await m.pool.putconn(conn)
             raise
         return m, conn
-
-    async def _checkin(self, m: _Member[AsyncPool], conn: Any, on_replica: bool, read_only_primary: bool,
-                       exc: BaseException | None) -> None:
-        if on_replica:
-            m.out.pop(id(conn), None)
-        assert m.pool is not None
-        try:
-            if read_only_primary and not conn.autocommit and not conn.closed:
-                await self._aio.set_read_only(conn, False)
-        finally:
-            await m.pool.putconn(conn)
-        if exc is not None and self._engine.is_disconnect(exc, conn):
-            self._monitor.report_failure(m.index, f"connection lost: {type(exc).__name__}")
 
     # -- leases -----------------------------------------------------------------------------
 
@@ -301,7 +294,12 @@ class AsyncCluster(ClusterBase[AsyncPool]):
             monitor.demand()
         timeout = self.checkout_timeout if timeout is None else timeout
         if decision is None:
-            decision = await self.decide_read(avoid, level)
+            # decide_read(), without a coroutine unless it waits (the common case).
+            decision = self._decide(avoid, level)
+            if decision.member is None and decision.reason in WAITABLE and self.causal_wait > 0:
+                decision = await arun_waits(
+                    self._waiting_for_replica(level, decision, avoid), self._monitor.wait_for_change_async
+                )
         while decision.member is not None:
             conn = await self._checkout_replica(decision.member, timeout)
             if conn is not None:
@@ -336,8 +334,20 @@ class AsyncCluster(ClusterBase[AsyncPool]):
     async def release(self, lease: Lease, exc: BaseException | None = None) -> None:
         """Give a leased connection back to its pool (the pool rolls back a transaction
         left open). A connection error takes the member out."""
-        await self._checkin(lease.member, lease.conn, lease.on_replica,
-                            lease.read_only and not lease.on_replica, exc)
+        m, conn = lease.member, lease.conn
+        assert m.pool is not None
+        if lease.on_replica:
+            m.out.pop(id(conn), None)
+        try:
+            if (
+                lease.read_only and not lease.on_replica and not conn.autocommit and not conn.closed
+                and self._pg.needs_read_only(conn, False)
+            ):
+                await self._aio.set_read_only(conn, False)  # a read on the primary
+        finally:
+            await m.pool.putconn(conn)
+        if exc is not None and self._engine.is_disconnect(exc, conn):
+            self._monitor.report_failure(m.index, f"connection lost: {type(exc).__name__}")
 
     # -- hooks from the monitor -------------------------------------------------------------
 
@@ -437,7 +447,8 @@ class _AsyncCheckout:
             self.failed_member, self.failed_conn = lease.index, lease.conn
             self.failed_on_replica = lease.on_replica
         try:
-            await c._aio.exit(lease.conn, exc)
+            if c._pg.in_transaction(lease.conn):
+                await c._aio.exit(lease.conn, exc)
         finally:
             await c.release(lease, exc)
             c._ended(lease)

@@ -267,19 +267,6 @@ class Cluster(ClusterBase[Pool]):
             raise
         return m, conn
 
-    def _checkin(self, m: _Member[Pool], conn: Any, on_replica: bool, read_only_primary: bool,
-                 exc: BaseException | None) -> None:
-        if on_replica:
-            m.out.pop(id(conn), None)
-        assert m.pool is not None
-        try:
-            if read_only_primary and not conn.autocommit and not conn.closed:
-                self._engine.set_read_only(conn, False)
-        finally:
-            m.pool.putconn(conn)
-        if exc is not None and self._engine.is_disconnect(exc, conn):
-            self._monitor.report_failure(m.index, f"connection lost: {type(exc).__name__}")
-
     # -- leases: the checkout path shared by connection() and the Django engines ------------
 
     def decide_read(self, avoid: frozenset[int] = frozenset(), level: Consistency | None = None) -> Decision:
@@ -354,10 +341,19 @@ class Cluster(ClusterBase[Pool]):
         the pool rolls back one that is). A connection error takes the member out.
         ``reset_session``: the caller changed the session's state (settings, temporary
         objects, session locks, ...); it is reset first, so nobody else inherits it."""
+        m, conn = lease.member, lease.conn
+        assert m.pool is not None
         if reset_session:
-            self._engine.reset_session(lease.conn, lease.member.pool)
-        self._checkin(lease.member, lease.conn, lease.on_replica,
-                      lease.read_only and not lease.on_replica, exc)
+            self._engine.reset_session(conn, m.pool)
+        if lease.on_replica:
+            m.out.pop(id(conn), None)
+        try:
+            if lease.read_only and not lease.on_replica and not conn.autocommit and not conn.closed:
+                self._engine.set_read_only(conn, False)  # a read on the primary
+        finally:
+            m.pool.putconn(conn)
+        if exc is not None and self._engine.is_disconnect(exc, conn):
+            self._monitor.report_failure(m.index, f"connection lost: {type(exc).__name__}")
 
     # -- hooks from the monitor -------------------------------------------------------------
 
@@ -420,13 +416,6 @@ class _Checkout:
             # No token may claim to cover what the block writes before it commits.
             _session.writing_session().write_began(c.name)
         self.lease = lease
-        try:
-            c._engine.enter(lease.conn)
-        except BaseException:
-            if not self.read_only:
-                _session.writing_session().write_ended(c.name)
-            c.release(lease)
-            raise
         return lease.conn
 
     def __exit__(

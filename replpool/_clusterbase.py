@@ -15,7 +15,7 @@ import os
 import re
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -34,7 +34,7 @@ from ._routing import (
     Topology,
     decide_read,
     resolve_pending,
-    route_read,
+    usual_read,
 )
 from ._session import SESSION, Consistency, Level, make_consistency
 from ._status import ClusterStatus, MemberStatus, PoolStatus
@@ -44,6 +44,10 @@ logger = logging.getLogger("replpool")
 _NAME_RE = re.compile(r"\A[A-Za-z0-9_.:-]{1,100}\Z")
 # Dead idle connections skipped on one checkout before giving up on that member.
 _MAX_DEAD_SKIPS = 3
+# How a checkout is counted: member index, "primary" or "replica", reason, level of a
+# read (None: a write). Counted keys are folded into the totals once this many gathered.
+RouteKey = tuple[int, str, Reason, Level | None]
+_FOLD_AT = 4096
 
 
 def _number(name: str, value: Any, *, minimum: float, inclusive: bool = True, unit: str = "seconds") -> float:
@@ -246,9 +250,13 @@ class ClusterBase(Generic[P]):
         self._monitor.on_member_down = self._member_down
         self._monitor.on_member_up = self._member_up
         self._monitor.pool_stats = self._pool_snapshots
-        self._stats_lock = threading.Lock()
         # Checkouts by (member index, "primary" or "replica", reason, level of a read).
-        self._routes: Counter[tuple[int, str, Reason, Level | None]] = Counter()
+        # A checkout appends its key to _tally (a deque's append is atomic: no lock on
+        # the hot path, and no count lost between threads); the keys are folded into
+        # _routes, under _stats_lock, when status() reads them or when many gathered.
+        self._tally: deque[RouteKey] = deque()
+        self._stats_lock = threading.Lock()
+        self._routes: Counter[RouteKey] = Counter()
         self._opened = False
         self._closed = False
         self._pid = 0  # the process that opened it (see _closing)
@@ -341,7 +349,7 @@ class ClusterBase(Generic[P]):
         if current is None:
             return None
         req = current._reqs.get(self.name)
-        if req is not None and req.engine != self.engine_name:
+        if req is not None and req.engine != self._engine.name:
             raise TokenError(
                 f"this session must observe a {req.engine} position on cluster {self.name!r}, "
                 f"which is {self.engine_name}: the token came from another cluster",
@@ -368,14 +376,10 @@ class ClusterBase(Generic[P]):
             # No replica to choose (a cluster of one database): the primary, at no cost.
             return _PINNED if level.level is Level.STRONG else _NO_REPLICA
         req = self._requirement(level)
-        if req is None and not avoid and level is SESSION:
-            # The common read: no requirement, nothing to avoid, an eligible replica.
-            topo = self._monitor.topology
-            eligible = topo.eligible
-            if eligible:
-                chosen = eligible[0] if len(eligible) == 1 else self._selector.choose(eligible, self._busy)
-                return topo.fresh[chosen.index]
-            return route_read(topo, None, self._selector, busy=self._busy)
+        if not avoid and level is SESSION:
+            usual = usual_read(self._monitor.topology, req, self._selector, self._busy)
+            if usual is not None:
+                return usual
         return decide_read(
             self._monitor.topology, req, self._selector, self._resolve, level=level,
             now_ns=time.monotonic_ns() if level.level is Level.BOUNDED else 0,
@@ -465,11 +469,21 @@ class ClusterBase(Generic[P]):
 
     def _count(self, index: int, role: str, reason: Reason, level: Consistency | None = None) -> None:
         lvl = level.level if level is not None else None
-        key = (index, role, reason, lvl)
-        with self._stats_lock:
-            self._routes[key] += 1
+        tally = self._tally
+        tally.append((index, role, reason, lvl))
+        if len(tally) >= _FOLD_AT:
+            self._counted()
         for o in _observe._observers:
             o.routed(self.name, self._members[index].spec.name, role, reason, lvl)
+
+    def _counted(self) -> dict[RouteKey, int]:
+        """Every checkout counted so far, by key (see ``_tally``)."""
+        with self._stats_lock:
+            tally = self._tally
+            # Only this folds (under the lock), and others only append: the first
+            # len(tally) keys are there to take.
+            self._routes.update([tally.popleft() for _ in range(len(tally))])
+            return dict(self._routes)
 
     def _retry_avoiding(
         self, exc: Exception, failed: int | None, conn: Any, on_replica: bool, avoid: frozenset[int]
@@ -496,7 +510,7 @@ class ClusterBase(Generic[P]):
         if not lease.read_only:
             session = _session.writing_session()
             session.write_ended(self.name)
-            session.note_write(self.name, self.engine_name, time.monotonic_ns())
+            session.note_write(self.name, self._engine.name, time.monotonic_ns())
         elif lease.on_replica:
             self.observed(lease.member.index, lease.level)
         else:
@@ -514,7 +528,7 @@ class ClusterBase(Generic[P]):
 
     def note_write(self) -> None:
         """The current session completed a write on this cluster just now."""
-        _session.writing_session().note_write(self.name, self.engine_name, time.monotonic_ns())
+        _session.writing_session().note_write(self.name, self._engine.name, time.monotonic_ns())
 
     def observed(self, member: int | None, level: Consistency, reason: Reason | None = None) -> None:
         """A read at ``level`` just ended on ``member`` (None: the primary, sent there
@@ -522,9 +536,10 @@ class ClusterBase(Generic[P]):
         reads see at least as much. A read that went to the primary because no replica was
         known to be fresh enough asks the monitor for a round now, whose samples, sent
         after this read, can tell."""
-        if reason in WAITABLE:
+        if reason is not None and reason in WAITABLE:
             self._monitor.demand()
-        if level.level is Level.SESSION or level.level is Level.STRONG:
+        lvl = level.level
+        if lvl is Level.SESSION or lvl is Level.STRONG:
             session = _session._current.get() or _session._implicit.session or _session.writing_session()
             life = self._monitor.topology.members[member].life if member is not None else 0
             session.observe(self.name, self._engine.name, time.monotonic_ns(), member, life)
@@ -591,8 +606,7 @@ class ClusterBase(Generic[P]):
     def status(self) -> ClusterStatus:
         """A snapshot of every member: role, health, positions, lag, pool, routing."""
         topo = self._monitor.topology
-        with self._stats_lock:
-            counted = dict(self._routes)
+        counted = self._counted()
         routes: Counter[tuple[int, str, Reason]] = Counter()
         by_level: dict[str, dict[str, int]] = {}
         for (index, role, reason, lvl), n in counted.items():

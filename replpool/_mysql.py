@@ -531,10 +531,6 @@ class MySQLEngine:
         """When the pool opened a connection (``time.monotonic()``)."""
         return float(conn._rp_created)
 
-    def enter(self, conn: Any) -> None:
-        """Nothing to send: a transaction starts with the first statement (autocommit
-        off, the driver's and psycopg's default)."""
-
     def exit(self, conn: Any, exc: BaseException | None) -> None:
         """psycopg's ``with conn`` rules: commit on success, roll back on an error. The
         server's status flags say whether a transaction is open, so a block that opened

@@ -87,6 +87,13 @@ def lock_timeout_value(seconds: float | None) -> str:
     return "0" if seconds is None else f"{max(1, round(seconds * 1000))}ms"
 
 
+def lock_timeout_was_set(conn: Any, seconds: float | None, value: str) -> None:
+    """Remember on ``conn`` that its session's ``lock_timeout`` is now ``value``, asked
+    as ``seconds`` (see ``PostgresEngine.needs_lock_timeout``)."""
+    conn._replpool_lock_timeout = value
+    conn._replpool_lock_timeout_s = seconds
+
+
 def _on_standby(conn: Any, on_replica: bool | None) -> bool:
     """Whether ``conn``'s server is a standby: as it says (``in_hot_standby``), else as
     the caller knows (``on_replica``), else no."""
@@ -120,7 +127,11 @@ class LifoConnectionPool(psycopg_pool.ConnectionPool):  # type: ignore[type-arg]
     ``check`` callback, a connection to roll back, replace or close, a closed pool) goes
     through psycopg_pool's own code. It reads private attributes of psycopg_pool, so it
     is enabled only on the versions it was checked against (:data:`FAST_PATH`); the
-    test suite pins each behaviour it must keep."""
+    test suite pins each behaviour it must keep.
+
+    Each connection that enters the idle pool (returned, new, or checked) is stamped
+    with the time, ``conn._replpool_returned`` (``time.monotonic()``), for
+    :meth:`PostgresEngine.alive`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -130,8 +141,11 @@ class LifoConnectionPool(psycopg_pool.ConnectionPool):  # type: ignore[type-arg]
     def getconn(self, timeout: float | None = None) -> Any:
         if self._fast_get:
             with self._lock:
-                if self._pool and not self._closed and not self._open_implicit:
-                    conn = self._pop_idle()
+                idle = self._pool
+                if idle and not self._closed and not self._open_implicit:
+                    conn = idle.pop()  # _pop_idle(), one call shorter
+                    if len(idle) < self._nconns_min:
+                        self._nconns_min = len(idle)
                     self._stats[self._REQUESTS_NUM] += 1
                     conn._pool = self
                     return conn
@@ -142,15 +156,22 @@ class LifoConnectionPool(psycopg_pool.ConnectionPool):  # type: ignore[type-arg]
             self._fast_put
             and getattr(conn, "_pool", None) is self
             and conn.pgconn.transaction_status == _IDLE
-            and conn._expire_at > time.monotonic()
+            and conn._expire_at > (now := time.monotonic())
             and (not _HAS_DRAIN or conn._created_at > self._drained_at)
         ):
             with self._lock:
                 if not self._closed and not self._waiting and self._pool_full_event is None:
                     conn._pool = None
+                    conn._replpool_returned = now
                     self._pool.append(conn)
                     return
         super().putconn(conn)
+
+    def _add_to_pool(self, conn: Any) -> None:
+        # Every other way into the idle pool (psycopg_pool's return, a new connection,
+        # one that passed check()): the connection worked just now.
+        conn._replpool_returned = time.monotonic()
+        super()._add_to_pool(conn)
 
     def _get_ready_connection(self, timeout: float | None) -> Any:
         # Called with the pool's lock held, as the base class does.
@@ -179,6 +200,10 @@ class LifoConnectionPool(psycopg_pool.ConnectionPool):  # type: ignore[type-arg]
 
 _IDLE = pq.TransactionStatus.IDLE
 _CONN_OK = pq.ConnStatus.OK
+# A connection back in its pool for less than this many seconds is handed out without
+# the liveness check (see PostgresEngine.alive); _NEVER: not stamped by a pool.
+RECENTLY_RETURNED = 0.001
+_NEVER = float("-inf")
 _HAS_DRAIN = hasattr(psycopg_pool.ConnectionPool, "drain")
 # The psycopg_pool versions whose getconn/putconn the short path was checked against.
 FAST_PATH_VERSIONS = ("3.2.", "3.3.")
@@ -530,12 +555,23 @@ class PostgresEngine:
     def alive(self, conn: psycopg.Connection[Any]) -> bool:
         """Whether an idle pooled connection still works, without a round trip: a
         healthy idle connection has nothing to read, while one whose server went away
-        has an end-of-file (or a farewell message) waiting."""
+        has an end-of-file (or a farewell message) waiting.
+
+        A connection that its pool took back less than :data:`RECENTLY_RETURNED`
+        seconds ago (1 ms; the pool stamps ``conn._replpool_returned``) is not looked at:
+        it worked then, and looking costs a system call, which lets another thread take
+        the interpreter. Only a server that died within that millisecond goes unseen;
+        its connection then fails like those in flight when it died (``query()`` and the
+        Django engines run a failed replica read once more elsewhere)."""
+        watch: _Watch | None = getattr(conn, "_replpool_watch", None)
+        if (
+            watch is not None and not watch.doomed
+            and time.monotonic() - getattr(conn, "_replpool_returned", _NEVER) < RECENTLY_RETURNED
+        ):
+            return True
         pgconn = conn.pgconn
         try:
-            try:
-                watch = conn._replpool_watch  # type: ignore[attr-defined]
-            except AttributeError:
+            if watch is None:
                 watch = _watch(conn)
             # A farewell message and the end of the stream may arrive in two reads.
             for _ in range(3):
@@ -557,8 +593,9 @@ class PostgresEngine:
         watch = getattr(conn, "_replpool_watch", None)
         return watch.opened if watch is not None else time.monotonic()
 
-    def enter(self, conn: psycopg.Connection[Any]) -> None:
-        conn.__enter__()
+    def in_transaction(self, conn: Any) -> bool:
+        """Whether a connection of either front is in a transaction (no I/O)."""
+        return bool(conn.pgconn.transaction_status != _IDLE)
 
     def exit(self, conn: psycopg.Connection[Any], exc: BaseException | None) -> None:
         # psycopg's own rules: commit on success, roll back on error. The pool sets
@@ -577,34 +614,52 @@ class PostgresEngine:
         checkout. In a transaction, psycopg's ``read_only`` starts it with ``BEGIN READ
         ONLY`` at no cost. In autocommit there is no BEGIN, so the session default is
         switched, and remembered, so that consecutive read checkouts pay nothing."""
-        if not conn.autocommit:
-            wanted = True if read_only else None
-            if conn.read_only is not wanted and conn.info.transaction_status == pq.TransactionStatus.IDLE:
-                conn.read_only = wanted
+        if not self.needs_read_only(conn, read_only):
             return
-        if read_only and conn not in self._ro_sessions:
+        if not conn.autocommit:
+            conn.read_only = True if read_only else None
+        elif read_only:
             conn.execute("SET default_transaction_read_only = on")
             self._ro_sessions.add(conn)
-        elif not read_only and conn in self._ro_sessions:
+        else:
             conn.execute("SET default_transaction_read_only = off")
             self._ro_sessions.discard(conn)
+
+    def needs_read_only(self, conn: Any, read_only: bool) -> bool:
+        """Whether :meth:`set_read_only` has anything to do on ``conn`` (no I/O; either
+        front's connection): the mode is not as asked, and can be changed now (not in
+        a transaction, unless in autocommit)."""
+        if not conn.autocommit:
+            return bool(
+                conn.read_only is not (True if read_only else None)
+                and conn.pgconn.transaction_status == _IDLE
+            )
+        return (conn in self._ro_sessions) != read_only
 
     def set_lock_timeout(self, conn: psycopg.Connection[Any], seconds: float | None) -> None:
         """``lock_timeout`` for the session: a replica's reads give up waiting behind
         replay (a replayed TRUNCATE or ALTER holds an ACCESS EXCLUSIVE lock until its
         commit is replayed: forever while replay is paused), with SQLSTATE 55P03."""
-        if getattr(conn, "_replpool_lock_timeout_s", None) == seconds:
-            return  # already so: the common case
-        value = lock_timeout_value(seconds)
-        if getattr(conn, "_replpool_lock_timeout", "0") == value:
-            conn._replpool_lock_timeout_s = seconds  # type: ignore[attr-defined]
+        if not self.needs_lock_timeout(conn, seconds):
             return
+        value = lock_timeout_value(seconds)
         idle = conn.pgconn.transaction_status == _IDLE
         conn.execute("SELECT set_config('lock_timeout', %s, false)", (value,))
         if idle and conn.pgconn.transaction_status != _IDLE:
             conn.commit()  # not autocommit: keep it, end the transaction it opened
-        conn._replpool_lock_timeout = value  # type: ignore[attr-defined]
-        conn._replpool_lock_timeout_s = seconds  # type: ignore[attr-defined]
+        lock_timeout_was_set(conn, seconds, value)
+
+    def needs_lock_timeout(self, conn: Any, seconds: float | None) -> bool:
+        """Whether :meth:`set_lock_timeout` has anything to do on ``conn`` (no I/O;
+        either front's connection): the session's ``lock_timeout``, remembered on the
+        connection (the server's default, none, until set), is not what ``seconds``
+        asks."""
+        if getattr(conn, "_replpool_lock_timeout_s", None) == seconds:
+            return False  # already so: the common case
+        if getattr(conn, "_replpool_lock_timeout", "0") == lock_timeout_value(seconds):
+            conn._replpool_lock_timeout_s = seconds  # the same setting, asked otherwise
+            return False
+        return True
 
     def is_lock_timeout(self, exc: BaseException) -> bool:
         return isinstance(exc, psycopg.errors.LockNotAvailable)

@@ -5,6 +5,7 @@ errors apart) is :class:`~replpool._pg.PostgresEngine`'s, shared with the thread
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -13,7 +14,7 @@ import psycopg_pool
 from psycopg import pq
 
 from ._engine import MemberSpec
-from ._pg import _CONNECT_ERRORS, PostgresEngine, lock_timeout_value
+from ._pg import _CONNECT_ERRORS, PostgresEngine, lock_timeout_value, lock_timeout_was_set
 
 _IDLE = pq.TransactionStatus.IDLE
 
@@ -21,7 +22,8 @@ _IDLE = pq.TransactionStatus.IDLE
 class AsyncLifoConnectionPool(psycopg_pool.AsyncConnectionPool):  # type: ignore[type-arg]
     """psycopg_pool's asyncio pool, handing out the most recently returned idle
     connection (see :class:`replpool._pg.LifoConnectionPool`: on loopback a warm
-    connection answers measurably faster)."""
+    connection answers measurably faster), stamped with the time it entered the idle
+    pool, as the thread pool's are."""
 
     async def _get_ready_connection(self, timeout: float | None) -> Any:
         # Called with the pool's lock held, as the base class does.
@@ -31,6 +33,12 @@ class AsyncLifoConnectionPool(psycopg_pool.AsyncConnectionPool):  # type: ignore
                 self._nconns_min = len(self._pool)
             return conn
         return await super()._get_ready_connection(timeout)
+
+    async def _add_to_pool(self, conn: Any) -> None:
+        # Every way into the idle pool (a return, a new connection, one that passed
+        # check()): the connection worked just now (see PostgresEngine.alive).
+        conn._replpool_returned = time.monotonic()
+        await super()._add_to_pool(conn)
 
     def get_stats(self) -> dict[str, int]:
         stats = super().get_stats()
@@ -86,41 +94,39 @@ class AsyncPostgres:
             **opts,
         )
 
-    async def exit(self, conn: psycopg.AsyncConnection[Any], exc: BaseException | None) -> None:
+    def exit(self, conn: psycopg.AsyncConnection[Any], exc: BaseException | None) -> Awaitable[None]:
         """End the block's transaction as psycopg does (commit, or roll back on an
-        error); outside one there is nothing to end (see ``PostgresEngine.exit``)."""
-        if conn.pgconn.transaction_status == _IDLE:
-            return
+        error): psycopg's own coroutine, for the caller to await (one coroutine less
+        between the task and the round trip, which every resumption passes through).
+        The caller asks ``PostgresEngine.in_transaction`` first: outside a transaction
+        there is nothing to end (see ``PostgresEngine.exit``)."""
         if exc is None:
-            await conn.__aexit__(None, None, None)
-        else:
-            await conn.__aexit__(type(exc), exc, exc.__traceback__)
+            return conn.__aexit__(None, None, None)
+        return conn.__aexit__(type(exc), exc, exc.__traceback__)
 
     async def set_read_only(self, conn: psycopg.AsyncConnection[Any], read_only: bool) -> None:
-        """``PostgresEngine.set_read_only``, on an asyncio connection."""
+        """``PostgresEngine.set_read_only``, on an asyncio connection. The caller asks
+        ``PostgresEngine.needs_read_only`` first (a coroutine costs even when it has
+        nothing to do)."""
         ro_sessions = self.engine._ro_sessions
         if not conn.autocommit:
-            wanted = True if read_only else None
-            if conn.read_only is not wanted and conn.pgconn.transaction_status == _IDLE:
-                await conn.set_read_only(wanted)
-            return
-        if read_only and conn not in ro_sessions:
+            await conn.set_read_only(True if read_only else None)
+        elif read_only:
             await conn.execute("SET default_transaction_read_only = on")
             ro_sessions.add(conn)
-        elif not read_only and conn in ro_sessions:
+        else:
             await conn.execute("SET default_transaction_read_only = off")
             ro_sessions.discard(conn)
 
     async def set_lock_timeout(self, conn: psycopg.AsyncConnection[Any], seconds: float | None) -> None:
-        """``PostgresEngine.set_lock_timeout``, on an asyncio connection."""
+        """``PostgresEngine.set_lock_timeout``, on an asyncio connection; the caller asks
+        ``PostgresEngine.needs_lock_timeout`` first."""
         value = lock_timeout_value(seconds)
-        if getattr(conn, "_replpool_lock_timeout", "0") == value:
-            return
         idle = conn.pgconn.transaction_status == _IDLE
         await conn.execute("SELECT set_config('lock_timeout', %s, false)", (value,))
         if idle and conn.pgconn.transaction_status != _IDLE:
             await conn.commit()  # not autocommit: keep it, end the transaction it opened
-        conn._replpool_lock_timeout = value  # type: ignore[attr-defined]
+        lock_timeout_was_set(conn, seconds, value)
 
     async def run(self, conn: psycopg.AsyncConnection[Any], query: Any, params: Any) -> list[Any]:
         cur = await conn.execute(query, params)

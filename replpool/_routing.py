@@ -250,6 +250,34 @@ def resolve_pending(
     return None
 
 
+def usual_read(
+    topology: Topology,
+    requirement: Requirement | None,
+    selector: Selector,
+    busy: Callable[[int], int],
+) -> Decision | None:
+    """:func:`decide_read`'s decision, worked out at little cost, for the two reads most
+    requests make (at the session level, avoiding no member): a session that must
+    observe nothing on the cluster goes to an eligible replica, and one whose
+    observations there are all pending on one eligible replica, in its current life,
+    with no floor, goes back to it (monotonic reads). None for any other read: ask
+    :func:`decide_read`. The decisions are the topology's own (:attr:`Topology.fresh`),
+    made once per snapshot."""
+    if requirement is None:
+        eligible = topology.eligible
+        if not eligible:
+            return None
+        chosen = eligible[0] if len(eligible) == 1 else selector.choose(eligible, busy)
+        return topology.fresh[chosen.index]
+    on = requirement.pending_on
+    if on is None or requirement.floor is not None or requirement.pending_since is None:
+        return None
+    d = topology.fresh.get(on)
+    if d is None or topology.members[on].life != requirement.pending_life:
+        return None
+    return d
+
+
 def decide_read(
     topology: Topology,
     requirement: Requirement | None,

@@ -167,6 +167,13 @@ class Requirement(NamedTuple):
         return Requirement(self.engine, self.floor, since)
 
 
+# A Requirement from a tuple of all five fields, as Requirement(...) makes it but without
+# its Python-level __new__ (for the observations every read records).
+_requirement: Callable[[tuple[str, Position | None, int | None, int | None, int]], Requirement] = (
+    functools.partial(tuple.__new__, Requirement)
+)
+
+
 class Resolver(Protocol):
     """What a cluster offers the session: its engine, and the position a pending
     observation is known to have reached from what its monitor has already sampled (no
@@ -224,7 +231,7 @@ class Session:
 
     def __init__(self, requirements: Mapping[str, Requirement] | None = None) -> None:
         self._lock = threading.Lock()
-        self._reqs: dict[str, Requirement] = dict(requirements or {})
+        self._reqs: dict[str, Requirement] = dict(requirements) if requirements else {}
         # Writes begun and not ended yet, per cluster (transactions, connection blocks).
         self._open: dict[str, int] = {}
         # Per cluster, the nonces naming this session's pending observations in tokens,
@@ -261,13 +268,15 @@ class Session:
         with self._lock:
             old = self._reqs.get(cluster)
             if old is None:
-                self._reqs[cluster] = Requirement(engine, None, ended_ns, member, life if member is not None else 0)
+                # The session's first observation here (a session per request: the
+                # common case, kept short).
+                self._reqs[cluster] = _requirement((engine, None, ended_ns, member, life if member is not None else 0))
                 return
             if member is not None and old.pending_on == member and old.pending_life == life and old.engine == engine:
                 # Another read on the replica it reads (the common case, kept short).
                 since = old.pending_since
                 if since is None or ended_ns > since:
-                    self._reqs[cluster] = Requirement(engine, old.floor, ended_ns, member, life)
+                    self._reqs[cluster] = _requirement((engine, old.floor, ended_ns, member, life))
                 return
             if old.engine != engine:
                 # A token named this cluster with another engine's position (it was not
@@ -567,34 +576,33 @@ class session:  # noqa: N801 (a function to its callers)
     Each ``with`` opens a new session: the object may be used again, not inside itself.
     """
 
-    __slots__ = ("after", "_prev", "_outer", "_session")
+    __slots__ = ("after", "_outer", "_session")
 
     def __init__(self, after: str | None = None) -> None:
         self.after = after
-        self._prev: Session | None = None
-        self._outer: Session | None = None
+        self._outer: Session | None = None  # the explicit session in force at enter
         self._session: Session | None = None
 
     def __enter__(self) -> Session:
         if self._session is not None:
             raise RuntimeError("this replpool.session() is already open: make a new one")
-        outer = self._prev = _current.get()
+        outer = self._outer = _current.get()
         parent = outer or _implicit.session
         s = Session(parent.snapshot() if parent is not None else None)
         if self.after:
             adopt(s, self.after)
         self._session = s
-        self._outer = outer
         _current.set(s)
         return s
 
     def __exit__(self, *exc: object) -> None:
         inner = self._session
         assert inner is not None, "replpool.session: __exit__ without __enter__"
-        _current.set(self._prev)
+        outer = self._outer
+        _current.set(outer)
         self._session = None
-        if self._outer is not None:
-            self._outer.merge(inner)
+        if outer is not None:
+            outer.merge(inner)
 
 
 def adopt(s: Session, token: str) -> None:

@@ -208,3 +208,26 @@ def test_a_frozen_replica_cuts_its_waiting_readers_and_the_read_runs_elsewhere(p
         lab.thaw(victim)
     assert rows == [(0,)]
     assert took < FAST["probe_timeout"] + 1.5, took
+
+
+@on_lab
+def test_every_connection_entering_the_idle_pool_is_stamped_with_the_time(postgres_lab):
+    """As the thread pool's (tests/test_pg_pool.py): the stamp that lets
+    PostgresEngine.alive skip its check for a connection back for less than 1 ms."""
+    from replpool._pgaio import AsyncLifoConnectionPool
+
+    async def main() -> None:
+        before = time.monotonic()
+        pool = AsyncLifoConnectionPool(postgres_lab.primary.dsn, min_size=1, max_size=1, open=False)
+        await pool.open(wait=True, timeout=10)
+        try:
+            conn = await pool.getconn()
+            assert before <= conn._replpool_returned <= time.monotonic()  # new: stamped when added
+            await asyncio.sleep(0.01)
+            before = time.monotonic()
+            await pool.putconn(conn)
+            assert before <= conn._replpool_returned <= time.monotonic()
+        finally:
+            await pool.close()
+
+    asyncio.run(main())

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import replpool
-from replpool import Reason, _session
+from replpool import Reason, _clusterbase, _pg, _session
 from tests.engines import CLUSTER_LABS, POSTGRESQL, EngineOps, rows
 from tests.fronts import AsyncFront
 from tests.labtools import wait_until
@@ -37,6 +37,8 @@ SETUPS: dict[str, tuple[EngineOps, str]] = {
 }
 # A test about threads or the thread front itself.
 sync_only = pytest.mark.parametrize("setup", sorted(CLUSTER_LABS), indirect=True)
+# A test of PostgreSQL's connections, on both fronts.
+postgresql_only = pytest.mark.parametrize("setup", ["postgresql", "postgresql-async"], indirect=True)
 
 
 @pytest.fixture(params=sorted(SETUPS))
@@ -161,6 +163,37 @@ def test_a_session_keeps_reading_the_replica_it_read_last(lab, engine, make_clus
             c.query(engine.is_replica_sql, read_only=True)
         reads = sorted(m.reads for m in c.status().members)
     assert reads == [0, 0, 10]
+
+
+@sync_only
+def test_checkouts_from_many_threads_are_counted_exactly(cluster, monkeypatch):
+    """Counting takes no lock per checkout: the counted keys are folded into the totals
+    now and then. Folding often, while eight threads count, loses nothing."""
+    monkeypatch.setattr(_clusterbase, "_FOLD_AT", 7)
+    threads, iterations = 8, 150
+    before = cluster.status()
+    errors: list[BaseException] = []
+
+    def user() -> None:
+        try:
+            for i in range(iterations):
+                with replpool.session(), cluster.connection(read_only=i % 3 != 0):
+                    pass
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=user) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert not errors
+    after = cluster.status()
+    checkouts = sum(m.reads + m.writes for m in after.members) - sum(m.reads + m.writes for m in before.members)
+    writes = sum(m.writes for m in after.members) - sum(m.writes for m in before.members)
+    assert (checkouts, writes) == (threads * iterations, threads * (iterations // 3))
+    by_level = sum(after.reads_by_level["session"].values()) - sum(before.reads_by_level.get("session", {}).values())
+    assert by_level == threads * (iterations - iterations // 3)
 
 
 # -- read your writes ----------------------------------------------------------------------
@@ -494,6 +527,75 @@ def test_connections_left_from_before_a_restart_do_not_take_the_replica_out_agai
             assert cluster.query("SELECT 1", read_only=True) == [(1,)]
     status = cluster.status().member(name)
     assert status.up and status.reads > before, status
+
+
+class _CountingPoll:
+    """Stands in for the poll object of a connection's liveness check, counting calls."""
+
+    def __init__(self, poll: Any) -> None:
+        self._poll = poll
+        self.calls = 0
+
+    def poll(self, timeout: int) -> Any:
+        self.calls += 1
+        return self._poll.poll(timeout)
+
+
+def _count_liveness_checks(cluster: Any, index: int) -> list[_CountingPoll]:
+    """Count the liveness checks of the idle connections of member ``index``'s pool."""
+    polls = []
+    for conn in cluster._members[index].pool._pool:
+        watch = conn._replpool_watch
+        watch.poll = _CountingPoll(watch.poll)
+        polls.append(watch.poll)
+    assert polls, "no idle connection to watch"
+    return polls
+
+
+@postgresql_only
+def test_a_connection_its_pool_took_back_just_now_is_handed_out_unchecked(lab, make_cluster, monkeypatch):
+    """A connection back in its pool for less than RECENTLY_RETURNED (1 ms) is not looked
+    at; one idle longer is. (The window is stretched to an hour for the first read, so
+    that the test does not depend on how fast this machine is.)"""
+    with make_cluster(lab, replicas=lab.replicas[:1], min_size=1, max_size=1) as c:
+        with replpool.session():
+            assert c.query("SELECT 1", read_only=True) == [(1,)]
+        polls = _count_liveness_checks(c, 1)
+        monkeypatch.setattr(_pg, "RECENTLY_RETURNED", 3600.0)
+        with replpool.session():
+            assert c.query("SELECT 1", read_only=True) == [(1,)]
+        assert sum(p.calls for p in polls) == 0
+        monkeypatch.undo()
+        time.sleep(0.01)  # idle ten times longer than the window
+        with replpool.session():
+            assert c.query("SELECT 1", read_only=True) == [(1,)]
+        assert sum(p.calls for p in polls) == 1
+        assert c.status().member(f"{lab.replicas[0].host}:{lab.replicas[0].port}").reads == 3
+
+
+@postgresql_only
+def test_a_read_on_a_connection_whose_server_died_as_it_came_back_runs_elsewhere(lab, make_cluster, monkeypatch):
+    """The case the 1 ms window gives up: the replica dies just after its connection
+    came back to the pool, so the next read gets it unchecked and fails like a read in
+    flight; query() runs it once more elsewhere, and the replica is taken out. (The
+    monitor polls rarely here, so that it does not take the replica out first.)"""
+    victim = lab.replicas[0]
+    name = f"{victim.host}:{victim.port}"
+    monkeypatch.setattr(_pg, "RECENTLY_RETURNED", 3600.0)
+    slow = {"monitor_interval": 30, "monitor_idle_interval": 30, "monitor_demand_interval": None}
+    with make_cluster(lab, replicas=[victim], min_size=1, max_size=1, **slow) as c:
+        with replpool.session():
+            assert c.query("SELECT 1", read_only=True) == [(1,)]
+        assert c.status().member(name).reads == 1
+        lab.kill(victim)
+        try:
+            with replpool.session():
+                assert c.query("SELECT 1", read_only=True) == [(1,)]
+            status = c.status()
+            assert status.member(name).reads == 2 and not status.member(name).up, status
+            assert reason_count(c, "primary", Reason.MEMBER_DOWN) == 1, routed(c)
+        finally:
+            lab.start(victim)
 
 
 def test_a_read_in_a_block_does_not_go_to_a_dead_replica(cluster, table, lab, engine):

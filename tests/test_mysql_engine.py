@@ -578,15 +578,12 @@ def test_exit_commits_and_rolls_back_only_an_open_transaction(engine, pool, tabl
 
     monkeypatch.setattr(Connection, "cmd_query", spy)
     conn = pool.getconn()
-    engine.enter(conn)
     engine.run(conn, "SELECT 1", None)  # no table: no transaction
     engine.exit(conn, None)
     assert sent == ["SELECT 1"]
-    engine.enter(conn)
     engine.run(conn, f"INSERT INTO {table} VALUES ()", None)
     engine.exit(conn, None)
     assert sent[-1] == "COMMIT"
-    engine.enter(conn)
     engine.run(conn, f"INSERT INTO {table} VALUES ()", None)
     engine.exit(conn, ZeroDivisionError())
     assert sent[-1] == "ROLLBACK"

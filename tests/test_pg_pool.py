@@ -71,6 +71,22 @@ def test_the_connection_returned_last_is_handed_out_first(make_pool):
         pool.putconn(c)
 
 
+def test_every_connection_entering_the_idle_pool_is_stamped_with_the_time(make_pool):
+    """PostgresEngine.alive skips its check for a connection back for less than 1 ms:
+    the stamp must be the time it came back, whichever path it came back by."""
+    before = time.monotonic()
+    pool = make_pool(min_size=1, max_size=1)
+    conn = pool.getconn()
+    opened = conn._replpool_returned  # a new connection, stamped as it was added
+    assert before <= opened <= time.monotonic()
+    time.sleep(0.01)
+    before = time.monotonic()
+    pool.putconn(conn)
+    assert before <= conn._replpool_returned <= time.monotonic()
+    pool.check()  # checked connections go back in too
+    assert conn._replpool_returned > before
+
+
 def test_requests_are_counted(make_pool):
     pool = make_pool()
     before = pool.get_stats().get("requests_num", 0)

@@ -10,7 +10,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from replpool._positions import LSN, MariaDBGTID
-from replpool._routing import SELECTIONS, WAITABLE, MemberView, Reason, Selector, Topology, route_read
+from replpool._routing import (
+    SELECTIONS,
+    WAITABLE,
+    MemberView,
+    Reason,
+    Selector,
+    Topology,
+    decide_read,
+    route_read,
+    usual_read,
+)
 from replpool._session import Requirement
 
 PG = "postgresql"
@@ -431,3 +441,53 @@ def test_a_session_read_never_goes_to_a_replica_behind_its_floor_or_off_its_pend
     chosen = topo.members[d.member]
     assert chosen.position is not None and chosen.position.covers(LSN(floor))
     assert (d.member, chosen.life) == (on, life)
+
+
+@st.composite
+def usual_scenarios(draw: st.DrawFn) -> tuple[Topology, Requirement | None]:
+    """Topologies and session requirements, with lives and observations pending on a
+    member (what usual_read looks at)."""
+    positions = lsn_positions(8)
+    n = draw(st.integers(1, 4))
+    members = tuple(
+        MemberView(
+            i, f"db{i}:5432", draw(st.sampled_from(ROLES)), draw(st.booleans()), draw(st.none() | positions),
+            lag_bytes=draw(st.none() | st.integers(0, 3)), lag_seconds=draw(st.none() | st.floats(0, 3)),
+            eligible=draw(st.booleans()), life=draw(st.integers(0, 2)),
+        )
+        for i in range(n)
+    )
+    topo = Topology(
+        members, primary=draw(st.none() | st.integers(0, n - 1)),
+        primary_position=draw(st.none() | positions), primary_sampled_ns=draw(st.integers(0, 6)),
+    )
+    req = draw(
+        st.none()
+        | st.builds(Requirement, st.just(PG), st.none() | positions, st.none() | st.integers(0, 6),
+                    st.none() | st.integers(0, n - 1), st.integers(0, 2))
+    )
+    return topo, req
+
+
+@settings(deadline=None, max_examples=300)
+@given(usual_scenarios(), st.sampled_from(SELECTIONS), st.integers(0, 2**32))
+def test_the_usual_read_is_decided_as_decide_read_decides_it(
+    scenario: tuple[Topology, Requirement | None], policy: str, seed: int
+) -> None:
+    topo, req = scenario
+
+    def busy(i: int) -> int:
+        return i % 2
+
+    usual = usual_read(topo, req, Selector(policy, rng=random.Random(seed)), busy)
+    full = decide_read(topo, req, Selector(policy, rng=random.Random(seed)), lambda r: None, busy=busy)
+    if usual is not None:
+        assert usual == full
+    # It answers the two reads it is for.
+    if req is None:
+        assert (usual is None) == (not topo.eligible)
+    elif req.floor is None and req.pending_since is not None and req.pending_on is not None:
+        back = any(m.index == req.pending_on and m.life == req.pending_life for m in topo.eligible)
+        assert (usual is not None) == back
+    else:
+        assert usual is None
