@@ -55,20 +55,29 @@ class AsyncLifoConnectionPool(psycopg_pool.AsyncConnectionPool):  # type: ignore
         self._fast_get = FAST_PATH and self._check is None
         self._fast_put = FAST_PATH and self._reset is None
 
-    async def getconn(self, timeout: float | None = None) -> Any:
-        if self._fast_get and not self._closed and not self._open_implicit and not self._lock.locked():
-            # Nothing awaited until the connection is taken or the client queued.
+    def take_idle(self) -> Any:
+        """The idle connection returned last, taken without awaiting anything, or None
+        when the short path cannot take one (none idle, or psycopg_pool's own path
+        needed): then ``getconn``."""
+        if self._fast_get and self._pool and not self._closed and not self._open_implicit and not self._lock.locked():
             idle = self._pool
-            if idle:
-                conn = idle.pop()
-                if len(idle) < self._nconns_min:
-                    self._nconns_min = len(idle)
-                self._stats[self._REQUESTS_NUM] += 1
-                conn._pool = self
-                return conn
+            conn = idle.pop()
+            if len(idle) < self._nconns_min:
+                self._nconns_min = len(idle)
+            self._stats[self._REQUESTS_NUM] += 1
+            conn._pool = self
+            return conn
+        return None
+
+    async def getconn(self, timeout: float | None = None) -> Any:
+        conn = self.take_idle()
+        if conn is not None:
+            return conn
+        if self._fast_get and not self._closed and not self._open_implicit and not self._lock.locked():
+            # None idle: queue, as psycopg_pool does (nothing awaited until queued).
             if timeout is None:
                 timeout = self.timeout
-            if timeout > 0 and not (self.max_waiting and len(self._waiting) >= self.max_waiting):
+            if timeout > 0 and not self._pool and not (self.max_waiting and len(self._waiting) >= self.max_waiting):
                 self._stats[self._REQUESTS_NUM] += 1
                 t0 = time.monotonic()
                 pos = _Waiter()
@@ -88,7 +97,9 @@ class AsyncLifoConnectionPool(psycopg_pool.AsyncConnectionPool):  # type: ignore
                 return conn
         return await super().getconn(timeout)
 
-    async def putconn(self, conn: Any) -> None:
+    def put_idle(self, conn: Any) -> bool:
+        """Return ``conn`` without awaiting anything, to the first client waiting or to
+        the idle pool; False when the short path cannot (then ``putconn``)."""
         if (
             self._fast_put
             and getattr(conn, "_pool", None) is self
@@ -104,14 +115,18 @@ class AsyncLifoConnectionPool(psycopg_pool.AsyncConnectionPool):  # type: ignore
                 conn._pool = None
                 conn._replpool_returned = now
                 if waiting.popleft().give(conn):
-                    return
+                    return True
             if not waiting:
                 conn._pool = None
                 conn._replpool_returned = now
                 self._pool.append(conn)
-                return
+                return True
             conn._pool = self  # a client of psycopg_pool's own path is first
-        await super().putconn(conn)
+        return False
+
+    async def putconn(self, conn: Any) -> None:
+        if not self.put_idle(conn):
+            await super().putconn(conn)
 
     async def _get_ready_connection(self, timeout: float | None) -> Any:
         # Called with the pool's lock held, as the base class does.
