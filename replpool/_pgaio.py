@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import psycopg_pool
 from psycopg import pq
-from psycopg_pool.pool_async import ReturnConnection, WaitingClient
+from psycopg_pool import pool_async as _pool_async
 
 from ._engine import MemberSpec
 from ._pg import (
@@ -28,6 +28,11 @@ from ._pg import (
 _IDLE = pq.TransactionStatus.IDLE
 # What psycopg_pool's asyncio pool catches around a client's wait (its CLIENT_EXCEPTIONS).
 _CLIENT_EXCEPTIONS = (Exception, asyncio.CancelledError)
+# The two classes of psycopg_pool's the short path uses (3.2 and 3.3 have them); should a
+# later version lack them, no short path rather than no import.
+_WaitingClient: Any = getattr(_pool_async, "WaitingClient", object)
+_ReturnConnection: Any = getattr(_pool_async, "ReturnConnection", None)
+_FAST_PATH = FAST_PATH and _WaitingClient is not object and _ReturnConnection is not None
 
 
 class AsyncLifoConnectionPool(psycopg_pool.AsyncConnectionPool):  # type: ignore[type-arg]
@@ -52,8 +57,8 @@ class AsyncLifoConnectionPool(psycopg_pool.AsyncConnectionPool):  # type: ignore
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._fast_get = FAST_PATH and self._check is None
-        self._fast_put = FAST_PATH and self._reset is None
+        self._fast_get = _FAST_PATH and self._check is None
+        self._fast_put = _FAST_PATH and self._reset is None
 
     def take_idle(self) -> Any:
         """The idle connection returned last, taken without awaiting anything, or None
@@ -88,7 +93,7 @@ class AsyncLifoConnectionPool(psycopg_pool.AsyncConnectionPool):  # type: ignore
                     conn = await pos.wait(timeout)
                 except _CLIENT_EXCEPTIONS:
                     if pos.conn is not None:  # given, but too late: back to the pool
-                        self.run_task(ReturnConnection(self, pos.conn, from_getconn=True))
+                        self.run_task(_ReturnConnection(self, pos.conn, from_getconn=True))
                     self._stats[self._REQUESTS_ERRORS] += 1
                     raise
                 finally:
@@ -154,14 +159,12 @@ class AsyncLifoConnectionPool(psycopg_pool.AsyncConnectionPool):  # type: ignore
         return stats
 
 
-class _Waiter(WaitingClient):  # type: ignore[type-arg]
+class _Waiter(_WaitingClient):  # type: ignore[misc]
     """A client queued by the short path of :class:`AsyncLifoConnectionPool`: what
     psycopg_pool's ``WaitingClient`` does (the pool calls its ``set`` and ``fail``), on
     a future and a timer. It takes the first of a connection, an error, its timeout or
     its cancellation; one given after that is refused (``set`` returns False) and the
     giver passes it on."""
-
-    __slots__ = ("_future",)
 
     def __init__(self) -> None:  # not the base's: no condition to make
         self.conn: Any = None
