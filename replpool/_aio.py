@@ -162,31 +162,41 @@ class AsyncCluster(ClusterBase[AsyncPool]):
         )
         return _AsyncCheckout(self, read_only, self.checkout_timeout if timeout is None else timeout, level)
 
-    async def _getconn(self, m: _Member[AsyncPool], timeout: float) -> Any | None:
-        """A live connection from a member's pool, or None when the member is gone (see
-        ``Cluster._getconn``)."""
-        assert m.pool is not None
+    def _take_idle(self, m: _Member[AsyncPool]) -> Any:
+        """An idle connection of a member's pool, taken without awaiting (not checked
+        yet: see ``_getconn``), or None."""
         if self._unopened and m.index in self._unopened:
-            await self._open_member(m.index)
-        start = time.monotonic() if _observe._observers else 0.0
-        try:
-            conn = await m.pool.getconn(timeout=max(0.001, min(timeout, self.probe_timeout)))
-        except psycopg_pool.PoolTimeout:
-            conn = await self._getconn_slowly(m, timeout)
-            if conn is None:
-                return None
+            return None
+        return m.pool.take_idle()  # type: ignore[union-attr]  # an AsyncLifoConnectionPool
+
+    async def _getconn(
+        self, m: _Member[AsyncPool], timeout: float, taken: Any = None, start: float = 0.0
+    ) -> Any | None:
+        """A live connection from a member's pool, or None when the member is gone (see
+        ``Cluster._getconn``); ``taken``: one already taken by ``_take_idle`` (at
+        ``start``, if observed), to check first."""
+        assert m.pool is not None
+        if taken is not None:
+            conn = taken
+        else:
+            if self._unopened and m.index in self._unopened:
+                await self._open_member(m.index)
+            start = time.monotonic() if _observe._observers else 0.0
+            try:
+                conn = await m.pool.getconn(timeout=max(0.001, min(timeout, self.probe_timeout)))
+            except psycopg_pool.PoolTimeout:
+                conn = await self._getconn_slowly(m, timeout)
+                if conn is None:
+                    return None
         if self._engine.alive(conn):  # the common case, kept short
             if start:
-                for o in _observe._observers:
-                    o.checkout_waited(self.name, m.spec.name, time.monotonic() - start)
+                self._waited(m, start)
             return conn
         newest = 0.0
         for _ in range(self.max_size + 1):
             if self._engine.alive(conn):
                 if start:
-                    waited = time.monotonic() - start
-                    for o in _observe._observers:
-                        o.checkout_waited(self.name, m.spec.name, waited)
+                    self._waited(m, start)
                 return conn
             newest = max(newest, self._engine.opened_at(conn))
             await m.pool.putconn(conn)  # broken: the pool discards and replaces it
@@ -215,9 +225,30 @@ class AsyncCluster(ClusterBase[AsyncPool]):
             except psycopg_pool.PoolTimeout:
                 continue
 
-    async def _checkout_replica(self, index: int, timeout: float) -> Any | None:
+    def _replica_now(self, m: _Member[AsyncPool], conn: Any, start: float) -> bool:
+        """Whether ``conn``, taken idle from replica ``m``'s pool (at ``start``, if
+        observed), serves a read as it is (live, the replica up, its lock timeout set):
+        then it is checked out, else ``_checkout_replica`` does the rest."""
+        if (
+            self._engine.alive(conn) and self._monitor.topology.members[m.index].up
+            and not self._pg.needs_lock_timeout(conn, self.replica_lock_timeout)
+        ):
+            m.out[id(conn)] = conn
+            if start:
+                self._waited(m, start)
+            return True
+        return False
+
+    def _waited(self, m: _Member[AsyncPool], start: float) -> None:
+        waited = time.monotonic() - start
+        for o in _observe._observers:
+            o.checkout_waited(self.name, m.spec.name, waited)
+
+    async def _checkout_replica(
+        self, index: int, timeout: float, taken: Any = None, start: float = 0.0
+    ) -> Any | None:
         m = self._members[index]
-        conn = await self._getconn(m, timeout)
+        conn = await self._getconn(m, timeout, taken, start)
         if conn is None:
             return None
         assert m.pool is not None
@@ -248,7 +279,13 @@ class AsyncCluster(ClusterBase[AsyncPool]):
                 self._waiting_for_primary(deadline, wait), self._monitor.wait_for_change_async
             )
             m = self._members[index]
-            conn = await self._getconn(m, timeout)
+            start = time.monotonic() if _observe._observers else 0.0
+            conn = self._take_idle(m)
+            if conn is not None and self._engine.alive(conn):  # the common case: no coroutine
+                if start:
+                    self._waited(m, start)
+                break
+            conn = await self._getconn(m, timeout, conn, start)
             if conn is not None:
                 break
         assert m.pool is not None
@@ -301,7 +338,12 @@ class AsyncCluster(ClusterBase[AsyncPool]):
                     self._waiting_for_replica(level, decision, avoid), self._monitor.wait_for_change_async
                 )
         while decision.member is not None:
-            conn = await self._checkout_replica(decision.member, timeout)
+            # The common case without a coroutine: an idle connection, ready as it is.
+            m = self._members[decision.member]
+            start = time.monotonic() if _observe._observers else 0.0
+            conn = self._take_idle(m)
+            if conn is None or not self._replica_now(m, conn, start):
+                conn = await self._checkout_replica(decision.member, timeout, conn, start)
             if conn is not None:
                 self._count(decision.member, "replica", decision.reason, level)
                 return Lease(self, self._members[decision.member], conn, True, True, decision.reason, level)
@@ -334,6 +376,8 @@ class AsyncCluster(ClusterBase[AsyncPool]):
     async def release(self, lease: Lease, exc: BaseException | None = None) -> None:
         """Give a leased connection back to its pool (the pool rolls back a transaction
         left open). A connection error takes the member out."""
+        if self._release_now(lease, exc):
+            return
         m, conn = lease.member, lease.conn
         assert m.pool is not None
         if lease.on_replica:
@@ -348,6 +392,21 @@ class AsyncCluster(ClusterBase[AsyncPool]):
             await m.pool.putconn(conn)
         if exc is not None and self._engine.is_disconnect(exc, conn):
             self._monitor.report_failure(m.index, f"connection lost: {type(exc).__name__}")
+
+    def _release_now(self, lease: Lease, exc: BaseException | None) -> bool:
+        """:meth:`release` without awaiting, in the common case (nothing to set on the
+        connection, and the pool's short path takes it back); False: not released, the
+        caller awaits ``release``."""
+        if lease.read_only and not lease.on_replica:
+            return False  # a read on the primary: its read-only setting may need undoing
+        m, conn = lease.member, lease.conn
+        if lease.on_replica:
+            m.out.pop(id(conn), None)
+        if not m.pool.put_idle(conn):  # type: ignore[union-attr]  # an AsyncLifoConnectionPool
+            return False
+        if exc is not None and self._engine.is_disconnect(exc, conn):
+            self._monitor.report_failure(m.index, f"connection lost: {type(exc).__name__}")
+        return True
 
     # -- hooks from the monitor -------------------------------------------------------------
 
@@ -450,5 +509,6 @@ class _AsyncCheckout:
             if c._pg.in_transaction(lease.conn):
                 await c._aio.exit(lease.conn, exc)
         finally:
-            await c.release(lease, exc)
+            if not c._release_now(lease, exc):  # the common case, without a coroutine
+                await c.release(lease, exc)
             c._ended(lease)

@@ -231,3 +231,62 @@ def test_every_connection_entering_the_idle_pool_is_stamped_with_the_time(postgr
             await pool.close()
 
     asyncio.run(main())
+
+
+@on_lab
+@pytest.mark.parametrize("short", [True, False], ids=["short path", "psycopg_pool's path"])
+def test_tasks_queueing_for_connections_each_get_their_own_and_every_checkout_is_counted(
+    postgres_lab, table, short
+):
+    """Many tasks over pools of two: reads and writes queue for connections. With the
+    pools' short path (connections taken and handed back without a coroutine) and
+    without it (psycopg_pool's own getconn/putconn), the same: no connection used by two
+    tasks at once, every checkout counted and observed, every connection back after."""
+    from replpool import _observe
+
+    class Waits(_observe.Observer):
+        def __init__(self) -> None:
+            self.waits: list[tuple[str, float]] = []
+
+        def checkout_waited(self, cluster: str, member: str, seconds: float) -> None:
+            self.waits.append((member, seconds))
+
+    async def main() -> tuple[list[str], dict[str, Any], list[dict[str, int]]]:
+        async with make(postgres_lab, min_size=2, max_size=2, name="queue") as c:
+            for m in c._members:
+                await c._open_member(m.index)
+                await m.pool.wait()
+                if not short:
+                    m.pool._fast_get = m.pool._fast_put = False
+            in_use: set[int] = set()
+            errors: list[str] = []
+
+            async def worker(n: int) -> None:
+                for i in range(20):
+                    read_only = (n + i) % 3 != 0
+                    async with c.connection(read_only=read_only) as conn:
+                        if id(conn) in in_use:
+                            errors.append(f"a connection used by two tasks at once (task {n})")
+                        in_use.add(id(conn))
+                        if read_only:
+                            await (await conn.execute(f"SELECT count(*) FROM {table}")).fetchall()
+                        else:
+                            await conn.execute(f"INSERT INTO {table} (id) VALUES (%s)", (n * 100 + i,))
+                        in_use.discard(id(conn))
+
+            with replpool.session():
+                await asyncio.gather(*(worker(n) for n in range(15)))
+            return errors, c.status().reads_by_level, [m.pool.get_stats() for m in c._members]
+
+    observer = Waits()
+    _observe.add_observer(observer)
+    try:
+        errors, reads, stats = asyncio.run(main())
+    finally:
+        _observe.remove_observer(observer)
+    assert not errors, errors[:3]
+    assert len(observer.waits) == 15 * 20 and all(s >= 0 for _, s in observer.waits)
+    expected_reads = sum(1 for n in range(15) for i in range(20) if (n + i) % 3 != 0)
+    assert sum(sum(by_target.values()) for by_target in reads.values()) == expected_reads
+    for s in stats:
+        assert s["pool_available"] == s["pool_size"] == 2, s
