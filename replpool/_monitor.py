@@ -741,8 +741,11 @@ def newest_covered(samples: list[tuple[int, Position]], position: Position) -> i
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    if not text or text.endswith(":"):  # the driver said nothing (a connect timeout's "3024:")
+        text = f"{text} (no message from the driver)".strip()
+    return f"{type(exc).__name__}: {text}"
 
 
 def _run(ref: weakref.ref[Monitor], stop: threading.Event, demanded: threading.Event) -> None:

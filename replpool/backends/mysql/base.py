@@ -249,6 +249,31 @@ class DatabaseWrapper(ClusterWrapperMixin, connector_base.DatabaseWrapper):
             return tuple(self.member_connection().server_version)
 
     @cached_property
+    def mysql_server_data(self) -> dict[str, Any]:
+        """What the connector's backend reads of the server for its features (version,
+        SQL mode, default storage engine, ``sql_auto_is_null``, ``lower_case_table_names``,
+        whether time zone tables are loaded): the same, asked of any member (Django's
+        model checks read it at start-up, before any request)."""
+        if not self.routed:
+            return _inherited(self, "mysql_server_data")  # type: ignore[no-any-return]
+        with self.temporary_connection():  # type: ignore[operator]
+            cursor = self.member_connection().cursor()
+            try:
+                cursor.execute(
+                    "SELECT VERSION(), @@sql_mode, @@default_storage_engine, @@sql_auto_is_null,"
+                    " @@lower_case_table_names,"
+                    " CONVERT_TZ('2001-01-01 01:00:00', 'UTC', 'UTC') IS NOT NULL"
+                )
+                version, mode, engine, auto_is_null, lower_case, zoneinfo = cursor.fetchone()
+            finally:
+                cursor.close()
+        return {
+            "version": version, "sql_mode": mode, "default_storage_engine": engine,
+            "sql_auto_is_null": bool(auto_is_null), "lower_case_table_names": bool(lower_case),
+            "has_zoneinfo_database": bool(zoneinfo),
+        }
+
+    @cached_property
     def sql_mode(self) -> set[str]:
         if not self.routed:
             return _inherited(self, "sql_mode")
