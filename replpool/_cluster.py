@@ -170,7 +170,9 @@ class Cluster(ClusterBase[Pool]):
         assert m.pool is not None
         start = time.monotonic() if _observe._observers else 0.0
         try:
-            conn = m.pool.getconn(timeout=max(0.001, min(timeout, self.probe_timeout)))
+            # The first slice: max(0.001, min(timeout, probe_timeout)), without the calls.
+            first = timeout if timeout < self.probe_timeout else self.probe_timeout
+            conn = m.pool.getconn(first if first > 0.001 else 0.001)
         except psycopg_pool.PoolTimeout:
             conn = self._getconn_slowly(m, timeout)
             if conn is None:
@@ -410,7 +412,7 @@ class _Checkout:
     def __enter__(self) -> Any:
         c = self.cluster
         if self.read_only:
-            lease = c.lease_read(self.timeout, self.avoid, level=self.level)
+            lease = c.lease_read(self.timeout, self.avoid, None, self.level)
         else:
             lease = c.lease_write(self.timeout)
             # No token may claim to cover what the block writes before it commits.

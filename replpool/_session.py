@@ -265,7 +265,11 @@ class Session:
         """Something on ``cluster`` was observed by a statement that ended at
         ``ended_ns`` (monotonic) on ``member`` (a replica's index, in that life of it;
         None: the primary): the session's later reads must see at least as much."""
-        with self._lock:
+        # Every read records one: acquire() and release() rather than `with`, whose
+        # call of the lock's __exit__ costs about as much as the first case below.
+        lock = self._lock
+        lock.acquire()
+        try:
             old = self._reqs.get(cluster)
             if old is None:
                 # The session's first observation here (a session per request: the
@@ -289,6 +293,8 @@ class Session:
                 self._reqs[cluster] = Requirement(engine, None, ended_ns, member, life if member is not None else 0)
                 return
             self._reqs[cluster] = old.observed(ended_ns, member, life)
+        finally:
+            lock.release()
 
     def note_resolution(
         self, cluster: str, sample: Position, sample_sent_ns: int, member: int | None = None, life: int = 0
