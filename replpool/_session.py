@@ -33,6 +33,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, NamedTuple, NoReturn, Protocol, TypeVar, overload
 
 from . import _tokens
@@ -582,12 +583,13 @@ class session:  # noqa: N801 (a function to its callers)
     Each ``with`` opens a new session: the object may be used again, not inside itself.
     """
 
-    __slots__ = ("after", "_outer", "_session")
+    __slots__ = ("after", "_outer", "_session", "_token")
 
     def __init__(self, after: str | None = None) -> None:
         self.after = after
         self._outer: Session | None = None  # the explicit session in force at enter
         self._session: Session | None = None
+        self._token: contextvars.Token[Session | None] | None = None
 
     def __enter__(self) -> Session:
         if self._session is not None:
@@ -598,14 +600,23 @@ class session:  # noqa: N801 (a function to its callers)
         if self.after:
             adopt(s, self.after)
         self._session = s
-        _current.set(s)
+        self._token = _current.set(s)
         return s
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         inner = self._session
         assert inner is not None, "replpool.session: __exit__ without __enter__"
         outer = self._outer
-        _current.set(outer)
+        token, self._token = self._token, None
+        try:
+            # Back to what enter found: by its token when in the same context (a little
+            # cheaper than setting it, and what a session per request does) ...
+            _current.reset(token)  # type: ignore[arg-type]
+        except ValueError:
+            # ... or, in another context than enter's, by setting it.
+            _current.set(outer)
         self._session = None
         if outer is not None:
             outer.merge(inner)
