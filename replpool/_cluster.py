@@ -128,8 +128,11 @@ class Cluster(ClusterBase[Pool]):
             except Exception as exc:
                 if not read_only:
                     raise
+                failed = checkout.failed
                 retry = self._retry_avoiding(
-                    exc, checkout.failed_member, checkout.failed_conn, checkout.failed_on_replica, avoid
+                    exc, failed.index if failed is not None else None,
+                    failed.conn if failed is not None else None,
+                    failed.on_replica if failed is not None else False, avoid,
                 )
                 if retry is None:
                     raise
@@ -385,10 +388,7 @@ class Cluster(ClusterBase[Pool]):
 class _Checkout:
     """One ``with cluster.connection(...)`` block."""
 
-    __slots__ = (
-        "cluster", "read_only", "timeout", "level", "avoid", "lease", "failed_member",
-        "failed_conn", "failed_on_replica",
-    )
+    __slots__ = ("cluster", "read_only", "timeout", "level", "avoid", "lease", "failed")
 
     def __init__(
         self, cluster: Cluster, read_only: bool, timeout: float, level: Consistency | None = None,
@@ -400,10 +400,9 @@ class _Checkout:
         self.level = level
         self.avoid = avoid
         self.lease: Lease | None = None
-        # Where the block failed, if it did: Cluster.query() decides on a retry.
-        self.failed_member: int | None = None
-        self.failed_conn: Any = None
-        self.failed_on_replica = False
+        # The lease of the block that failed, if it did: Cluster.query() decides on a
+        # retry from where it ran (one slot rather than three: set on every checkout).
+        self.failed: Lease | None = None
 
     @property
     def reason(self) -> Reason | None:
@@ -427,8 +426,7 @@ class _Checkout:
         assert lease is not None
         self.lease = None
         if exc is not None:
-            self.failed_member, self.failed_conn = lease.index, lease.conn
-            self.failed_on_replica = lease.on_replica
+            self.failed = lease
         try:
             c._engine.exit(lease.conn, exc)
         finally:
