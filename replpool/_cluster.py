@@ -128,11 +128,9 @@ class Cluster(ClusterBase[Pool]):
             except Exception as exc:
                 if not read_only:
                     raise
-                failed = checkout.failed
-                retry = self._retry_avoiding(
-                    exc, failed.index if failed is not None else None,
-                    failed.conn if failed is not None else None,
-                    failed.on_replica if failed is not None else False, avoid,
+                failed = checkout.failed  # None: it failed before reaching a member
+                retry = None if failed is None else self._retry_avoiding(
+                    exc, failed.index, failed.conn, failed.on_replica, avoid
                 )
                 if retry is None:
                     raise
@@ -173,7 +171,8 @@ class Cluster(ClusterBase[Pool]):
         assert m.pool is not None
         start = time.monotonic() if _observe._observers else 0.0
         try:
-            # The first slice: max(0.001, min(timeout, probe_timeout)), without the calls.
+            # The first slice, max(0.001, min(timeout, probe_timeout)), worked out
+            # without calls and passed by position: this runs on every checkout.
             first = timeout if timeout < self.probe_timeout else self.probe_timeout
             conn = m.pool.getconn(first if first > 0.001 else 0.001)
         except psycopg_pool.PoolTimeout:
@@ -411,6 +410,7 @@ class _Checkout:
     def __enter__(self) -> Any:
         c = self.cluster
         if self.read_only:
+            # Positional: a call with keywords costs noticeably more, on every read.
             lease = c.lease_read(self.timeout, self.avoid, None, self.level)
         else:
             lease = c.lease_write(self.timeout)
