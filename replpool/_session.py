@@ -81,6 +81,11 @@ class Consistency:
         return self.level.value
 
 
+# The levels, as module constants for the code every read runs: in Python 3.11, reading
+# an enum member off its class (``Level.SESSION``) costs as much as a dozen plain name
+# lookups.
+LEVEL_STRONG, LEVEL_SESSION, LEVEL_BOUNDED = Level.STRONG, Level.SESSION, Level.BOUNDED
+
 STRONG = Consistency(Level.STRONG)
 SESSION = Consistency(Level.SESSION)
 EVENTUAL = Consistency(Level.EVENTUAL)
