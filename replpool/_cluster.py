@@ -20,6 +20,10 @@ from ._session import SESSION, Consistency, Level
 
 __all__ = ["Cluster", "Lease"]
 
+# Named on every write: a module constant, not read off the enum class (see
+# _session.LEVEL_SESSION).
+_WRITE = Reason.WRITE
+
 
 class Cluster(ClusterBase[Pool]):
     """A primary and its replicas, pooled, monitored, and routed with read-your-writes.
@@ -337,8 +341,8 @@ class Cluster(ClusterBase[Pool]):
             wait=wait_for_primary,
         )
         if count:
-            self._count(m.index, "primary", Reason.WRITE)
-        return Lease(self, m, conn, False, False, Reason.WRITE, SESSION)
+            self._count(m.index, "primary", _WRITE)
+        return Lease(self, m, conn, False, False, _WRITE, SESSION)
 
     def release(self, lease: Lease, exc: BaseException | None = None, *, reset_session: bool = False) -> None:
         """Give a leased connection back to its pool (it must not be in a transaction;
