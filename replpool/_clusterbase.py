@@ -36,7 +36,7 @@ from ._routing import (
     resolve_pending,
     usual_read,
 )
-from ._session import SESSION, Consistency, Level, make_consistency
+from ._session import LEVEL_BOUNDED, LEVEL_SESSION, LEVEL_STRONG, SESSION, Consistency, Level, make_consistency
 from ._status import ClusterStatus, MemberStatus, PoolStatus
 
 logger = logging.getLogger("replpool")
@@ -343,7 +343,7 @@ class ClusterBase(Generic[P]):
     def _requirement(self, level: Consistency) -> _session.Requirement | None:
         """What a read at ``level`` must observe on this cluster: the session's floor
         and pending observation at the session level, nothing at the others."""
-        if level.level is not Level.SESSION:
+        if level.level is not LEVEL_SESSION:
             return None
         current = _session._current.get() or _session._implicit.session
         if current is None:
@@ -374,7 +374,7 @@ class ClusterBase(Generic[P]):
         waiting. No connection is taken."""
         if len(self._members) == 1:
             # No replica to choose (a cluster of one database): the primary, at no cost.
-            return _PINNED if level.level is Level.STRONG else _NO_REPLICA
+            return _PINNED if level.level is LEVEL_STRONG else _NO_REPLICA
         req = self._requirement(level)
         if not avoid and level is SESSION:
             usual = usual_read(self._monitor.topology, req, self._selector, self._busy)
@@ -382,7 +382,7 @@ class ClusterBase(Generic[P]):
                 return usual
         return decide_read(
             self._monitor.topology, req, self._selector, self._resolve, level=level,
-            now_ns=time.monotonic_ns() if level.level is Level.BOUNDED else 0,
+            now_ns=time.monotonic_ns() if level.level is LEVEL_BOUNDED else 0,
             avoid=avoid, busy=self._busy,
         )
 
@@ -402,7 +402,7 @@ class ClusterBase(Generic[P]):
             topo = yield (topo.version, left)
             d = decide_read(
                 topo, self._requirement(level), self._selector, self._resolve, level=level,
-                now_ns=time.monotonic_ns() if level.level is Level.BOUNDED else 0,
+                now_ns=time.monotonic_ns() if level.level is LEVEL_BOUNDED else 0,
                 avoid=avoid, busy=self._busy,
             )
             if d.member is not None:
@@ -539,7 +539,7 @@ class ClusterBase(Generic[P]):
         if reason is not None and reason in WAITABLE:
             self._monitor.demand()
         lvl = level.level
-        if lvl is Level.SESSION or lvl is Level.STRONG:
+        if lvl is LEVEL_SESSION or lvl is LEVEL_STRONG:
             session = _session._current.get() or _session._implicit.session or _session.writing_session()
             life = self._monitor.topology.members[member].life if member is not None else 0
             session.observe(self.name, self._engine.name, time.monotonic_ns(), member, life)

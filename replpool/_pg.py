@@ -140,7 +140,11 @@ class LifoConnectionPool(psycopg_pool.ConnectionPool):  # type: ignore[type-arg]
 
     def getconn(self, timeout: float | None = None) -> Any:
         if self._fast_get:
-            with self._lock:
+            # acquire() and release() rather than `with`: the lock's __exit__ call costs
+            # as much again as the rest of this path.
+            lock = self._lock
+            lock.acquire()
+            try:
                 idle = self._pool
                 if idle and not self._closed and not self._open_implicit:
                     conn = idle.pop()  # _pop_idle(), one call shorter
@@ -149,6 +153,8 @@ class LifoConnectionPool(psycopg_pool.ConnectionPool):  # type: ignore[type-arg]
                     self._stats[self._REQUESTS_NUM] += 1
                     conn._pool = self
                     return conn
+            finally:
+                lock.release()
         return super().getconn(timeout)
 
     def putconn(self, conn: Any) -> None:
@@ -159,12 +165,16 @@ class LifoConnectionPool(psycopg_pool.ConnectionPool):  # type: ignore[type-arg]
             and conn._expire_at > (now := time.monotonic())
             and (not _HAS_DRAIN or conn._created_at > self._drained_at)
         ):
-            with self._lock:
+            lock = self._lock  # not `with`, as in getconn
+            lock.acquire()
+            try:
                 if not self._closed and not self._waiting and self._pool_full_event is None:
                     conn._pool = None
                     conn._replpool_returned = now
                     self._pool.append(conn)
                     return
+            finally:
+                lock.release()
         super().putconn(conn)
 
     def _add_to_pool(self, conn: Any) -> None:
@@ -640,6 +650,8 @@ class PostgresEngine:
         """``lock_timeout`` for the session: a replica's reads give up waiting behind
         replay (a replayed TRUNCATE or ALTER holds an ACCESS EXCLUSIVE lock until its
         commit is replayed: forever while replay is paused), with SQLSTATE 55P03."""
+        if getattr(conn, "_replpool_lock_timeout_s", None) == seconds:
+            return  # already so (see needs_lock_timeout): the common case, one call shorter
         if not self.needs_lock_timeout(conn, seconds):
             return
         value = lock_timeout_value(seconds)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 from ._positions import Position
-from ._session import SESSION, Consistency, Level, Requirement
+from ._session import LEVEL_BOUNDED, LEVEL_SESSION, LEVEL_STRONG, SESSION, Consistency, Requirement
 
 
 class Reason(str, enum.Enum):
@@ -40,6 +40,9 @@ class Reason(str, enum.Enum):
     def __str__(self) -> str:
         return self.value
 
+
+# Reasons every routed read names, as module constants (see LEVEL_SESSION).
+_FRESH_REPLICA, _MEMBER_DOWN = Reason.FRESH_REPLICA, Reason.MEMBER_DOWN
 
 # Reasons after which waiting for the monitor's next snapshot may find a replica.
 WAITABLE = frozenset({Reason.POSITION_PENDING, Reason.NO_FRESH_REPLICA})
@@ -175,7 +178,7 @@ def route_read(
     replica it was made on (same life), else the primary. Anything else goes to the
     primary, with the reason. ``avoid``: members that just failed for this request.
     """
-    if pinned or level.level is Level.STRONG:
+    if pinned or level.level is LEVEL_STRONG:
         return Decision(None, Reason.PINNED)
     eligible: Sequence[MemberView] = topology.eligible
     if avoid:
@@ -185,14 +188,14 @@ def route_read(
         if any(m.up and m.position is not None for m in replicas):
             return Decision(None, Reason.REPLICA_LAGGING)
         return Decision(None, Reason.MEMBER_DOWN if avoid else Reason.NO_REPLICA)
-    found = Reason.MEMBER_DOWN if avoid else Reason.FRESH_REPLICA
+    found = _MEMBER_DOWN if avoid else _FRESH_REPLICA
     needed: Position | None = None
-    if level.level is Level.BOUNDED:
+    if level.level is LEVEL_BOUNDED:
         oldest = now_ns - level.max_staleness_ns
         eligible = [m for m in eligible if m.fresh_as_of_ns is not None and m.fresh_as_of_ns >= oldest]
         if not eligible:
             return Decision(None, Reason.NO_FRESH_REPLICA)
-    elif level.level is Level.SESSION and requirement is not None:
+    elif level.level is LEVEL_SESSION and requirement is not None:
         needed = requirement.floor
         if requirement.pending_since is not None:
             # Pending on a replica: that replica may serve again, as it is (it only
@@ -293,7 +296,7 @@ def decide_read(
     observation first served by the replica it was made on (the common case, at no
     cost), else resolved by ``resolve`` (which records the resolution in the session,
     from :func:`resolve_pending`, and returns the new requirement, or None)."""
-    if requirement is not None and requirement.pending_since is not None and level.level is Level.SESSION:
+    if requirement is not None and requirement.pending_since is not None and level.level is LEVEL_SESSION:
         if requirement.pending_on is not None:
             d = route_read(topology, requirement, selector, level=level, now_ns=now_ns, avoid=avoid, busy=busy)
             if d.member == requirement.pending_on:

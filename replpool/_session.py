@@ -33,6 +33,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, NamedTuple, NoReturn, Protocol, TypeVar, overload
 
 from . import _tokens
@@ -79,6 +80,11 @@ class Consistency:
             return f"{self.level.value} (max_staleness={self.max_staleness:g} s)"
         return self.level.value
 
+
+# The levels, as module constants for the code every read runs: in Python 3.11, reading
+# an enum member off its class (``Level.SESSION``) costs as much as a dozen plain name
+# lookups.
+LEVEL_STRONG, LEVEL_SESSION, LEVEL_BOUNDED = Level.STRONG, Level.SESSION, Level.BOUNDED
 
 STRONG = Consistency(Level.STRONG)
 SESSION = Consistency(Level.SESSION)
@@ -265,7 +271,11 @@ class Session:
         """Something on ``cluster`` was observed by a statement that ended at
         ``ended_ns`` (monotonic) on ``member`` (a replica's index, in that life of it;
         None: the primary): the session's later reads must see at least as much."""
-        with self._lock:
+        # Every read records one: acquire() and release() rather than `with`, whose
+        # call of the lock's __exit__ costs about as much as the first case below.
+        lock = self._lock
+        lock.acquire()
+        try:
             old = self._reqs.get(cluster)
             if old is None:
                 # The session's first observation here (a session per request: the
@@ -289,6 +299,8 @@ class Session:
                 self._reqs[cluster] = Requirement(engine, None, ended_ns, member, life if member is not None else 0)
                 return
             self._reqs[cluster] = old.observed(ended_ns, member, life)
+        finally:
+            lock.release()
 
     def note_resolution(
         self, cluster: str, sample: Position, sample_sent_ns: int, member: int | None = None, life: int = 0
@@ -532,10 +544,19 @@ def current_session() -> Session | None:
     return _current.get() or _implicit.session
 
 
+# Whether any thread has made an implicit session yet. Until one has, opening a session
+# need not look up the thread's (a process that opens a session per request and reads
+# nothing outside one never makes any): that lookup costs a third of what making the
+# Session does.
+_implicit_made = False
+
+
 def writing_session() -> Session:
     """The session an observation is recorded in, made (implicitly) if there is none."""
+    global _implicit_made
     s = _current.get() or _implicit.session
     if s is None:
+        _implicit_made = True
         s = _implicit.session = Session()
     return s
 
@@ -576,30 +597,40 @@ class session:  # noqa: N801 (a function to its callers)
     Each ``with`` opens a new session: the object may be used again, not inside itself.
     """
 
-    __slots__ = ("after", "_outer", "_session")
+    __slots__ = ("after", "_outer", "_session", "_token")
 
     def __init__(self, after: str | None = None) -> None:
         self.after = after
         self._outer: Session | None = None  # the explicit session in force at enter
         self._session: Session | None = None
+        self._token: contextvars.Token[Session | None] | None = None
 
     def __enter__(self) -> Session:
         if self._session is not None:
             raise RuntimeError("this replpool.session() is already open: make a new one")
         outer = self._outer = _current.get()
-        parent = outer or _implicit.session
+        parent = outer or (_implicit.session if _implicit_made else None)
         s = Session(parent.snapshot() if parent is not None else None)
         if self.after:
             adopt(s, self.after)
         self._session = s
-        _current.set(s)
+        self._token = _current.set(s)
         return s
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         inner = self._session
         assert inner is not None, "replpool.session: __exit__ without __enter__"
         outer = self._outer
-        _current.set(outer)
+        token, self._token = self._token, None
+        try:
+            # Back to what enter found: by its token when in the same context (a little
+            # cheaper than setting it, and what a session per request does) ...
+            _current.reset(token)  # type: ignore[arg-type]
+        except ValueError:
+            # ... or, in another context than enter's, by setting it.
+            _current.set(outer)
         self._session = None
         if outer is not None:
             outer.merge(inner)
