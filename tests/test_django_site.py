@@ -290,6 +290,17 @@ def test_a_hung_primary_costs_a_new_process_one_poll_timeout_not_the_connect_tim
     assert read["seconds"] < 3, read  # under one connect timeout, let alone two
 
 
+def test_checks_that_ask_the_server_run_without_a_primary(site):
+    """Django's model checks read the server's data (on MariaDB: version, SQL mode,
+    storage engine): any member answers them, as it answers the version check."""
+    migrated(site)
+    env = {"REPLPOOL_SITE_PRIMARY": "unreachable", "REPLPOOL_SITE_CLOSED_PORT": closed_port(),
+           "REPLPOOL_SITE_OPTIONS": json.dumps({"failover_wait": 1})}
+    proc = manage(site, "check", "--database", "default", env=env)
+    assert proc.returncode == 0, output(proc)
+    assert "Traceback" not in output(proc) and "NoPrimaryAvailable" not in output(proc), output(proc)
+
+
 def test_an_unreachable_primary_is_waited_for_once_per_request(site):
     migrated(site)
     env = {
