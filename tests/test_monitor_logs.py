@@ -108,6 +108,9 @@ def test_a_pool_failing_to_connect_says_so_once_and_once_when_it_connects_again(
         wait_until(lambda: c.status().member(name).eligible, 10, "the replica in use")
         pool = c._members[1].pool
         lab.kill(victim)
+        # Gone for good before the pool checks (a connection begun while the server was
+        # dying could still be accepted, and count as connecting again).
+        wait_until(lambda: not c.status().member(name).up, 10, "the replica seen down")
         pool.check()
         wait_until(lambda: pool.get_stats().get("connections_errors", 0) >= 3, 15, "three failed attempts")
         lab.start(victim)
