@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand
 from django.db import connections
 from django.test import Client
 
+import replpool
 from books.models import Author, Book
 
 
@@ -34,8 +35,12 @@ class Command(BaseCommand):
         logged_in = client.login(username=name, password="a-password")
         changelist = client.get("/admin/books/book/")
         added = client.post("/admin/books/book/add/", {"title": f"Notes by {name}", "author": author.pk})
-        book = Book.objects.filter(title=f"Notes by {name}").first()
-        entries = LogEntry.objects.filter(user=user)
+        # What the admin's request wrote, read on the primary: the command's own session
+        # never saw that request's writes (the browser's token did; here, where the rows
+        # live is the point).
+        with replpool.pinned_to_master():
+            book = Book.objects.filter(title=f"Notes by {name}").first()
+            entries = list(LogEntry.objects.filter(user=user))
         self.stdout.write(json.dumps({
             "user_db": user._state.db,
             "permissions": sorted(p.codename for p in perms),
