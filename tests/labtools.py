@@ -88,3 +88,16 @@ def fresh(func: Any, *args: Any, **kwargs: Any) -> Any:
         raise error[0]
     assert result, "the call in a thread of its own did not finish"
     return result[0]
+
+
+def lab_up_lines(proc: subprocess.Popen[str]) -> list[str]:
+    """The lines ``python -m replpool lab up`` printed, up to and including its
+    ``Running`` line (the lab is up then); AssertionError with its output if it stopped
+    before."""
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("Running"):
+            return lines
+    raise AssertionError("lab up stopped:\n" + "".join(lines))

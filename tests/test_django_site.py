@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from tests.labtools import lab_up_lines
+
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 PROJECT = Path(__file__).parent / "djangosite"
@@ -61,14 +63,7 @@ def site(request: pytest.FixtureRequest) -> Any:
     )
     assert proc.stdout is not None
     try:
-        output = []
-        for line in proc.stdout:
-            output.append(line.rstrip("\n"))
-            if line.startswith("Running;"):
-                break
-        else:
-            raise AssertionError("lab up stopped:\n" + "\n".join(output))
-        text = "\n".join(output)
+        text = "".join(lab_up_lines(proc)).rstrip("\n")
         databases, members = parse_lab_up(text)
         yield Site(request.param, text, databases, members, databases["default"]["PASSWORD"])
     finally:

@@ -13,7 +13,7 @@ import pytest
 from replpool._positions import MariaDBGTID
 from replpool.testing import LabError, MariaDBLab
 from replpool.testing._process import cmdline
-from tests.labtools import lab_processes
+from tests.labtools import lab_processes, lab_up_lines
 
 pytestmark = pytest.mark.lab
 
@@ -373,12 +373,7 @@ def test_lab_up_runs_writable_replicas_when_asked():
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        assert proc.stdout is not None
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("Running"):
-                break
+        lines = lab_up_lines(proc)
         (replica,) = [urlsplit(line.split()[3]) for line in lines if line.split()[1:2] == ["replica"]]
         folder = Path(lines[0].split(" lab in ")[1].strip())
         with mysql.connector.connect(

@@ -18,7 +18,7 @@ import pytest
 import replpool
 from replpool import _session, _tokens
 from replpool.testing import ShardLab
-from tests.labtools import fresh, lab_processes
+from tests.labtools import fresh, lab_processes, lab_up_lines
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -125,12 +125,7 @@ def test_lab_up_with_shards_runs_each_shard_until_stopped_and_prints_a_projects_
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        assert proc.stdout is not None
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("Running"):
-                break
+        lines = lab_up_lines(proc)
         text = "".join(lines)
         assert "shard1: postgresql lab in" in text and "shard2: postgresql lab in" in text, text
         folders = [line.split(" lab in ")[1].strip() for line in lines if " lab in " in line]

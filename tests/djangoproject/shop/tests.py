@@ -274,12 +274,9 @@ def scalar(sql, params=None):
         return cursor.fetchone()[0]
 
 
-class OneSessionTests(TransactionTestCase):
-    """A Django connection behaves as one database session, whatever the routing:
-    statements that create, read or depend on session state run on the primary, the
-    connection stays there once it holds some, and nobody inherits it afterwards."""
-
-    databases = {"default", "legacy_db"}
+class HealedLabTestCase(TransactionTestCase):
+    """Each test starts and ends with every replica applying again and caught up, and
+    the connection closed (no session state, no lease carried over)."""
 
     def setUp(self):
         lab.heal()
@@ -288,6 +285,14 @@ class OneSessionTests(TransactionTestCase):
     def tearDown(self):
         connection.close()
         lab.heal()
+
+
+class OneSessionTests(HealedLabTestCase):
+    """A Django connection behaves as one database session, whatever the routing:
+    statements that create, read or depend on session state run on the primary, the
+    connection stays there once it holds some, and nobody inherits it afterwards."""
+
+    databases = {"default", "legacy_db"}
 
     def test_a_session_lock_is_taken_on_the_primary(self):
         with lab.held_lock(connection.settings_dict["NAME"]):
@@ -466,17 +471,9 @@ def copy_of_connection(**options):
     return other
 
 
-class DjangoConnectionTests(TransactionTestCase):
+class DjangoConnectionTests(HealedLabTestCase):
     """The connection object behaves as Django's own backends' does where Django's own
     test suite looks (scripts/django_suite.py runs its backends module against both)."""
-
-    def setUp(self):
-        lab.heal()
-        connection.close()
-
-    def tearDown(self):
-        connection.close()
-        lab.heal()
 
     def test_a_closed_cursor_says_so_and_refuses_to_execute(self):
         with connection.cursor() as cursor:
