@@ -12,7 +12,6 @@ import select
 import socket
 import threading
 import time
-import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -393,8 +392,6 @@ class PostgresEngine:
     def __init__(self) -> None:
         # WAL geometry for turning insert positions into replay-comparable ones.
         self._sizes: tuple[int, int] = (8192, 16 << 20)
-        # Autocommit connections whose session default is read-only (see set_read_only).
-        self._ro_sessions: weakref.WeakSet[Any] = weakref.WeakSet()
 
     # -- configuration ------------------------------------------------------------------
 
@@ -630,10 +627,10 @@ class PostgresEngine:
             conn.read_only = True if read_only else None
         elif read_only:
             conn.execute("SET default_transaction_read_only = on")
-            self._ro_sessions.add(conn)
+            conn._replpool_ro_session = True  # type: ignore[attr-defined]
         else:
             conn.execute("SET default_transaction_read_only = off")
-            self._ro_sessions.discard(conn)
+            conn._replpool_ro_session = False  # type: ignore[attr-defined]
 
     def needs_read_only(self, conn: Any, read_only: bool) -> bool:
         """Whether :meth:`set_read_only` has anything to do on ``conn`` (no I/O; either
@@ -644,7 +641,9 @@ class PostgresEngine:
                 conn.read_only is not (True if read_only else None)
                 and conn.pgconn.transaction_status == _IDLE
             )
-        return (conn in self._ro_sessions) != read_only
+        # An autocommit connection whose session default was made read-only carries
+        # _replpool_ro_session = True (set_read_only sets it, a session reset clears it).
+        return getattr(conn, "_replpool_ro_session", False) != read_only
 
     def set_lock_timeout(self, conn: psycopg.Connection[Any], seconds: float | None) -> None:
         """``lock_timeout`` for the session: a replica's reads give up waiting behind
@@ -689,7 +688,7 @@ class PostgresEngine:
             autocommit = conn.autocommit
             conn.autocommit = True  # DISCARD ALL cannot run inside a transaction
             conn.execute("DISCARD ALL")
-            self._ro_sessions.discard(conn)
+            conn._replpool_ro_session = False  # type: ignore[attr-defined]
             conn._replpool_lock_timeout = "0"  # type: ignore[attr-defined]
             conn._replpool_lock_timeout_s = None  # type: ignore[attr-defined]
             configure = getattr(pool, "_replpool_configure", None)

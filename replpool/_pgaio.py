@@ -274,15 +274,14 @@ class AsyncPostgres:
         """``PostgresEngine.set_read_only``, on an asyncio connection. The caller asks
         ``PostgresEngine.needs_read_only`` first (a coroutine costs even when it has
         nothing to do)."""
-        ro_sessions = self.engine._ro_sessions
         if not conn.autocommit:
             await conn.set_read_only(True if read_only else None)
         elif read_only:
             await conn.execute("SET default_transaction_read_only = on")
-            ro_sessions.add(conn)
+            conn._replpool_ro_session = True  # type: ignore[attr-defined]
         else:
             await conn.execute("SET default_transaction_read_only = off")
-            ro_sessions.discard(conn)
+            conn._replpool_ro_session = False  # type: ignore[attr-defined]
 
     async def set_lock_timeout(self, conn: psycopg.AsyncConnection[Any], seconds: float | None) -> None:
         """``PostgresEngine.set_lock_timeout``, on an asyncio connection; the caller asks

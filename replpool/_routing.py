@@ -96,6 +96,8 @@ class Topology:
     # the decision sending a read to each.
     eligible: tuple[MemberView, ...] = field(init=False, default=())
     fresh: dict[int, Decision] = field(init=False, default_factory=dict)
+    # The primary's view if it is up, else None (every write asks).
+    primary_view: MemberView | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         eligible = tuple(
@@ -104,13 +106,8 @@ class Topology:
         )
         object.__setattr__(self, "eligible", eligible)
         object.__setattr__(self, "fresh", {m.index: Decision(m.index, Reason.FRESH_REPLICA) for m in eligible})
-
-    @property
-    def primary_view(self) -> MemberView | None:
-        if self.primary is None:
-            return None
-        view = self.members[self.primary]
-        return view if view.up else None
+        view = self.members[self.primary] if self.primary is not None else None
+        object.__setattr__(self, "primary_view", view if view is not None and view.up else None)
 
     def replicas(self) -> list[MemberView]:
         return [m for m in self.members if m.role == "replica"]

@@ -18,6 +18,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.db.backends.base.base import NO_DB_ALIAS, BaseDatabaseWrapper
 from django.db.models.signals import post_migrate
+from django.utils.functional import cached_property
 
 from .. import _session
 from .._cluster import Cluster
@@ -25,7 +26,7 @@ from .._engine import engine_for
 from .._errors import ConfigurationError, Error
 from ..django import _liveserver
 from ..django import checks as _checks  # noqa: F401  (registers replpool's system checks)
-from ..django._routed import RoutedConnection, RoutingCursor
+from ..django._routed import CursorKit, RoutedConnection, RoutingCursor
 
 # OPTIONS keys that belong to replpool, not to the driver.
 CLUSTER_OPTIONS = (
@@ -181,17 +182,37 @@ class ClusterWrapperMixin:
     alias: str
     settings_dict: dict[str, Any]
     connection: Any
-    _replpool_options_memo: tuple[Any, str]
-    _replpool_functions_memo: tuple[Any, frozenset[str]]
+    _replpool_options_memo: tuple[Any, str] | None = None
+    _replpool_params_memo: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+    _replpool_kit_memo: tuple[Any, CursorKit] | None = None
     _replpool_known: bool
     # While Django shares the wrapper with other threads: the sharing thread and its session.
     _replpool_shared: tuple[int, _session.Session] | None = None
 
-    @property
+    @cached_property
     def routed(self) -> bool:
         """Whether this wrapper routes (the ``NO_DB_ALIAS`` wrappers Django makes to
-        create and drop test databases talk to the primary alone, unrouted)."""
+        create and drop test databases talk to the primary alone, unrouted). A
+        wrapper's alias never changes: worked out once (it is asked several times a
+        query)."""
         return self.alias != NO_DB_ALIAS
+
+    def get_connection_params(self) -> dict[str, Any]:
+        """Django's connection parameters, less replpool's OPTIONS keys. Django's
+        ``connect()`` asks for them on every connection, which a routed wrapper does
+        not use (its cluster was made from the same parameters): worked out once per
+        settings (see :meth:`_settings_key`), and a copy returned."""
+        if not self.routed:
+            return self._connection_params()
+        key = self._settings_key()
+        memo = self._replpool_params_memo
+        if memo is None or memo[0] != key:
+            memo = self._replpool_params_memo = (key, self._connection_params())
+        return dict(memo[1])
+
+    def _connection_params(self) -> dict[str, Any]:
+        """Django's parameters, worked out now (which validates the settings)."""
+        return self.strip_replpool_options(super().get_connection_params())  # type: ignore[misc]
 
     @property
     def pool(self) -> Any:
@@ -214,13 +235,15 @@ class ClusterWrapperMixin:
         # after the first connection needs close_pool()). A keyed digest, not the text:
         # OPTIONS hold the replicas' passwords, and this key is a local variable of frames
         # Django's DEBUG page shows. And what else the engine's set-up reads (the time zone).
+        # Asked twice per connection: subscripts (Django's backends read these keys so
+        # too), and the memo a class attribute until set, not a __dict__ lookup.
         s = self.settings_dict
-        options = s.get("OPTIONS")
-        memo = self.__dict__.get("_replpool_options_memo")
+        options = s["OPTIONS"]
+        memo = self._replpool_options_memo
         if memo is None or memo[0] is not options:
             digest = hashlib.blake2b(repr(options).encode(), key=_DIGEST_KEY, digest_size=16).hexdigest()
             memo = self._replpool_options_memo = (options, digest)
-        return (s.get("NAME"), s.get("USER"), s.get("HOST"), s.get("PORT"), memo[1], self.pool_setup_key())
+        return (s["NAME"], s["USER"], s["HOST"], s["PORT"], memo[1], self.pool_setup_key())
 
     def pool_setup_key(self) -> Any:
         """What else the engine sets up pooled connections from (default: nothing)."""
@@ -480,20 +503,26 @@ class ClusterWrapperMixin:
             old.close()
 
     def routing_cursor(self) -> RoutingCursor:
-        return RoutingCursor(
-            self,  # type: ignore[arg-type]
-            self.make_plain_cursor, self.is_read_only_error, self.is_retryable_read,
-            self.closed_cursor_error, self.replica_functions(),
-        )
+        return RoutingCursor(self, self.cursor_kit())  # type: ignore[arg-type]
+
+    def cursor_kit(self) -> CursorKit:
+        """What the alias's cursors need of the engine: made once per OPTIONS dict (it
+        holds ``replica_functions``, see :func:`replica_functions`)."""
+        options = self.settings_dict["OPTIONS"]
+        memo = self._replpool_kit_memo
+        if memo is None or memo[0] is not options:
+            cls = type(self)
+            kit = CursorKit(
+                self.vendor, replica_functions(self.alias, options),  # type: ignore[attr-defined]
+                cls.make_plain_cursor, cls.is_read_only_error, cls.is_retryable_read,
+                cls.closed_cursor_error,
+            )
+            memo = self._replpool_kit_memo = (options, kit)
+        return memo[1]
 
     def replica_functions(self) -> frozenset[str]:
-        """The alias's ``OPTIONS["replica_functions"]`` (see :func:`replica_functions`),
-        worked out once per OPTIONS dict: Django makes a cursor per query."""
-        options = self.settings_dict.get("OPTIONS") or {}
-        memo = self.__dict__.get("_replpool_functions_memo")
-        if memo is None or memo[0] is not options:
-            memo = self._replpool_functions_memo = (options, replica_functions(self.alias, options))
-        return memo[1]
+        """The alias's ``OPTIONS["replica_functions"]`` (see :func:`replica_functions`)."""
+        return self.cursor_kit().replica_functions
 
     # -- a connection shared with other threads carries its session ------------------------
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from .. import _session
 from .._cluster import Cluster, Lease
@@ -238,26 +238,33 @@ class RoutedConnection:
         return f"<RoutedConnection {self.cluster.name!r} {', '.join(held) or 'idle'}>"
 
 
+class CursorKit(NamedTuple):
+    """What a :class:`RoutingCursor` needs of its engine, made once per wrapper (Django
+    makes a cursor per query). The functions are the engine's methods, unbound (called
+    with the wrapper first): bound ones kept on the wrapper would make it a cycle."""
+
+    dialect: str  # "postgresql" or "mysql": how to read SQL
+    replica_functions: frozenset[str]  # functions of the user's that only read
+    make_cursor: Callable[[Any, Any], Any]  # (wrapper, driver connection): a driver cursor
+    is_read_only_error: Callable[[Any, BaseException], bool]
+    is_retryable_read: Callable[[Any, BaseException, Any], bool]
+    closed_error: Callable[[Any, bool], BaseException]  # what the driver raises for a closed cursor
+
+
 class RoutingCursor:
     """The cursor a replpool alias hands Django: each ``execute`` runs where it may, and
     the results are read from wherever it ran."""
 
-    def __init__(
-        self,
-        wrapper: BaseDatabaseWrapper,
-        make_cursor: Callable[[Any], Any],
-        is_read_only_error: Callable[[BaseException], bool],
-        is_retryable_read: Callable[[BaseException, Any], bool],
-        closed_error: Callable[[bool], BaseException],
-        replica_functions: frozenset[str] = frozenset(),
-    ) -> None:
+    def __init__(self, wrapper: BaseDatabaseWrapper, kit: CursorKit) -> None:
         self._wrapper = wrapper
-        self._dialect: str = wrapper.vendor  # "postgresql" or "mysql": how to read SQL
-        self._replica_functions = replica_functions  # functions of the user's that only read
-        self._make_cursor = make_cursor
-        self._is_read_only_error = is_read_only_error
-        self._is_retryable_read = is_retryable_read
-        self._closed_error = closed_error  # what the driver raises for a closed cursor (or connection)
+        (
+            self._dialect,  # "postgresql" or "mysql": how to read SQL
+            self._replica_functions,  # functions of the user's that only read
+            self._make_cursor,
+            self._is_read_only_error,
+            self._is_retryable_read,
+            self._closed_error,  # what the driver raises for a closed cursor (or connection)
+        ) = kit
         self._cur: Any = None
         self._conn: Any = None
         self.closed = False  # as a DB-API cursor: close() makes it refuse to execute
@@ -271,7 +278,7 @@ class RoutingCursor:
             if self._conn is conn:
                 return self._cur
             self._close_current()
-        self._cur, self._conn = self._make_cursor(conn), conn
+        self._cur, self._conn = self._make_cursor(self._wrapper, conn), conn
         return self._cur
 
     def _close_current(self) -> None:
@@ -295,7 +302,7 @@ class RoutingCursor:
         rc = wrapper.connection
         if self.closed or rc is None:
             # Closed, or its connection is (it takes no other one).
-            raise self._closed_error(not self.closed)
+            raise self._closed_error(self._wrapper, not self.closed)
         if wrapper._replpool_shared is not None:  # type: ignore[attr-defined]
             shared = shared_session(wrapper)
             if shared is not None and _session._current.get() is not shared:
@@ -324,14 +331,14 @@ class RoutingCursor:
 
     def executemany(self, sql: Any, param_list: Sequence[Any]) -> Any:
         if self.closed or self._wrapper.connection is None:
-            raise self._closed_error(not self.closed)
+            raise self._closed_error(self._wrapper, not self.closed)
         if statement_kind(sql, self._dialect, self._replica_functions).sets_session_state:
             self._rc.stateful = True
         return self._write("executemany", sql, param_list)
 
     def callproc(self, procname: str, params: Any = None) -> Any:
         if self.closed or self._wrapper.connection is None:
-            raise self._closed_error(not self.closed)
+            raise self._closed_error(self._wrapper, not self.closed)
         self._rc.stateful = True  # a procedure may change anything, the session included
         return self._write("callproc", procname, params)
 
@@ -386,12 +393,12 @@ class RoutingCursor:
             try:
                 result = cur.execute(sql, params) if params is not None else cur.execute(sql)
             except Exception as exc:
-                if self._is_read_only_error(exc):
+                if self._is_read_only_error(self._wrapper, exc):
                     # A read that writes (SELECT setval(...)): the replica refused it
                     # before doing anything; run it where it can write.
                     return self._on_primary("execute", sql, params, Reason.WRITE, True)
                 lock = rc.cluster._engine.is_lock_timeout(exc)
-                if (lock or not avoid) and self._is_retryable_read(exc, lease.conn):
+                if (lock or not avoid) and self._is_retryable_read(self._wrapper, exc, lease.conn):
                     # The replica died, cancelled the read (conflict with recovery), or
                     # it gave up waiting behind replay; nothing of a transaction is
                     # involved: run it once more elsewhere (past every locked replica).
@@ -425,7 +432,7 @@ class RoutingCursor:
     def _target(self) -> Any:
         if self._cur is None:
             if self.closed or self._wrapper.connection is None:
-                raise self._closed_error(not self.closed)
+                raise self._closed_error(self._wrapper, not self.closed)
             self._cursor_on(self._rc.primary())
         return self._cur
 

@@ -162,11 +162,8 @@ class DatabaseWrapper(ClusterWrapperMixin, connector_base.DatabaseWrapper):
 
     # -- the cluster ---------------------------------------------------------------------
 
-    def get_connection_params(self) -> dict[str, Any]:
-        return self.strip_replpool_options(super().get_connection_params())
-
     def build_cluster(self) -> Cluster:
-        params = self.get_connection_params()  # also validates and sets isolation_level
+        params = self._connection_params()  # also validates and sets isolation_level
         if "converter_class" not in params:
             params["converter_class"] = connector_base.DjangoMySQLConverter  # as get_new_connection
         # init_connection_state's autocommit, applied by the driver as it connects (and

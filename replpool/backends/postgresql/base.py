@@ -54,16 +54,13 @@ class DatabaseWrapper(ClusterWrapperMixin, pg_base.DatabaseWrapper):
 
     # -- the cluster ---------------------------------------------------------------------
 
-    def get_connection_params(self) -> dict[str, Any]:
-        return self.strip_replpool_options(super().get_connection_params())
-
     def _split(self, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         kwargs = {k: params.pop(k) for k in _PSYCOPG_KWARGS if k in params}
         libpq = {k: v for k, v in params.items() if v is not None and v != ""}
         return make_conninfo("", **libpq), kwargs
 
     def build_cluster(self) -> Cluster:
-        params = self.get_connection_params()
+        params = self._connection_params()
         primary, kwargs = self._split(dict(params))
         kwargs["autocommit"] = True  # Django sets it per connection later, as with its pool
         replicas = []
