@@ -351,30 +351,42 @@ class RoutingCursor:
     def _on_primary(
         self, method: str, sql: Any, params: Any, reason: Reason | None, writes: bool, read: bool = True
     ) -> Any:
-        rc = self._rc
+        rc = self._wrapper.connection
         cur = self._cursor_on(rc.primary())
         rc.last_on_replica = False
         ok = False
         try:
-            result = getattr(cur, method)(sql, params) if params is not None else getattr(cur, method)(sql)
+            if method == "execute":  # the common case, without getattr
+                result = cur.execute(sql, params) if params is not None else cur.execute(sql)
+            else:
+                result = getattr(cur, method)(sql, params) if params is not None else getattr(cur, method)(sql)
             ok = True
         finally:
             if reason is not None:
-                assert rc._primary is not None
-                level = _session.current_consistency()
-                rc.cluster._count(rc._primary.index, "primary", reason, level if read and not writes else None)
+                lease = rc._primary
+                assert lease is not None
+                cluster = rc.cluster
                 # What the statement saw, or wrote, binds the session: an error too (a
                 # unique violation says the row exists).
                 if self._in_transaction():
+                    level = _session.current_consistency()
+                    cluster._count(lease.member.index, "primary", reason, level if read and not writes else None)
                     rc.touched = True
                     if writes and ok and not rc.dirty:
                         rc.dirty = True
                         rc._writer = _session.writing_session()
-                        rc._writer.write_began(rc.cluster.name)
-                elif writes and ok:
-                    rc.cluster.note_write()
-                elif read or writes:
-                    rc.cluster.observed(None, level, reason)
+                        rc._writer.write_began(cluster.name)
+                elif writes:  # a write in autocommit: counted without a level
+                    cluster._count(lease.member.index, "primary", reason, None)
+                    if ok:
+                        cluster.note_write()
+                    else:  # it failed, having seen something (a unique violation...)
+                        cluster.observed(None, _session.current_consistency(), reason)
+                else:
+                    level = _session.current_consistency()
+                    cluster._count(lease.member.index, "primary", reason, level if read else None)
+                    if read:
+                        cluster.observed(None, level, reason)
         return result
 
     def _read(self, sql: Any, params: Any) -> Any:
