@@ -98,6 +98,9 @@ class Topology:
     fresh: dict[int, Decision] = field(init=False, default_factory=dict)
     # The primary's view if it is up, else None (every write asks).
     primary_view: MemberView | None = field(init=False, default=None)
+    # The eligible replicas least behind (ties share the load): the "least_lag" policy's
+    # choice among all of them, the usual read's.
+    least_lagged: tuple[MemberView, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
         eligible = tuple(
@@ -108,6 +111,7 @@ class Topology:
         object.__setattr__(self, "fresh", {m.index: Decision(m.index, Reason.FRESH_REPLICA) for m in eligible})
         view = self.members[self.primary] if self.primary is not None else None
         object.__setattr__(self, "primary_view", view if view is not None and view.up else None)
+        object.__setattr__(self, "least_lagged", least_lagged(eligible))
 
     def replicas(self) -> list[MemberView]:
         return [m for m in self.members if m.role == "replica"]
@@ -134,14 +138,18 @@ class Selector:
     rng: random.Random = field(default_factory=random.Random)
     _turn: int = 0
 
-    def choose(self, fresh: Sequence[MemberView], busy: Callable[[int], int]) -> MemberView:
+    def choose(
+        self, fresh: Sequence[MemberView], busy: Callable[[int], int],
+        least: Sequence[MemberView] | None = None,
+    ) -> MemberView:
+        """One of ``fresh`` (not empty) by the policy. ``least``: ``least_lagged(fresh)``
+        if the caller has it already (a topology keeps it for all its eligible replicas)."""
         if len(fresh) == 1:
             return fresh[0]
         if self.policy == "random":
             return self.rng.choice(fresh)
         if self.policy == "least_lag":
-            best = min(_lag_key(m) for m in fresh)
-            fresh = [m for m in fresh if _lag_key(m) == best]
+            fresh = least_lagged(fresh) if least is None else least
         elif self.policy == "least_busy":
             loads = [busy(m.index) for m in fresh]
             fresh = [m for m, load in zip(fresh, loads) if load == min(loads)]
@@ -153,6 +161,15 @@ class Selector:
 
 def _lag_key(m: MemberView) -> tuple[int, float]:
     return (m.lag_bytes or 0, m.lag_seconds or 0.0)
+
+
+def least_lagged(members: Sequence[MemberView]) -> tuple[MemberView, ...]:
+    """The members least behind (by bytes, then seconds; unknown lag counts as none),
+    in their order; all of them if they are level."""
+    if len(members) < 2:
+        return tuple(members)
+    best = min(_lag_key(m) for m in members)
+    return tuple(m for m in members if _lag_key(m) == best)
 
 
 def route_read(
@@ -267,7 +284,7 @@ def usual_read(
         eligible = topology.eligible
         if not eligible:
             return None
-        chosen = eligible[0] if len(eligible) == 1 else selector.choose(eligible, busy)
+        chosen = eligible[0] if len(eligible) == 1 else selector.choose(eligible, busy, topology.least_lagged)
         return topology.fresh[chosen.index]
     on = requirement.pending_on
     if on is None or requirement.floor is not None or requirement.pending_since is None:
