@@ -64,10 +64,11 @@ class RoutedConnection:
         wrapper: BaseDatabaseWrapper,
         get_cluster: Callable[[], Cluster],
         on_primary: Callable[[Any], None] = lambda conn: None,
+        cluster: Cluster | None = None,
     ) -> None:
         self.wrapper = wrapper
-        self.get_cluster = get_cluster
-        self.cluster = get_cluster()
+        self.get_cluster = get_cluster  # the cluster now, if the one given closed
+        self.cluster = get_cluster() if cluster is None else cluster
         self._on_primary = on_primary  # engine setup for a freshly leased primary connection
         self._primary: Lease | None = None
         self._replica: Lease | None = None
@@ -211,7 +212,8 @@ class RoutedConnection:
         writer, self._writer = self._writer, None
         if writer is not None:  # closed inside a transaction that wrote: it is over
             writer.write_ended(self.cluster.name)
-        self.drop_replica()
+        if self._replica is not None:
+            self.drop_replica()
         lease, self._primary = self._primary, None
         if lease is not None:
             if not self._autocommit:
