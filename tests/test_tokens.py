@@ -104,6 +104,20 @@ def test_a_token_is_the_compact_json_of_its_entries(mapping: dict[str, tuple]) -
     assert raw == json.dumps(expected, separators=(",", ":"), ensure_ascii=True).encode()
 
 
+@common
+@given(st.dictionaries(cluster_names, st.tuples(st.one_of(st.none(), positions), st.one_of(st.none(), nonces)), max_size=4))
+def test_a_token_of_items_is_the_token_of_the_same_entries(mapping: dict[str, tuple]) -> None:
+    """encode_items() takes the tuples a session makes for web middleware; its tokens
+    are encode()'s, whatever the order of the items."""
+    entries = {
+        name: _tokens.Entry(pos.engine if pos is not None else "postgresql", pos, nonce)  # type: ignore[attr-defined]
+        for name, (pos, nonce) in mapping.items()
+    }
+    items = [(name, e.engine, e.position, e.pending) for name, e in entries.items()]
+    assert _tokens.encode_items(items) == _tokens.encode(entries)
+    assert _tokens.encode_items(items[::-1]) == _tokens.encode(entries)
+
+
 def test_a_token_names_a_pending_write_by_its_nonce() -> None:
     token = _tokens.encode({"c": _tokens.Entry("postgresql", None, "n0nce-abc")})
     assert _tokens.decode(token) == {"c": _tokens.Entry("postgresql", None, "n0nce-abc")}
