@@ -65,8 +65,9 @@ class TokenSigner(signing.TimestampSigner):
         inner.update(value)
         outer = self._outer.copy()
         outer.update(inner.digest())
-        # Django's b64_encode(digest).decode(), without base64's two layers of Python.
-        return b2a_base64(outer.digest(), newline=False).translate(_URLSAFE, b"=").decode()
+        # Django's b64_encode(digest).decode(), without base64's two layers of Python
+        # (b2a_base64's newline goes with the padding).
+        return b2a_base64(outer.digest()).translate(_URLSAFE, b"=\n").decode()
 
     def sign(self, value: Any) -> str:
         # TimestampSigner.sign, then Signer.sign, in one: value:timestamp:signature.
@@ -114,30 +115,33 @@ class TokenWriter(TokenSigner):
             probe.set_cookie(cookie, "-", max_age=max_age, secure=False, **attrs)
             self._attributes = dict(probe.cookies[cookie])  # every attribute, as set_cookie set them
         self._header_key = header.lower() if header is not None else ""
-        self._direct_header = header is not None and _stores_headers_as_expected(header)
+        # The class of the headers the header goes straight into: Django's, if this
+        # Django stores them as expected (None: every header goes the public way).
+        self._direct_headers = ResponseHeaders if header is not None and _stores_headers_as_expected(header) else None
 
-    def put(self, response: HttpResponseBase, token: str, *, secure: bool) -> str:
+    def put(self, response: HttpResponseBase, token: str, secure: bool) -> str:
         """Sign ``token`` and put it on ``response`` (the cookie Secure if ``secure``);
         returns the signed value."""
         signed = self.sign(token)
         if not _LEGAL.fullmatch(signed):
             self._put_by_django(response, signed, secure)  # not a token of replpool's
             return signed
-        second = self._second  # of sign(): the cookie expires max_age after its timestamp
-        if self.cookie is not None:
+        cookie, header = self.cookie, self.header
+        if cookie is not None:
+            second = self._second  # of sign(): the cookie expires max_age after its timestamp
             # A copy of the cookie set_cookie set on the probe, made directly:
             # Morsel.copy() and Morsel.set() check again what set_cookie checked.
             morsel: Morsel[str] = Morsel.__new__(Morsel)
             dict.update(morsel, second[3] if secure else second[2])
-            morsel._key, morsel._value, morsel._coded_value = self.cookie, signed, signed  # type: ignore[attr-defined]
+            morsel._key, morsel._value, morsel._coded_value = cookie, signed, signed  # type: ignore[attr-defined]
             # What SimpleCookie.__setitem__ does with a Morsel, without its Python frame.
-            dict.__setitem__(response.cookies, self.cookie, morsel)
-        if self.header is not None:
+            dict.__setitem__(response.cookies, cookie, morsel)
+        if header is not None:
             headers = response.headers
-            if self._direct_header and type(headers) is ResponseHeaders and type(response).__setitem__ is _SETITEM:
-                headers._store[self._header_key] = (self.header, signed)
+            if type(headers) is self._direct_headers and type(response).__setitem__ is _SETITEM:
+                headers._store[self._header_key] = (header, signed)
             else:
-                response[self.header] = signed
+                response[header] = signed
         return signed
 
     def _put_by_django(self, response: HttpResponseBase, signed: str, secure: bool) -> None:

@@ -689,7 +689,7 @@ class SigningTests(SimpleTestCase):
                 for token in ["rp1.eyJkZWZhdWx0IjoicG9zdGdyZXNxbDp-YWJjIn0", 'needs "quoting"; here', "żółw"]:
                     def both():
                         ours, django = HttpResponse(), HttpResponse()
-                        signed = writer.put(ours, token, secure=secure)
+                        signed = writer.put(ours, token, secure)
                         django.set_cookie(self.COOKIE, signed, max_age=300, secure=secure, **attrs)
                         django[self.HEADER] = signed
                         return signed, signing.TimestampSigner(salt=SALT).sign(token), ours, django
@@ -702,10 +702,10 @@ class SigningTests(SimpleTestCase):
 
     def test_either_the_cookie_or_the_header_may_be_left_out(self):
         response = HttpResponse()
-        TokenWriter(salt=SALT, cookie=None, max_age=300, header=self.HEADER).put(response, "rp1.x", secure=True)
+        TokenWriter(salt=SALT, cookie=None, max_age=300, header=self.HEADER).put(response, "rp1.x", True)
         self.assertEqual((list(response.cookies), response.has_header(self.HEADER)), ([], True))
         response = HttpResponse()
-        TokenWriter(salt=SALT, cookie=self.COOKIE, max_age=300, header=None).put(response, "rp1.x", secure=True)
+        TokenWriter(salt=SALT, cookie=self.COOKIE, max_age=300, header=None).put(response, "rp1.x", True)
         self.assertEqual((list(response.cookies), response.has_header(self.HEADER)), ([self.COOKIE], False))
         self.assertTrue(response.cookies[self.COOKIE]["secure"])
 
@@ -715,7 +715,7 @@ class SigningTests(SimpleTestCase):
                                side_effect=ResponseHeaders.__setitem__) as setitem:
             response = HttpResponse()
             setitem.reset_mock()  # HttpResponse() sets its Content-Type
-            writer.put(response, "rp1.x", secure=False)
+            writer.put(response, "rp1.x", False)
         setitem.assert_not_called()
         self.assertTrue(response[self.HEADER].startswith("rp1.x:"))
 
@@ -727,7 +727,7 @@ class SigningTests(SimpleTestCase):
 
         response = Recording()
         response.seen = []
-        self.writer().put(response, "rp1.x", secure=False)
+        self.writer().put(response, "rp1.x", False)
         self.assertEqual(response.seen, [self.HEADER])
 
     def test_headers_that_django_stores_otherwise_are_set_the_public_way(self):
@@ -742,7 +742,7 @@ class SigningTests(SimpleTestCase):
         with mock.patch.object(ResponseHeaders, "__setitem__", other_store):
             writer = self.writer()
             response = HttpResponse()
-            signed = writer.put(response, "rp1.x", secure=False)
+            signed = writer.put(response, "rp1.x", False)
         self.assertEqual(response.headers._store[self.HEADER.lower()], (self.HEADER, signed, "something else"))
 
     def test_a_bad_cookie_setting_or_header_name_fails_when_the_middleware_starts(self):
