@@ -114,7 +114,7 @@ class TokenWriter(TokenSigner):
             probe = HttpResponse()
             probe.set_cookie(cookie, "-", max_age=max_age, secure=False, **attrs)
             self._attributes = dict(probe.cookies[cookie])  # every attribute, as set_cookie set them
-        self._header_key = header.lower() if header is not None else ""
+        self._store_key = header.lower() if header is not None else ""
         # The class of the headers the header goes straight into: Django's, if this
         # Django stores them as expected (None: every header goes the public way).
         self._direct_headers = ResponseHeaders if header is not None and _stores_headers_as_expected(header) else None
@@ -139,7 +139,7 @@ class TokenWriter(TokenSigner):
         if header is not None:
             headers = response.headers
             if type(headers) is self._direct_headers and type(response).__setitem__ is _SETITEM:
-                headers._store[self._header_key] = (header, signed)
+                headers._store[self._store_key] = (header, signed)
             else:
                 response[header] = signed
         return signed
