@@ -459,28 +459,35 @@ class Session:
                 self._pend(name, req.engine, now_ns)
 
     def covering_entries(self, now_ns: int) -> dict[str, _tokens.Entry]:
-        """:meth:`cover_until_now`, then :meth:`entries`, in one pass (web middleware
-        does this for every request that wrote): each cluster's floor, and a new nonce
-        for everything observed up to ``now_ns``. Nothing is resolved from the
-        monitors' samples, as :meth:`entries` would try to: none can have been sent
-        after ``now_ns`` yet. Raises :class:`~replpool.WriteInProgress` as
-        :meth:`entries` does."""
+        """:meth:`cover_until_now`, then :meth:`entries`, in one pass: each cluster's
+        floor, and a new nonce for everything observed up to ``now_ns``. Nothing is
+        resolved from the monitors' samples, as :meth:`entries` would try to: none can
+        have been sent after ``now_ns`` yet. Raises :class:`~replpool.WriteInProgress`
+        as :meth:`entries` does."""
+        return {name: _tokens.Entry(engine, floor, nonce) for name, engine, floor, nonce in self.covering(now_ns)}
+
+    def covering(self, now_ns: int) -> list[tuple[str, str, Position | None, str]]:
+        """:meth:`covering_entries` as ``(cluster, engine, floor, nonce)`` tuples, the
+        :data:`replpool._tokens.Item` that :func:`~replpool._tokens.encode_items` takes:
+        web middleware makes them for every request that wrote, and an Entry each would
+        cost a third of the rest."""
         if self._open:
             self._raise_write_in_progress()
-        out: dict[str, _tokens.Entry] = {}
-        with self._lock:
+        out = []
+        lock = self._lock
+        lock.acquire()  # not `with`: see observe()
+        try:
             reqs, nonces = self._reqs, self._nonces
-            for name, req in reqs.items():
-                since = now_ns if req.pending_since is None or req.pending_since < now_ns else req.pending_since
-                reqs[name] = Requirement(req.engine, req.floor, since)
+            for name, (engine, floor, since, _, _) in reqs.items():
+                if since is None or since < now_ns:
+                    since = now_ns
+                reqs[name] = _requirement((engine, floor, since, None, 0))
                 # Always a new nonce: one a token gave before names an earlier moment.
                 nonce = _tokens.new_nonce()
-                named = nonces.get(name)
-                if named is None:
-                    nonces[name] = [(since, nonce)]
-                else:
-                    named.append((since, nonce))
-                out[name] = _tokens.Entry(req.engine, req.floor, nonce)
+                nonces.setdefault(name, []).append((since, nonce))
+                out.append((name, engine, floor, nonce))
+        finally:
+            lock.release()
         return out
 
     def token(self) -> str | None:
@@ -608,32 +615,45 @@ class session:  # noqa: N801 (a function to its callers)
     def __enter__(self) -> Session:
         if self._session is not None:
             raise RuntimeError("this replpool.session() is already open: make a new one")
-        outer = self._outer = _current.get()
-        parent = outer or (_implicit.session if _implicit_made else None)
-        s = Session(parent.snapshot() if parent is not None else None)
-        if self.after:
-            adopt(s, self.after)
-        self._session = s
-        self._token = _current.set(s)
+        s, token, outer = open_scope(self.after)
+        self._session, self._token, self._outer = s, token, outer
         return s
 
     def __exit__(
         self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        inner = self._session
-        assert inner is not None, "replpool.session: __exit__ without __enter__"
-        outer = self._outer
-        token, self._token = self._token, None
-        try:
-            # Back to what enter found: by its token when in the same context (a little
-            # cheaper than setting it, and what a session per request does) ...
-            _current.reset(token)  # type: ignore[arg-type]
-        except ValueError:
-            # ... or, in another context than enter's, by setting it.
-            _current.set(outer)
-        self._session = None
-        if outer is not None:
-            outer.merge(inner)
+        inner, token = self._session, self._token
+        assert inner is not None and token is not None, "replpool.session: __exit__ without __enter__"
+        self._session = self._token = None
+        close_scope(inner, token, self._outer)
+
+
+def open_scope(after: str | None = None) -> tuple[Session, contextvars.Token[Session | None], Session | None]:
+    """What ``session(after).__enter__()`` does, without the object: web middleware,
+    which opens one per request, saves two Python calls. Returns the new session, and
+    what :func:`close_scope` takes with it: the context variable's token and the
+    enclosing explicit session (or None). Raises :class:`~replpool.TokenError` for a bad
+    ``after``, with nothing opened."""
+    outer = _current.get()
+    parent = outer or (_implicit.session if _implicit_made else None)
+    s = Session(parent.snapshot()) if parent is not None else Session()
+    if after:
+        adopt(s, after)
+    return s, _current.set(s), outer
+
+
+def close_scope(inner: Session, token: contextvars.Token[Session | None], outer: Session | None) -> None:
+    """End the scope :func:`open_scope` opened: the current session is again ``outer``,
+    which takes on what ``inner`` observed."""
+    try:
+        # Back to what enter found: by its token when in the same context (a little
+        # cheaper than setting it, and what a session per request does) ...
+        _current.reset(token)
+    except ValueError:
+        # ... or, in another context than enter's, by setting it.
+        _current.set(outer)
+    if outer is not None:
+        outer.merge(inner)
 
 
 def adopt(s: Session, token: str) -> None:

@@ -24,11 +24,14 @@ import base64
 import binascii
 import itertools
 import json
+import operator
 import re
 import secrets
-from collections.abc import Mapping
+from binascii import b2a_base64
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _json_string
+from typing import TypeAlias
 
 from ._errors import TokenError
 from ._positions import POSITION_TYPES, Position
@@ -51,30 +54,48 @@ class Entry:
 
 
 # A nonce must be unique across processes and servers, and cheap: a random prefix drawn
-# once per process, and a counter.
-_NONCE_PREFIX = secrets.token_urlsafe(9)
-_nonce_counter = itertools.count()
+# once per process, and a counter in hex. Made by C code alone (str.format over a
+# count, through map), so no two threads get the same one, and no Python frame is
+# run: every request that writes makes one.
+_NONCE_PREFIX = secrets.token_urlsafe(9)  # URL-safe base64: no brace for format()
+new_nonce: Callable[[], str] = map(f"{_NONCE_PREFIX}{{:x}}".format, itertools.count()).__next__
 
 
-def new_nonce() -> str:
-    return f"{_NONCE_PREFIX}{next(_nonce_counter):x}"
+# A token's entry as a plain tuple, the form the web middleware makes on every request
+# that wrote (no Entry to build): (cluster name, engine, position or None, nonce or None).
+Item: TypeAlias = tuple[str, str, Position | None, str | None]
 
 
 def encode(entries: Mapping[str, Entry | Position]) -> str:
     """A token for ``{cluster name: entry}`` (a bare position is an entry without a
     pending write)."""
+    return encode_items([
+        (name, e.engine, e.position, e.pending) if isinstance(e, Entry) else (name, e.engine, e, None)
+        for name, e in entries.items()
+    ])
+
+
+def encode_items(items: Sequence[Item]) -> str:
+    """:func:`encode` for entries as :data:`Item` tuples, whose cluster names differ."""
     # The compact JSON of {name: "engine:text"} in name order, written out directly
-    # (json.dumps costs more than the rest of a token): a request that wrote makes one.
-    parts = []
-    for name, item in sorted(entries.items()) if len(entries) > 1 else entries.items():
-        entry = item if isinstance(item, Entry) else Entry(item.engine, item)
-        text = str(entry.position) if entry.position is not None else ""
-        if entry.pending is not None:
-            text += f"~{entry.pending}"
-        parts.append(f"{_json_string(name)}:{_json_string(f'{entry.engine}:{text}')}")
-    raw = ("{" + ",".join(parts) + "}").encode()
-    # base64.urlsafe_b64encode(raw), without its two layers of Python.
-    return PREFIX + binascii.b2a_base64(raw, newline=False).translate(_URLSAFE).rstrip(b"=").decode()
+    # (json.dumps costs more than the rest of a token): a request that wrote makes one,
+    # most often on one cluster.
+    if len(items) == 1:
+        ((name, engine, position, pending),) = items
+        text = f"{engine}:{'' if position is None else position}{'' if pending is None else '~' + pending}"
+        raw = f"{{{_json_string(name)}:{_json_string(text)}}}".encode()
+    else:
+        parts = []
+        for name, engine, position, pending in sorted(items, key=_name):
+            text = f"{engine}:{'' if position is None else position}{'' if pending is None else '~' + pending}"
+            parts.append(f"{_json_string(name)}:{_json_string(text)}")
+        raw = ("{" + ",".join(parts) + "}").encode()
+    # base64.urlsafe_b64encode(raw) unpadded, without its two layers of Python.
+    # The newline b2a_base64 ends with goes with the padding (an argument costs more).
+    return PREFIX + b2a_base64(raw).translate(_URLSAFE, b"=\n").decode()
+
+
+_name = operator.itemgetter(0)
 
 
 def decode(token: str) -> dict[str, Entry]:

@@ -207,6 +207,21 @@ def test_nested_session_hands_its_writes_back_on_exit() -> None:
         assert outer.requirement("d") == Requirement("mariadb", MariaDBGTID.parse("0-1-5"))
 
 
+def test_a_scope_opened_without_the_session_object_is_the_same_scope() -> None:
+    """open_scope() and close_scope() (web middleware's, one per request) do what a
+    session()'s enter and exit do."""
+    with replpool.session() as outer:
+        inner, token, enclosing = _session.open_scope()
+        assert enclosing is outer and replpool.current_session() is inner
+        inner.note_write("c", PG, 9)
+        _session.close_scope(inner, token, enclosing)
+        assert replpool.current_session() is outer
+        assert outer.requirement("c") == Requirement(PG, None, 9)
+    with pytest.raises(replpool.TokenError):
+        _session.open_scope(after="rp1.not-a-token")
+    assert replpool.current_session() is None  # nothing was opened
+
+
 def test_nested_session_hands_its_writes_back_even_when_it_ends_in_an_exception() -> None:
     with replpool.session() as outer:
         with pytest.raises(KeyError):
@@ -845,6 +860,22 @@ def test_covering_entries_is_cover_until_now_then_entries_in_one_pass() -> None:
     # covered moment resolves them, for the next request that brings the token.
     s.note_resolution("c", LSN(300), 80)
     assert _session._recall("c", entries["c"].pending) == LSN(300)  # type: ignore[arg-type]
+
+
+def test_covering_gives_the_entries_as_token_items() -> None:
+    s = Session()
+    s.require("c", LSN(100))
+    s.note_write("d", PG, 70)
+    items = s.covering(50)
+    assert sorted((name, engine, floor) for name, engine, floor, _ in items) == [
+        ("c", PG, LSN(100)), ("d", PG, None),
+    ]
+    nonces = {name: nonce for name, _, _, nonce in items}
+    assert _tokens.decode(_tokens.encode_items(items)) == {
+        "c": _tokens.Entry(PG, LSN(100), nonces["c"]), "d": _tokens.Entry(PG, None, nonces["d"]),
+    }
+    assert s.requirement("c") == Requirement(PG, LSN(100), 50)
+    assert s.requirement("d") == Requirement(PG, None, 70)
 
 
 def test_covering_entries_refuses_inside_an_uncommitted_write() -> None:

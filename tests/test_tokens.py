@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 
 import pytest
 from hypothesis import given, settings
@@ -102,6 +103,38 @@ def test_a_token_is_the_compact_json_of_its_entries(mapping: dict[str, tuple]) -
     body = _tokens.encode(entries).removeprefix(_tokens.PREFIX)
     raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
     assert raw == json.dumps(expected, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+@common
+@given(st.dictionaries(
+    cluster_names, st.tuples(st.one_of(st.none(), positions), st.one_of(st.none(), nonces)), max_size=4
+))
+def test_a_token_of_items_is_the_token_of_the_same_entries(mapping: dict[str, tuple]) -> None:
+    """encode_items() takes the tuples a session makes for web middleware; its tokens
+    are encode()'s, whatever the order of the items."""
+    entries = {
+        name: _tokens.Entry(pos.engine if pos is not None else "postgresql", pos, nonce)  # type: ignore[attr-defined]
+        for name, (pos, nonce) in mapping.items()
+    }
+    items = [(name, e.engine, e.position, e.pending) for name, e in entries.items()]
+    assert _tokens.encode_items(items) == _tokens.encode(entries)
+    assert _tokens.encode_items(items[::-1]) == _tokens.encode(entries)
+
+
+def test_nonces_are_distinct_across_threads_and_are_what_decoding_accepts() -> None:
+    made: list[list[str]] = [[] for _ in range(4)]
+
+    def make(out: list[str]) -> None:
+        out.extend(_tokens.new_nonce() for _ in range(5000))
+
+    threads = [threading.Thread(target=make, args=(out,)) for out in made]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    nonces = [n for out in made for n in out]
+    assert len(set(nonces)) == len(nonces) == 20_000
+    assert all(_tokens._NONCE_RE.match(n) for n in nonces[::997] + nonces[-3:])
 
 
 def test_a_token_names_a_pending_write_by_its_nonce() -> None:

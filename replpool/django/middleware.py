@@ -53,7 +53,7 @@ from django.http import HttpRequest, HttpResponseBase
 
 from .. import _session, _tokens
 from .._errors import Error, WriteInProgress
-from ._signing import CookieSetter, TokenSigner
+from ._signing import TokenWriter
 
 logger = logging.getLogger("replpool.django")
 
@@ -99,12 +99,14 @@ class ReadYourWritesMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         self.get_response = get_response
         self.config = c = TokenSettings.from_settings()
-        self.signer = TokenSigner(salt=SALT)
-        self._cookie = (
-            CookieSetter(c.cookie, max_age=c.max_age, httponly=c.httponly,
-                         samesite=c.samesite, path=c.path, domain=c.domain)
-            if c.cookie else None
+        # Signs the tokens it makes and puts them on responses; checks those it reads.
+        self.signer = TokenWriter(
+            salt=SALT, cookie=c.cookie or None, max_age=c.max_age, header=c.header or None,
+            httponly=c.httponly, samesite=c.samesite, path=c.path, domain=c.domain,
         )
+        # Secure unless set: when the request came over HTTPS (asked only if a cookie is set).
+        self._ask_secure = bool(c.cookie) and c.secure is None
+        self._secure, self._on_reads = bool(c.secure), c.on_reads
         self._header_key = "HTTP_" + c.header.upper().replace("-", "_") if c.header else None
         # Tokens already verified and decoded: {signed value: (signed at, entries)}.
         self._known: dict[str, tuple[int, dict[str, Any]]] = {}
@@ -115,27 +117,41 @@ class ReadYourWritesMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self._async:
             return self.__acall__(request)
-        with _session.session() as session:
-            self._adopt(request, session)
+        # _session.session(), without the object around it (see open_scope).
+        session, token, outer = _session.open_scope()
+        try:
+            meta = request.META
+            if meta.get("HTTP_COOKIE") or meta.get(self._header_key):  # may bring a token
+                self._adopt(request, session)
             response = self.get_response(request)
             self._leave(request, response, session)
+        finally:
+            _session.close_scope(session, token, outer)
         return response
 
     async def __acall__(self, request: HttpRequest) -> Any:
-        with _session.session() as session:
-            self._adopt(request, session)
+        session, token, outer = _session.open_scope()
+        try:
+            meta = request.META
+            if meta.get("HTTP_COOKIE") or meta.get(self._header_key):  # may bring a token
+                self._adopt(request, session)
             response = await self.get_response(request)  # type: ignore[misc]
             self._leave(request, response, session)
+        finally:
+            _session.close_scope(session, token, outer)
         return response
 
     # -- incoming --------------------------------------------------------------------------
 
     def _adopt(self, request: HttpRequest, session: _session.Session) -> None:
-        incoming = self._incoming(request)
-        if not incoming:
-            return  # most requests: no token, nothing more to do
+        meta = request.META
+        cookies, name = meta.get("HTTP_COOKIE"), self.config.cookie
+        # A browser's request brings cookies, most often without a token: seen without
+        # parsing them (a cookie's name is in the Cookie header as it is).
+        if not (cookies and name and name in cookies) and not meta.get(self._header_key):
+            return
         now = time.monotonic_ns()
-        for source, entries in incoming:
+        for source, entries in self._incoming(request):
             try:
                 _session.adopt_entries(session, entries, now)
             except Error as exc:
@@ -200,25 +216,20 @@ class ReadYourWritesMiddleware:
     # -- outgoing --------------------------------------------------------------------------
 
     def _leave(self, request: HttpRequest, response: HttpResponseBase, session: _session.Session) -> None:
-        if not session.writes and not self.config.on_reads:
+        if not session.writes and not self._on_reads:
             return
         # The token names, by a nonce, everything up to the moment it reaches the client:
         # writes made after this point by middleware around this one (a session row
         # saved on the way out) are covered too, by causality.
         try:
-            entries = session.covering_entries(time.monotonic_ns())
+            covered = session.covering(time.monotonic_ns())
         except WriteInProgress as exc:
             logger.warning("no replpool token for %s: %s", request.path, exc)
             return
-        if not entries:
-            return
-        c = self.config
-        # One signature serves the cookie and the header.
-        signed = self.signer.sign(_tokens.encode(entries))
-        if self._cookie is not None:
-            self._cookie.set(response, signed, secure=request.is_secure() if c.secure is None else c.secure)
-        if c.header:
-            response[c.header] = signed
+        if covered:
+            # One signature serves the cookie and the header.
+            secure = request.is_secure() if self._ask_secure else self._secure
+            self.signer.put(response, _tokens.encode_items(covered), secure)
 
 
 _KNOWN_TOKENS = 4096  # verified tokens kept per middleware (a dict, oldest out first)

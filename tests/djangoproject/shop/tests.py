@@ -10,18 +10,20 @@ import gc
 import json
 import threading
 import time
+from unittest import mock
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core import signing
 from django.db import DatabaseError, connection, connections, transaction
-from django.http import HttpResponse
+from django.http import BadHeaderError, HttpResponse
+from django.http.response import ResponseHeaders
 from django.test import AsyncClient, Client, SimpleTestCase, TransactionTestCase, override_settings
 
 import replpool
 from legacy.models import Customer, Order
 from replpool import _session, _tokens
-from replpool.django._signing import CookieSetter, TokenSigner
+from replpool.django._signing import TokenSigner, TokenWriter
 from replpool.django.middleware import SALT
 from shop import lab
 from shop.models import Item
@@ -643,10 +645,15 @@ class TaskTests(TransactionTestCase):
 
 
 class SigningTests(SimpleTestCase):
-    """The middleware signs and sets its cookie with work done once per process; the
-    results must be what Django's own TimestampSigner and set_cookie give."""
+    """The middleware signs its tokens and puts them on responses with work done once per
+    process; the results must be what Django's own TimestampSigner, set_cookie and
+    ``response[header] = value`` give."""
 
     VALUES = ["rp1.eyJkZWZhdWx0IjoicG9zdGdyZXNxbDp-YWJjIn0", "", "x" * 500, "żółw:~"]
+    COOKIE, HEADER = "replpool_token", "X-Replpool-Token"
+
+    def writer(self, **attrs):
+        return TokenWriter(salt=SALT, cookie=self.COOKIE, max_age=300, header=self.HEADER, **attrs)
 
     def test_signatures_are_djangos_byte_for_byte(self):
         ours, django = TokenSigner(salt=SALT), signing.TimestampSigner(salt=SALT)
@@ -656,6 +663,7 @@ class SigningTests(SimpleTestCase):
             self.assertEqual(a, b)
             self.assertEqual(django.unsign(a, max_age=60), value)
             self.assertEqual(ours.unsign(b, max_age=60), value)
+        self.assertEqual(ours.timestamp(), django.timestamp())
         self.assertNotEqual(ours.signature("v"), TokenSigner(salt="other").signature("v"))
 
     def test_a_token_signed_with_a_retired_key_is_read_and_a_foreign_one_refused(self):
@@ -667,27 +675,81 @@ class SigningTests(SimpleTestCase):
             with self.assertRaises(signing.BadSignature):
                 TokenSigner(salt=SALT).unsign(old, max_age=60)
 
-    def test_cookies_are_what_set_cookie_writes(self):
+    def test_cookies_and_headers_are_what_set_cookie_and_setting_a_header_write(self):
         cases = [
             dict(httponly=True, samesite="Lax", path="/", domain=None),
             dict(httponly=False, samesite=None, path="/app/", domain="example.com"),
             dict(httponly=True, samesite="Strict", path="/", domain=None),
         ]
         for attrs in cases:
-            setter = CookieSetter("replpool_token", max_age=300, **attrs)
+            writer = self.writer(**attrs)
             for secure in (False, True):
-                for value in ["rp1.abc:1tX:sig-_", 'needs "quoting"; here']:
+                # A token, then values no token is made of (quoted, or not even ASCII):
+                # those go the public way.
+                for token in ["rp1.eyJkZWZhdWx0IjoicG9zdGdyZXNxbDp-YWJjIn0", 'needs "quoting"; here', "żółw"]:
                     def both():
                         ours, django = HttpResponse(), HttpResponse()
-                        setter.set(ours, value, secure=secure)
-                        django.set_cookie("replpool_token", value, max_age=300, secure=secure, **attrs)
-                        return ours.cookies.output(), django.cookies.output()
-                    ours, django = same_second(both)[0]
-                    self.assertEqual(ours, django, (attrs, secure, value))
+                        signed = writer.put(ours, token, secure)
+                        django.set_cookie(self.COOKIE, signed, max_age=300, secure=secure, **attrs)
+                        django[self.HEADER] = signed
+                        return signed, signing.TimestampSigner(salt=SALT).sign(token), ours, django
+                    signed, djangos, ours, django = same_second(both)[0]
+                    case = (attrs, secure, token)
+                    self.assertEqual(signed, djangos, case)
+                    self.assertEqual(ours.cookies.output(), django.cookies.output(), case)
+                    self.assertEqual(ours.serialize_headers(), django.serialize_headers(), case)
+                    self.assertEqual(ours.headers._store, django.headers._store, case)
 
-    def test_a_bad_cookie_setting_fails_when_the_middleware_starts(self):
+    def test_either_the_cookie_or_the_header_may_be_left_out(self):
+        response = HttpResponse()
+        TokenWriter(salt=SALT, cookie=None, max_age=300, header=self.HEADER).put(response, "rp1.x", True)
+        self.assertEqual((list(response.cookies), response.has_header(self.HEADER)), ([], True))
+        response = HttpResponse()
+        TokenWriter(salt=SALT, cookie=self.COOKIE, max_age=300, header=None).put(response, "rp1.x", True)
+        self.assertEqual((list(response.cookies), response.has_header(self.HEADER)), ([self.COOKIE], False))
+        self.assertTrue(response.cookies[self.COOKIE]["secure"])
+
+    def test_the_header_goes_straight_into_an_ordinary_responses_headers(self):
+        writer = self.writer()
+        with mock.patch.object(ResponseHeaders, "__setitem__", autospec=True,
+                               side_effect=ResponseHeaders.__setitem__) as setitem:
+            response = HttpResponse()
+            setitem.reset_mock()  # HttpResponse() sets its Content-Type
+            writer.put(response, "rp1.x", False)
+        setitem.assert_not_called()
+        self.assertTrue(response[self.HEADER].startswith("rp1.x:"))
+
+    def test_a_response_that_sets_headers_its_own_way_gets_the_header_that_way(self):
+        class Recording(HttpResponse):
+            def __setitem__(self, header, value):
+                self.seen.append(header)
+                super().__setitem__(header, value)
+
+        response = Recording()
+        response.seen = []
+        self.writer().put(response, "rp1.x", False)
+        self.assertEqual(response.seen, [self.HEADER])
+
+    def test_headers_that_django_stores_otherwise_are_set_the_public_way(self):
+        """If a Django stores headers other than as (name, value) under the lower-cased
+        name, the writer sees it on its probe and sets the header the public way."""
+        public = ResponseHeaders.__setitem__
+
+        def other_store(headers, key, value):
+            public(headers, key, value)
+            headers._store[key.lower()] = (key, value, "something else")
+
+        with mock.patch.object(ResponseHeaders, "__setitem__", other_store):
+            writer = self.writer()
+            response = HttpResponse()
+            signed = writer.put(response, "rp1.x", False)
+        self.assertEqual(response.headers._store[self.HEADER.lower()], (self.HEADER, signed, "something else"))
+
+    def test_a_bad_cookie_setting_or_header_name_fails_when_the_middleware_starts(self):
         with self.assertRaises(ValueError):
-            CookieSetter("replpool_token", max_age=300, samesite="Sometimes")
+            self.writer(samesite="Sometimes")
+        with self.assertRaises(BadHeaderError):
+            TokenWriter(salt=SALT, cookie=self.COOKIE, max_age=300, header="X-Token\nX-Other")
 
 
 class TokenTests(TransactionTestCase):
