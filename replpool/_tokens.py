@@ -24,6 +24,7 @@ import base64
 import binascii
 import itertools
 import json
+import os
 import operator
 import re
 import secrets
@@ -57,8 +58,22 @@ class Entry:
 # once per process, and a counter in hex. Made by C code alone (str.format over a
 # count, through map), so no two threads get the same one, and no Python frame is
 # run: every request that writes makes one.
-_NONCE_PREFIX = secrets.token_urlsafe(9)  # URL-safe base64: no brace for format()
-new_nonce: Callable[[], str] = map(f"{_NONCE_PREFIX}{{:x}}".format, itertools.count()).__next__
+new_nonce: Callable[[], str]
+
+
+def _draw_nonces() -> None:
+    """A new random prefix, and the count from 0: at import, and again in the child of
+    every ``fork()``. A server that loads the application before it forks its workers
+    (uWSGI's default, gunicorn's ``--preload``) would otherwise give every worker the
+    same nonces, and a process that had resolved one worker's nonce to a position would
+    take another worker's later write, named by the same nonce, for that older one."""
+    global new_nonce
+    prefix = secrets.token_urlsafe(9)  # URL-safe base64: no brace for format()
+    new_nonce = map(f"{prefix}{{:x}}".format, itertools.count()).__next__
+
+
+_draw_nonces()
+os.register_at_fork(after_in_child=_draw_nonces)
 
 
 # A token's entry as a plain tuple, the form the web middleware makes on every request

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import threading
 
 import pytest
@@ -135,6 +136,34 @@ def test_nonces_are_distinct_across_threads_and_are_what_decoding_accepts() -> N
     nonces = [n for out in made for n in out]
     assert len(set(nonces)) == len(nonces) == 20_000
     assert all(_tokens._NONCE_RE.match(n) for n in nonces[::997] + nonces[-3:])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_makes_nonces_of_its_own() -> None:
+    # A server that loads the application and then forks its workers: each worker's
+    # nonces must differ from the parent's and from its siblings'.
+    _tokens.new_nonce()  # the parent has made some already
+    read, write = os.pipe()
+    children = []
+    for _ in range(2):
+        pid = os.fork()
+        if pid == 0:  # the child: send its next nonce, and leave at once
+            try:
+                os.write(write, (_tokens.new_nonce() + "\n").encode())
+            finally:
+                os._exit(0)
+        children.append(pid)
+    for pid in children:
+        os.waitpid(pid, 0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        theirs = f.read().split()
+    ours = _tokens.new_nonce()
+    assert len(theirs) == 2
+    assert len({ours, *theirs}) == 3
+    # Not merely the same prefix with another count: a prefix of their own.
+    assert {n[:12] for n in theirs}.isdisjoint({ours[:12]})
+    assert theirs[0][:12] != theirs[1][:12]
 
 
 def test_a_token_names_a_pending_write_by_its_nonce() -> None:
