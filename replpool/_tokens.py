@@ -24,8 +24,8 @@ import base64
 import binascii
 import itertools
 import json
-import os
 import operator
+import os
 import re
 import secrets
 from binascii import b2a_base64
