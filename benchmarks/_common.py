@@ -20,6 +20,11 @@ class Result:
     def rate(self) -> float:
         return statistics.median(self.rates)
 
+    @property
+    def mean_rate(self) -> float:
+        """Operations per second over all rounds together (rounds are of equal length)."""
+        return statistics.fmean(self.rates)
+
 
 def round_arguments(doc: str | None, argv: list[str] | None) -> argparse.Namespace:
     """The options every interleaved benchmark takes: round length, rounds, threads."""
@@ -94,6 +99,35 @@ def interleaved(
         for name, op in items[r % len(items):] + items[: r % len(items)]:
             results[name].rates.append(run_for(op, seconds, threads))
     return results
+
+
+def shuffled(
+    variants: dict[str, Callable[[], None]], *, rounds: int, seconds: float, threads: int, seed: int = 0
+) -> dict[str, Result]:
+    """Like :func:`interleaved`, but each round runs the variants in a random order (from
+    ``seed``): for measurements whose noise comes in states that last about a round
+    (where the scheduler puts client threads and server processes, unpinned), many short
+    rounds in random order, so that no variant is favoured by its place."""
+    import random
+
+    rng = random.Random(seed)
+    results = {name: Result(name) for name in variants}
+    items = list(variants.items())
+    for _name, op in items:
+        run_for(op, min(0.2, seconds), threads)
+    for _ in range(rounds):
+        rng.shuffle(items)
+        for name, op in items:
+            results[name].rates.append(run_for(op, seconds, threads))
+    return results
+
+
+def mean_ratios(results: dict[str, Result], baseline: str) -> str:
+    """Each variant's mean rate over all rounds against the baseline's, on one line."""
+    base = results[baseline].mean_rate
+    return "  mean over all rounds: " + ", ".join(
+        f"{r.name} {r.mean_rate / base:.3f}x" for r in results.values() if r.name != baseline
+    )
 
 
 def table(title: str, results: dict[str, Result], baseline: str) -> str:

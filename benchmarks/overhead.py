@@ -6,7 +6,12 @@ pool, and replpool, side by side on the same lab in one process.
 First, unpinned (client and servers wherever the scheduler puts them, as most
 deployments run): the read path with the same connection settings on both sides
 (autocommit) and a session per read, as a web request has, replpool against
-psycopg_pool. Then, with the client pinned to one CPU and the servers to the others
+psycopg_pool. Unpinned, throughput moves by a third from one quarter second to the next
+as the scheduler places threads and server processes, so these rounds are short (a
+quarter of ``--seconds``), six times as many, in random order, and a second
+psycopg_pool variant, the same code as the first, is measured alongside: how far it
+lands from 1.0 is how far this measurement can be trusted (the mean over all rounds is
+printed too). Then, with the client pinned to one CPU and the servers to the others
 (ratios that hold still from run to run): the read path, a one-row SELECT on the same
 replica (replpool routes to it: it is the only replica and the session wrote nothing),
 and the write path, a one-row UPDATE on the primary, including what replpool records for
@@ -24,7 +29,15 @@ import psycopg
 import psycopg_pool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ThreadSlots, interleaved, pin_cpus, round_arguments, table  # noqa: E402
+from _common import (  # noqa: E402
+    ThreadSlots,
+    interleaved,
+    mean_ratios,
+    pin_cpus,
+    round_arguments,
+    shuffled,
+    table,
+)
 
 import replpool  # noqa: E402
 from replpool.testing import PostgresLab  # noqa: E402
@@ -58,17 +71,26 @@ def main(argv: list[str] | None = None) -> int:
                 with pool.connection() as conn:
                     conn.execute(read, (key.next(),)).fetchall()
 
+            def pool_read_again() -> None:  # the A/A control: the same as pool_read
+                with pool.connection() as conn:
+                    conn.execute(read, (key.next(),)).fetchall()
+
             def replpool_read() -> None:
                 with replpool.session(), cluster.connection(read_only=True) as conn:
                     conn.execute(read, (key.next(),)).fetchall()
 
-            unpinned = interleaved(
-                {"psycopg_pool": pool_read, "replpool, a session per read": replpool_read},
-                rounds=args.rounds, seconds=args.seconds, threads=threads,
+            unpinned = shuffled(
+                {
+                    "psycopg_pool": pool_read,
+                    "psycopg_pool again (A/A)": pool_read_again,
+                    "replpool, a session per read": replpool_read,
+                },
+                rounds=args.rounds * 6, seconds=args.seconds / 4, threads=threads,
             )
             routed = cluster.status().routing
             assert set(routed) == {"replica"}, f"replpool reads went elsewhere: {routed}"
             print(table(f"read path, unpinned, autocommit, {threads} thread(s), replica", unpinned, "psycopg_pool"))
+            print(mean_ratios(unpinned, "psycopg_pool"))
             cluster.close()
             pool.close()
         print()

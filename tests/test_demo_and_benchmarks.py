@@ -55,6 +55,11 @@ def test_the_overhead_benchmark_runs_and_prints_ratios():
     assert proc.stdout.count("vs psycopg_pool") == 3
     assert re.search(r"replpool read_only=True\s+\d+\s+[\d.]+\s+[\d.]+x", proc.stdout)
     assert re.search(r"replpool, a session per read\s+\d+\s+[\d.]+\s+[\d.]+x", proc.stdout)
+    assert re.search(r"psycopg_pool again \(A/A\)\s+\d+\s+[\d.]+\s+[\d.]+x", proc.stdout)
+    assert re.search(
+        r"mean over all rounds: psycopg_pool again \(A/A\) [\d.]+x, replpool, a session per read [\d.]+x",
+        proc.stdout,
+    )
 
 
 def test_the_async_overhead_benchmark_runs_and_prints_ratios():
