@@ -27,6 +27,7 @@ import enum
 import functools
 import inspect
 import logging
+import os
 import threading
 import time
 import weakref
@@ -199,6 +200,18 @@ _NONCES_MAX = 10_000
 _first_seen: OrderedDict[tuple[str, str], int] = OrderedDict()
 _resolved: OrderedDict[tuple[str, str], Position] = OrderedDict()
 _nonces_lock = threading.Lock()
+
+
+def _new_nonces_lock() -> None:
+    """In the child of a ``fork()``: a lock of its own. Another thread of the parent may
+    have held it when the process forked; the child has no such thread to release it,
+    and its first request bringing a token would wait forever. (The tables themselves are
+    whole: a fork happens between two of the interpreter's steps.)"""
+    global _nonces_lock
+    _nonces_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_nonces_lock)
 
 
 def _bounded_put(table: OrderedDict[tuple[str, str], Any], key: tuple[str, str], value: Any) -> None:

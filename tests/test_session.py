@@ -4,6 +4,7 @@ primary pin."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -886,3 +887,38 @@ def test_covering_entries_refuses_inside_an_uncommitted_write() -> None:
         s.covering_entries(10)
     s.write_ended("c")
     assert set(s.covering_entries(10)) == {"c"}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_child_forked_while_another_thread_held_the_nonce_tables_can_use_them() -> None:
+    # A server that forks its workers while a thread of the parent resolves a token.
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with _session._nonces_lock:
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    try:
+        assert held.wait(5)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: can it take the lock, and resolve a nonce?
+            try:
+                ok = _session._nonces_lock.acquire(timeout=2)
+                if ok:
+                    _session._nonces_lock.release()
+                    _session._seen_since("c", "nonce-from-a-token", 42)
+                os.write(write, b"ok" if ok else b"stuck")
+            finally:
+                os._exit(0)
+        os.close(write)
+        with os.fdopen(read, "rb") as f:
+            said = f.read()
+        os.waitpid(pid, 0)
+        assert said == b"ok"
+    finally:
+        release.set()
+        t.join()
