@@ -157,13 +157,7 @@ class LifoConnectionPool(psycopg_pool.ConnectionPool):  # type: ignore[type-arg]
         return super().getconn(timeout)
 
     def putconn(self, conn: Any) -> None:
-        if (
-            self._fast_put
-            and getattr(conn, "_pool", None) is self
-            and conn.pgconn.transaction_status == _IDLE
-            and conn._expire_at > (now := time.monotonic())
-            and (not _HAS_DRAIN or conn._created_at > self._drained_at)
-        ):
+        if self._fast_put and (now := clean_return_time(self, conn)):
             lock = self._lock  # not `with`, as in getconn
             lock.acquire()
             try:
@@ -217,6 +211,22 @@ _HAS_DRAIN = hasattr(psycopg_pool.ConnectionPool, "drain")
 # The psycopg_pool versions whose getconn/putconn the short path was checked against.
 FAST_PATH_VERSIONS = ("3.2.", "3.3.")
 FAST_PATH = psycopg_pool.__version__.startswith(FAST_PATH_VERSIONS)
+
+
+def clean_return_time(pool: Any, conn: Any) -> float:
+    """Now (``time.monotonic()``) if ``conn``, handed back to ``pool`` (either front's),
+    may go straight to its idle connections as psycopg_pool would put it there: it is the
+    pool's own, idle (no transaction to roll back), not past its lifetime, and not opened
+    before a ``drain()``; else 0.0 (psycopg_pool's own ``putconn`` deals with it). Reads
+    private attributes of psycopg_pool: the short paths call it only under
+    :data:`FAST_PATH`."""
+    own = getattr(conn, "_pool", None)
+    if own is not pool or conn.pgconn.transaction_status != _IDLE:
+        return 0.0
+    now = time.monotonic()
+    if conn._expire_at <= now or (_HAS_DRAIN and conn._created_at <= own._drained_at):
+        return 0.0
+    return now
 
 # The last-in first-out order leans on two private names of psycopg_pool (3.2 and 3.3
 # have them); should a later version rename them, fall back to the plain pool rather

@@ -18,9 +18,9 @@ from psycopg_pool import pool_async as _pool_async
 from ._engine import MemberSpec
 from ._pg import (
     _CONNECT_ERRORS,
-    _HAS_DRAIN,
     FAST_PATH,
     PostgresEngine,
+    clean_return_time,
     lock_timeout_value,
     lock_timeout_was_set,
 )
@@ -107,10 +107,7 @@ class AsyncLifoConnectionPool(psycopg_pool.AsyncConnectionPool):  # type: ignore
         the idle pool; False when the short path cannot (then ``putconn``)."""
         if (
             self._fast_put
-            and getattr(conn, "_pool", None) is self
-            and conn.pgconn.transaction_status == _IDLE
-            and conn._expire_at > (now := time.monotonic())
-            and (not _HAS_DRAIN or conn._created_at > self._drained_at)
+            and (now := clean_return_time(self, conn))
             and not self._closed
             and self._pool_full_event is None
             and not self._lock.locked()
@@ -119,7 +116,7 @@ class AsyncLifoConnectionPool(psycopg_pool.AsyncConnectionPool):  # type: ignore
             while waiting and type(waiting[0]) is _Waiter:
                 conn._pool = None
                 conn._replpool_returned = now
-                if waiting.popleft().give(conn):
+                if waiting.popleft().give(conn):  # type: ignore[attr-defined]  # a _Waiter, checked above
                     return True
             if not waiting:
                 conn._pool = None
