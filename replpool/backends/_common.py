@@ -185,7 +185,6 @@ class ClusterWrapperMixin:
     _replpool_options_memo: tuple[Any, str] | None = None
     _replpool_params_memo: tuple[tuple[Any, ...], dict[str, Any]] | None = None
     _replpool_kit_memo: tuple[Any, CursorKit] | None = None
-    _replpool_connect_key: tuple[Any, ...] | None = None  # see get_connection_params
     _replpool_known: bool
     # While Django shares the wrapper with other threads: the sharing thread and its session.
     _replpool_shared: tuple[int, _session.Session] | None = None
@@ -209,9 +208,6 @@ class ClusterWrapperMixin:
         memo = self._replpool_params_memo
         if memo is None or memo[0] != key:
             memo = self._replpool_params_memo = (key, self._connection_params())
-        # connect() calls get_new_connection() next, which finds the cluster by the
-        # same key: it takes it from here rather than work it out again.
-        self._replpool_connect_key = key
         return dict(memo[1])
 
     def _connection_params(self) -> dict[str, Any]:
@@ -253,16 +249,14 @@ class ClusterWrapperMixin:
         """What else the engine sets up pooled connections from (default: nothing)."""
         return None
 
-    def replpool_cluster(self, key: tuple[Any, ...] | None = None) -> Cluster:
+    def replpool_cluster(self) -> Cluster:
         """The cluster for this wrapper's settings, made on first use. An alias has one
         cluster per distinct settings: when they change (the test runner switches NAME
         to the test database; a copy of the wrapper with other OPTIONS or another time
         zone), the wrapper gets a new cluster; a cluster closes once no wrapper of the
         alias has its settings any more (the wrapper was dropped, or its settings
-        changed) and no open connection uses it. ``key``: the settings' key
-        (:meth:`_settings_key`) if the caller has just worked it out."""
-        if key is None:
-            key = self._settings_key()
+        changed) and no open connection uses it."""
+        key = self._settings_key()
         clusters = self._replpool_clusters.get(self.alias)
         if clusters is not None:
             found = clusters.get(key)
@@ -482,14 +476,8 @@ class ClusterWrapperMixin:
         """Per-lease setup of the primary connection (isolation level, ...)."""
 
     def routed_connection(self) -> RoutedConnection:
-        """A new routed connection (``get_new_connection()``, in ``connect()``, after
-        ``get_connection_params()``, which left the settings' key)."""
         self._known()
-        key, self._replpool_connect_key = self._replpool_connect_key, None
-        return RoutedConnection(
-            self, self.replpool_cluster, self.on_primary_connection,  # type: ignore[arg-type]
-            self.replpool_cluster(key),
-        )
+        return RoutedConnection(self, self.replpool_cluster, self.on_primary_connection)  # type: ignore[arg-type]
 
     def _close(self) -> None:
         if not self.routed:
@@ -531,10 +519,6 @@ class ClusterWrapperMixin:
             )
             memo = self._replpool_kit_memo = (options, kit)
         return memo[1]
-
-    def replica_functions(self) -> frozenset[str]:
-        """The alias's ``OPTIONS["replica_functions"]`` (see :func:`replica_functions`)."""
-        return self.cursor_kit().replica_functions
 
     # -- a connection shared with other threads carries its session ------------------------
 

@@ -64,11 +64,10 @@ class RoutedConnection:
         wrapper: BaseDatabaseWrapper,
         get_cluster: Callable[[], Cluster],
         on_primary: Callable[[Any], None] = lambda conn: None,
-        cluster: Cluster | None = None,
     ) -> None:
         self.wrapper = wrapper
-        self.get_cluster = get_cluster  # the cluster now, if the one given closed
-        self.cluster = get_cluster() if cluster is None else cluster
+        self.get_cluster = get_cluster
+        self.cluster = get_cluster()
         self._on_primary = on_primary  # engine setup for a freshly leased primary connection
         self._primary: Lease | None = None
         self._replica: Lease | None = None
