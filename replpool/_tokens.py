@@ -95,16 +95,11 @@ def encode_items(items: Sequence[Item]) -> str:
     # The compact JSON of {name: "engine:text"} in name order, written out directly
     # (json.dumps costs more than the rest of a token): a request that wrote makes one,
     # most often on one cluster.
-    if len(items) == 1:
-        ((name, engine, position, pending),) = items
+    parts = []
+    for name, engine, position, pending in items if len(items) == 1 else sorted(items, key=_name):
         text = f"{engine}:{'' if position is None else position}{'' if pending is None else '~' + pending}"
-        raw = f"{{{_json_string(name)}:{_json_string(text)}}}".encode()
-    else:
-        parts = []
-        for name, engine, position, pending in sorted(items, key=_name):
-            text = f"{engine}:{'' if position is None else position}{'' if pending is None else '~' + pending}"
-            parts.append(f"{_json_string(name)}:{_json_string(text)}")
-        raw = ("{" + ",".join(parts) + "}").encode()
+        parts.append(f"{_json_string(name)}:{_json_string(text)}")
+    raw = ("{" + ",".join(parts) + "}").encode()
     # base64.urlsafe_b64encode(raw) unpadded, without its two layers of Python.
     # The newline b2a_base64 ends with goes with the padding (an argument costs more).
     return PREFIX + b2a_base64(raw).translate(_URLSAFE, b"=\n").decode()

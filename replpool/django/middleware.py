@@ -120,9 +120,7 @@ class ReadYourWritesMiddleware:
         # _session.session(), without the object around it (see open_scope).
         session, token, outer = _session.open_scope()
         try:
-            meta = request.META
-            if meta.get("HTTP_COOKIE") or meta.get(self._header_key):  # may bring a token
-                self._adopt(request, session)
+            self._adopt(request, session)
             response = self.get_response(request)
             self._leave(request, response, session)
         finally:
@@ -132,9 +130,7 @@ class ReadYourWritesMiddleware:
     async def __acall__(self, request: HttpRequest) -> Any:
         session, token, outer = _session.open_scope()
         try:
-            meta = request.META
-            if meta.get("HTTP_COOKIE") or meta.get(self._header_key):  # may bring a token
-                self._adopt(request, session)
+            self._adopt(request, session)
             response = await self.get_response(request)  # type: ignore[misc]
             self._leave(request, response, session)
         finally:
