@@ -86,38 +86,28 @@ def run_for(op: Callable[[], None], seconds: float, threads: int) -> float:
 
 
 def interleaved(
-    variants: dict[str, Callable[[], None]], *, rounds: int, seconds: float, threads: int
+    variants: dict[str, Callable[[], None]], *, rounds: int, seconds: float, threads: int,
+    seed: int | None = None,
 ) -> dict[str, Result]:
     """Run the variants in turn, round after round, each round starting with the next
     variant, so that drift (a table's dead rows, autovacuum, a busy neighbour) affects
-    all alike."""
-    results = {name: Result(name) for name in variants}
-    items = list(variants.items())
-    for _name, op in items:  # warm up every pool and cache
-        run_for(op, min(0.2, seconds), threads)
-    for r in range(rounds):
-        for name, op in items[r % len(items):] + items[: r % len(items)]:
-            results[name].rates.append(run_for(op, seconds, threads))
-    return results
-
-
-def shuffled(
-    variants: dict[str, Callable[[], None]], *, rounds: int, seconds: float, threads: int, seed: int = 0
-) -> dict[str, Result]:
-    """Like :func:`interleaved`, but each round runs the variants in a random order (from
-    ``seed``): for measurements whose noise comes in states that last about a round
-    (where the scheduler puts client threads and server processes, unpinned), many short
-    rounds in random order, so that no variant is favoured by its place."""
+    all alike. With ``seed``, each round runs them in a random order instead: for
+    measurements whose noise comes in states that last about a round (where the
+    scheduler puts client threads and server processes, unpinned), many short rounds in
+    random order, so that no variant is favoured by its place."""
     import random
 
     rng = random.Random(seed)
     results = {name: Result(name) for name in variants}
     items = list(variants.items())
-    for _name, op in items:
+    for _name, op in items:  # warm up every pool and cache
         run_for(op, min(0.2, seconds), threads)
-    for _ in range(rounds):
-        rng.shuffle(items)
-        for name, op in items:
+    for r in range(rounds):
+        if seed is None:
+            order = items[r % len(items):] + items[: r % len(items)]
+        else:
+            order = rng.sample(items, len(items))
+        for name, op in order:
             results[name].rates.append(run_for(op, seconds, threads))
     return results
 

@@ -35,7 +35,6 @@ from _common import (  # noqa: E402
     mean_ratios,
     pin_cpus,
     round_arguments,
-    shuffled,
     table,
 )
 
@@ -79,13 +78,13 @@ def main(argv: list[str] | None = None) -> int:
                 with replpool.session(), cluster.connection(read_only=True) as conn:
                     conn.execute(read, (key.next(),)).fetchall()
 
-            unpinned = shuffled(
+            unpinned = interleaved(
                 {
                     "psycopg_pool": pool_read,
                     "psycopg_pool again (A/A)": pool_read_again,
                     "replpool, a session per read": replpool_read,
                 },
-                rounds=args.rounds * 6, seconds=args.seconds / 4, threads=threads,
+                rounds=args.rounds * 6, seconds=args.seconds / 4, threads=threads, seed=0,
             )
             routed = cluster.status().routing
             assert set(routed) == {"replica"}, f"replpool reads went elsewhere: {routed}"
