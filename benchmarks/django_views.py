@@ -9,7 +9,9 @@ connection cleanup (close_old_connections). The read view fetches one item and a
 of ten (two queries); the write view creates an item (one INSERT). replpool's views run
 behind ReadYourWritesMiddleware, as a replpool site would (which makes a token for every
 request that wrote: a signed cookie and a header); the baseline without it, and
-"engine" is replpool's engine without the middleware.
+"engine" is replpool's engine without the middleware. The baseline runs twice, the
+second time as "django pool again (A/A)": how far that row is from 1.000 is how far
+apart this machine puts two runs of the same code.
 
 Last, a report view (one query that keeps its server busy for a few milliseconds) at the
 largest thread count, with one replica moved to the client's CPU so that it has a CPU
@@ -123,14 +125,18 @@ def main(argv: list[str] | None = None) -> int:
                     close_old_connections()
                 return request
 
+            # "again (A/A)": the baseline measured a second time, as a variant: how far
+            # apart this machine puts two runs of the same code is the benchmark's noise.
             variants_read = {
                 "django pool (primary)": serve(read_view("default"), False),
+                "django pool again (A/A)": serve(read_view("default"), False),
                 "replpool, one db, engine": serve(read_view("replpool_one"), False),
                 "replpool, one database": serve(read_view("replpool_one"), True),
                 "replpool, 2 replicas": serve(read_view("replpool_replicas"), True),
             }
             variants_write = {
                 "django pool (primary)": serve(write_view("default"), False),
+                "django pool again (A/A)": serve(write_view("default"), False),
                 "replpool, one db, engine": serve(write_view("replpool_one"), False),
                 "replpool, one database": serve(write_view("replpool_one"), True),
                 "replpool, 2 replicas": serve(write_view("replpool_replicas"), True),

@@ -92,9 +92,14 @@ def encode(entries: Mapping[str, Entry | Position]) -> str:
 
 def encode_items(items: Sequence[Item]) -> str:
     """:func:`encode` for entries as :data:`Item` tuples, whose cluster names differ."""
+    if len(items) == 1:
+        name, engine, position, pending = items[0]
+        if position is None and pending is not None:
+            # What a request that wrote on one cluster makes: see _pending_head.
+            head = _pending_heads.get((name, engine)) or _pending_head(name, engine)
+            return head + b2a_base64(f'{pending}"}}'.encode()).translate(_URLSAFE, b"=\n").decode()
     # The compact JSON of {name: "engine:text"} in name order, written out directly
-    # (json.dumps costs more than the rest of a token): a request that wrote makes one,
-    # most often on one cluster.
+    # (json.dumps costs more than the rest of a token).
     parts = []
     for name, engine, position, pending in items if len(items) == 1 else sorted(items, key=_name):
         text = f"{engine}:{'' if position is None else position}{'' if pending is None else '~' + pending}"
@@ -106,6 +111,27 @@ def encode_items(items: Sequence[Item]) -> str:
 
 
 _name = operator.itemgetter(0)
+
+# The token of one pending write on a cluster is its cluster's head and its nonce: the
+# JSON ``{"name":"engine:~`` is padded with spaces after its brace to a multiple of three
+# bytes, so that its base64 ends on a whole group and the token's base64 is the head's,
+# worked out once, followed by that of ``nonce"}``. The JSON is the same mapping (JSON
+# allows space between tokens), so every version of decode() reads it. A nonce needs no
+# JSON escape: new_nonce() makes them of URL-safe base64 and hex, and decode() accepts
+# no other character.
+_pending_heads: dict[tuple[str, str], str] = {}
+
+
+def _pending_head(name: str, engine: str) -> str:
+    """The base64 head of the token of a pending write on ``name`` (an ``engine``
+    cluster), kept for the next one (for a few thousand names at most)."""
+    rest = f"{_json_string(name)}:{_json_string(engine + ':~')[:-1]}".encode()
+    raw = b"{" + b" " * (-(len(rest) + 1) % 3) + rest
+    head = PREFIX + b2a_base64(raw).translate(_URLSAFE, b"\n").decode()
+    if len(_pending_heads) >= 4096:
+        _pending_heads.clear()
+    _pending_heads[name, engine] = head
+    return head
 
 
 def decode(token: str) -> dict[str, Entry]:

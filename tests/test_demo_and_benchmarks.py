@@ -79,6 +79,7 @@ def test_the_django_views_benchmark_runs_and_prints_ratios():
     for kind in ("read view", "write view", "report view"):
         assert re.search(rf"{kind}.*\n.*\n  django pool \(primary\)\s+\d+\s+[\d.]+\s+1\.000x", proc.stdout), kind
     assert re.search(r"replpool, 2 replicas\s+\d+\s+[\d.]+\s+[\d.]+x", proc.stdout)
+    assert len(re.findall(r"django pool again \(A/A\)\s+\d+\s+[\d.]+\s+[\d.]+x", proc.stdout)) == 2
 
 
 def test_the_mariadb_poll_benchmark_runs_and_prints_each_variant():

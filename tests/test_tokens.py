@@ -91,7 +91,8 @@ def test_entries_with_a_pending_write_round_trip(mapping: dict[str, tuple[object
 )
 def test_a_token_is_the_compact_json_of_its_entries(mapping: dict[str, tuple]) -> None:
     """encode() writes its JSON by hand; it must be exactly what json.dumps writes, for
-    any name (quotes, backslashes and non-ASCII included)."""
+    any name (quotes, backslashes and non-ASCII included), but for the spaces that align
+    the head of a token of one pending write."""
     entries = {
         name: _tokens.Entry(pos.engine if pos is not None else "mariadb", pos, nonce)  # type: ignore[attr-defined]
         for name, (pos, nonce) in mapping.items()
@@ -103,7 +104,16 @@ def test_a_token_is_the_compact_json_of_its_entries(mapping: dict[str, tuple]) -
     }
     body = _tokens.encode(entries).removeprefix(_tokens.PREFIX)
     raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
-    assert raw == json.dumps(expected, separators=(",", ":"), ensure_ascii=True).encode()
+    compact = json.dumps(expected, separators=(",", ":"), ensure_ascii=True).encode()
+    if len(entries) == 1 and all(e.position is None and e.pending is not None for e in entries.values()):
+        # One pending write: its head, up to the nonce, padded after the brace to a
+        # whole base64 group (the same JSON mapping).
+        padding = len(raw) - len(compact)
+        assert raw == b"{" + b" " * padding + compact[1:] and padding < 3
+        assert (len(raw) - len(b'"}') - len(next(iter(entries.values())).pending)) % 3 == 0
+    else:
+        assert raw == compact
+    assert json.loads(raw) == expected
 
 
 @common

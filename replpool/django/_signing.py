@@ -119,11 +119,13 @@ class TokenWriter(TokenSigner):
         # Django stores them as expected (None: every header goes the public way).
         self._direct_headers = ResponseHeaders if header is not None and _stores_headers_as_expected(header) else None
 
-    def put(self, response: HttpResponseBase, token: str, secure: bool) -> str:
+    def put(self, response: HttpResponseBase, token: str, secure: bool, *, legal: bool = False) -> str:
         """Sign ``token`` and put it on ``response`` (the cookie Secure if ``secure``);
-        returns the signed value."""
+        returns the signed value. ``legal``: the caller knows ``token`` is made of
+        :data:`_LEGAL` characters (a token of replpool's: ``rp1.`` and URL-safe base64),
+        which the signature keeps; otherwise the signed value is checked."""
         signed = self.sign(token)
-        if not _LEGAL.fullmatch(signed):
+        if not legal and not _LEGAL.fullmatch(signed):
             self._put_by_django(response, signed, secure)  # not a token of replpool's
             return signed
         cookie, header = self.cookie, self.header

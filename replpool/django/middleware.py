@@ -225,7 +225,7 @@ class ReadYourWritesMiddleware:
         if covered:
             # One signature serves the cookie and the header.
             secure = request.is_secure() if self._ask_secure else self._secure
-            self.signer.put(response, _tokens.encode_items(covered), secure)
+            self.signer.put(response, _tokens.encode_items(covered), secure, legal=True)
 
 
 _KNOWN_TOKENS = 4096  # verified tokens kept per middleware (a dict, oldest out first)

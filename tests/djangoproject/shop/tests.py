@@ -700,6 +700,21 @@ class SigningTests(SimpleTestCase):
                     self.assertEqual(ours.serialize_headers(), django.serialize_headers(), case)
                     self.assertEqual(ours.headers._store, django.headers._store, case)
 
+    def test_a_token_the_caller_vouches_for_is_put_as_a_checked_one_is(self):
+        """put(..., legal=True), what the middleware does with a token of replpool's,
+        skips the check of its characters and writes what the checked way writes."""
+        token = _tokens.encode_items([("default", "postgresql", None, _tokens.new_nonce())])
+        for secure in (False, True):
+            def both():
+                checked, vouched = HttpResponse(), HttpResponse()
+                writer = self.writer()
+                signed = writer.put(checked, token, secure), writer.put(vouched, token, secure, legal=True)
+                return *signed, checked, vouched
+            a, b, checked, vouched = same_second(both)[0]
+            self.assertEqual(a, b)
+            self.assertEqual(vouched.cookies.output(), checked.cookies.output())
+            self.assertEqual(vouched.serialize_headers(), checked.serialize_headers())
+
     def test_either_the_cookie_or_the_header_may_be_left_out(self):
         response = HttpResponse()
         TokenWriter(salt=SALT, cookie=None, max_age=300, header=self.HEADER).put(response, "rp1.x", True)
