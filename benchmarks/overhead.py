@@ -70,10 +70,6 @@ def main(argv: list[str] | None = None) -> int:
                 with pool.connection() as conn:
                     conn.execute(read, (key.next(),)).fetchall()
 
-            def pool_read_again() -> None:  # the A/A control: the same as pool_read
-                with pool.connection() as conn:
-                    conn.execute(read, (key.next(),)).fetchall()
-
             def replpool_read() -> None:
                 with replpool.session(), cluster.connection(read_only=True) as conn:
                     conn.execute(read, (key.next(),)).fetchall()
@@ -81,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             unpinned = interleaved(
                 {
                     "psycopg_pool": pool_read,
-                    "psycopg_pool again (A/A)": pool_read_again,
+                    "psycopg_pool again (A/A)": pool_read,  # the A/A control: the same code
                     "replpool, a session per read": replpool_read,
                 },
                 rounds=args.rounds * 6, seconds=args.seconds / 4, threads=threads, seed=0,

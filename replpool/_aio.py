@@ -376,8 +376,11 @@ class AsyncCluster(ClusterBase[AsyncPool]):
     async def release(self, lease: Lease, exc: BaseException | None = None) -> None:
         """Give a leased connection back to its pool (the pool rolls back a transaction
         left open). A connection error takes the member out."""
-        if self._release_now(lease, exc):
-            return
+        if not self._release_now(lease, exc):
+            await self._release_slowly(lease, exc)
+
+    async def _release_slowly(self, lease: Lease, exc: BaseException | None) -> None:
+        """:meth:`release` where :meth:`_release_now` could not."""
         m, conn = lease.member, lease.conn
         assert m.pool is not None
         if lease.on_replica:
@@ -396,7 +399,7 @@ class AsyncCluster(ClusterBase[AsyncPool]):
     def _release_now(self, lease: Lease, exc: BaseException | None) -> bool:
         """:meth:`release` without awaiting, in the common case (nothing to set on the
         connection, and the pool's short path takes it back); False: not released, the
-        caller awaits ``release``."""
+        caller awaits ``_release_slowly``."""
         if lease.read_only and not lease.on_replica:
             return False  # a read on the primary: its read-only setting may need undoing
         m, conn = lease.member, lease.conn
@@ -510,5 +513,5 @@ class _AsyncCheckout:
                 await c._aio.exit(lease.conn, exc)
         finally:
             if not c._release_now(lease, exc):  # the common case, without a coroutine
-                await c.release(lease, exc)
+                await c._release_slowly(lease, exc)
             c._ended(lease)

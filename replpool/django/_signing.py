@@ -25,6 +25,8 @@ from django.http.response import ResponseHeaders
 from django.utils.encoding import force_bytes
 from django.utils.http import http_date
 
+from .._tokens import _URLSAFE
+
 # Characters a cookie value may hold unquoted (http.cookies' _LegalChars, less the space):
 # signed tokens are made of them, so their value is their coded value.
 _LEGAL = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~:]*")
@@ -85,8 +87,6 @@ class TokenSigner(signing.TimestampSigner):
         """``(now, separator and timestamp)`` for the second ``now``."""
         return now, f"{self.sep}{signing.b62_encode(now)}"
 
-
-_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 class TokenWriter(TokenSigner):
